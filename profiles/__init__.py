@@ -1,0 +1,1 @@
+"""Device profiles: YAML files describing a device's compute, memory and runtimes."""
