@@ -1,0 +1,143 @@
+"""Tensor descriptions (name, shape, dtype) and the --input-shape syntax."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeml.errors import InputSpecError
+
+Dim = int | str | None  # a size, a symbolic name (e.g. "batch"), or unknown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str | None = "float32"  # None: not given on the command line
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with a symbolic leading (batch) dimension set to `batch`."""
+        dims = []
+        for i, d in enumerate(self.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif i == 0:
+                dims.append(batch)
+            else:
+                raise InputSpecError(
+                    f"input '{self.name}' has an unknown size in dimension {i} "
+                    f"(shape {format_shape(self.shape)}); give it with --input-shape"
+                )
+        return tuple(dims)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def format_shape(shape: tuple[Dim, ...]) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+_SPEC = re.compile(r"^(?:(?P<name>[A-Za-z_][\w.:/-]*?):)?(?P<dims>[\w?]+(?:[x,][\w?]+)*)(?::(?P<dtype>\w+))?$")
+
+
+def parse_input_shape(text: str) -> TensorSpec:
+    """Parse `[name:]1x3x224x224[:dtype]`; a dimension may be a name (`batch`) or `?`."""
+    m = _SPEC.match(text.strip())
+    if not m:
+        raise InputSpecError(
+            f"cannot read --input-shape '{text}': expected [name:]DIMxDIMx...[:dtype], "
+            "e.g. input:1x3x224x224 or ids:1x128:int64"
+        )
+    dims: list[Dim] = []
+    for part in re.split(r"[x,]", m["dims"]):
+        if part.isdigit():
+            if int(part) <= 0:
+                raise InputSpecError(f"--input-shape '{text}': dimensions must be positive")
+            dims.append(int(part))
+        else:
+            dims.append(None if part == "?" else part)
+    dtype = None
+    if m["dtype"]:
+        try:
+            dtype = np.dtype(m["dtype"]).name
+        except TypeError:
+            raise InputSpecError(f"--input-shape '{text}': unknown dtype '{m['dtype']}'") from None
+    return TensorSpec(m["name"] or "", tuple(dims), dtype)
+
+
+def reconcile(model_specs: list[TensorSpec] | None, given: list[TensorSpec],
+              default_names: list[str] | None = None) -> list[TensorSpec]:
+    """Combine what the model says about its inputs with what the user gave.
+
+    The model's own fixed sizes win and a contradiction is an error; the user's sizes fill
+    the model's symbolic dimensions. Unnamed user specs are matched by position.
+    """
+    if model_specs is None:
+        if not given:
+            names = default_names or ["input"]
+            raise InputSpecError(
+                f"this model does not record its input shapes; give them with --input-shape "
+                f"NAME:DIMS (inputs: {', '.join(names)}), e.g. --input-shape {names[0]}:1x3x224x224"
+            )
+        names = default_names or []
+        if default_names is not None and len(given) != len(default_names):
+            raise InputSpecError(
+                f"the model takes {len(default_names)} input(s) ({', '.join(default_names)}) "
+                f"but {len(given)} --input-shape value(s) were given"
+            )
+        out = []
+        for i, g in enumerate(given):
+            name = g.name or (names[i] if i < len(names) else ("input" if len(given) == 1 else f"input_{i}"))
+            if names and name not in names:
+                raise InputSpecError(
+                    f"--input-shape names '{name}', but the model's inputs are {', '.join(names)}"
+                )
+            out.append(TensorSpec(name, g.shape, g.dtype or "float32"))
+        return out
+
+    if not given:
+        return list(model_specs)
+    if len(given) > len(model_specs):
+        raise InputSpecError(
+            f"{len(given)} --input-shape values given, but the model has "
+            f"{len(model_specs)} input(s): {', '.join(s.name for s in model_specs)}"
+        )
+    by_name = {s.name: s for s in model_specs}
+    updates: dict[str, TensorSpec] = {}
+    for i, g in enumerate(given):
+        if g.name:
+            if g.name not in by_name:
+                raise InputSpecError(
+                    f"--input-shape names '{g.name}', but the model's inputs are "
+                    f"{', '.join(by_name)}"
+                )
+            spec = by_name[g.name]
+        else:
+            spec = model_specs[i]
+        updates[spec.name] = _merge(spec, g)
+    return [updates.get(s.name, s) for s in model_specs]
+
+
+def _merge(model: TensorSpec, given: TensorSpec) -> TensorSpec:
+    if len(model.shape) != len(given.shape):
+        raise InputSpecError(
+            f"input '{model.name}': the model expects rank {len(model.shape)} "
+            f"({format_shape(model.shape)}), --input-shape gives {format_shape(given.shape)}"
+        )
+    if given.dtype and given.dtype != model.dtype:
+        raise InputSpecError(
+            f"input '{model.name}': the model takes {model.dtype}, --input-shape says {given.dtype}"
+        )
+    dims: list[Dim] = []
+    for i, (m, g) in enumerate(zip(model.shape, given.shape)):
+        if isinstance(m, int) and isinstance(g, int) and m != g:
+            raise InputSpecError(
+                f"input '{model.name}': the model fixes dimension {i} to {m}, "
+                f"--input-shape gives {g} (model shape {format_shape(model.shape)})"
+            )
+        dims.append(m if isinstance(m, int) else g if g is not None else m)
+    return TensorSpec(model.name, tuple(dims), model.dtype)

@@ -1,0 +1,55 @@
+"""Shared fixtures: the digits CNN trained once per session, saved in every MODEL format."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Keep the example's trained weights out of the user's cache."""
+    os.environ["EDGEML_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def digits(_cache):
+    from edgeml.examples import digits_example
+
+    return digits_example()
+
+
+@pytest.fixture(scope="session")
+def files(digits, tmp_path_factory) -> dict[str, Path]:
+    """The trained digits CNN as ONNX, .pt2, TorchScript and state_dict, plus .npz data."""
+    import torch
+
+    d = tmp_path_factory.mktemp("digits")
+    model = digits.model
+    x = torch.from_numpy(digits.test.inputs["input"][:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(d / "digits.onnx"), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+        program = torch.export.export(model, (x,), dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+        torch.export.save(program, str(d / "digits.pt2"))
+        torch.jit.trace(model, x).save(str(d / "digits.ts"))
+    torch.save(model.state_dict(), d / "weights.pt")
+    np.savez(d / "calib.npz", input=digits.validation.inputs["input"], labels=digits.validation.labels)
+    np.savez(d / "eval.npz", input=digits.test.inputs["input"], labels=digits.test.labels)
+    return {p.name: p for p in d.iterdir()}
+
+
+@pytest.fixture
+def edgeml_cli():
+    """Run the CLI in-process: edgeml_cli(*args) -> click Result (exit_code, stdout, stderr)."""
+    from edgeml.cli import cli
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return invoke
