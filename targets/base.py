@@ -1,0 +1,103 @@
+"""What every target is made of: backends that run artifacts, and candidate recipes.
+
+A `Backend` knows how to run a compiled artifact (for validation and profiling) and which
+Python packages it needs. A `Candidate` is one way a target can compile a model: a backend, a
+precision and a build function. Both are plain data so `edgeml targets`, the pipeline and the
+docs read the same table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+
+class Runner(Protocol):
+    """A loaded model that maps named inputs to the list of outputs, in model order."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class Artifact:
+    """Files a candidate build produced, in one folder, and how to run them."""
+    backend: str
+    precision: str
+    folder: Path
+    entry: str                       # the file the runtime loads
+    runtime_config: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    modules: tuple[str, ...]         # import names the backend needs
+    extra: str                       # the edgeml extra that installs them
+    open: Callable[[Artifact, int], Runner]
+
+    def missing(self) -> list[str]:
+        return missing_modules(self.modules)
+
+    def version(self) -> str | None:
+        return package_version(self.modules[0])
+
+
+@dataclass
+class BuildContext:
+    """What a build may use: the calibration data (never the evaluation data)."""
+    calibration: "object"            # edgeml.data.Dataset
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    backend: Backend
+    precision: str
+    build: Callable[[Path, Path, BuildContext], Artifact]   # (onnx model, out folder, context)
+    needs: tuple[str, ...] = ()      # import names its passes need (e.g. nncf)
+    method: str = ""                 # one line: how it is made
+
+    def missing(self) -> list[str]:
+        return list(dict.fromkeys(self.backend.missing() + missing_modules(self.needs)))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    candidates: tuple[Candidate, ...]
+
+
+def missing_modules(modules: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def package_version(module: str) -> str | None:
+    """The installed version of the package that provides `module`, or None."""
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        return getattr(importlib.import_module(module), "__version__", None)
+    except ImportError:
+        return None
