@@ -1,0 +1,64 @@
+"""Running a model over a dataset, and comparing candidates with the original.
+
+Quality is judged by one number per candidate, chosen by what the data allows:
+top-1 accuracy when labels exist, else top-1 agreement with the original for classifier-like
+outputs, else mean cosine similarity to the original's outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeml.data import Dataset
+from edgeml.errors import DataError
+from edgeml.targets.base import Runner
+
+
+def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool = False) -> list[np.ndarray]:
+    """All outputs of `runner` over `dataset`, concatenated along the first axis.
+
+    With `fixed_batch` (a model whose batch dimension is a fixed size) the last batch is padded
+    to `batch_size` and the padding dropped from the outputs.
+    """
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, len(dataset), batch_size):
+        feeds = dataset.feeds(start, start + batch_size)
+        short = batch_size - len(next(iter(feeds.values())))
+        if short and fixed_batch:
+            feeds = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in feeds.items()}
+        outputs = runner.run(feeds)
+        keep = batch_size - short
+        parts.append([np.asarray(o)[:keep] for o in outputs])
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
+def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None) -> str:
+    primary = reference[0]
+    classifier = primary.ndim == 2 and primary.shape[1] > 1
+    if classifier and labels is not None:
+        if labels.max(initial=0) >= primary.shape[1] or labels.min(initial=0) < 0:
+            raise DataError(
+                f"labels range {labels.min()}..{labels.max()}, but the model scores "
+                f"{primary.shape[1]} classes (0..{primary.shape[1] - 1})"
+            )
+        return "accuracy"
+    return "agreement" if classifier else "cosine"
+
+
+def compare(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None) -> dict:
+    """Accuracy (if labels), agreement, cosine and max error of `outputs` against `reference`."""
+    primary, ref = outputs[0], reference[0]
+    metrics: dict = {}
+    if primary.ndim == 2 and primary.shape[1] > 1:
+        top1 = primary.argmax(axis=1)
+        metrics["agreement"] = float(np.mean(top1 == ref.argmax(axis=1)))
+        if labels is not None:
+            metrics["accuracy"] = float(np.mean(top1 == labels))
+    a = primary.reshape(len(primary), -1).astype(np.float64)
+    b = ref.reshape(len(ref), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-300), 1.0)
+    metrics["cosine"] = float(np.mean(cos))
+    metrics["max_abs_error"] = float(max(np.max(np.abs(o.astype(np.float64) - r)) if o.size else 0.0
+                                         for o, r in zip(outputs, reference)))
+    return metrics

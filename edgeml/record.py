@@ -1,0 +1,59 @@
+"""The run record: one JSON-serialisable account of an `optimize` run.
+
+Reports and bundle manifests are renderings of this record, never a second source of truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Row:
+    """One row of the candidate table: the reference (the original model) or a candidate."""
+    name: str
+    backend: str
+    precision: str
+    role: str                                  # reference | candidate
+    status: str = "ok"                         # ok | unavailable | failed
+    reason: str | None = None                  # why unavailable / failed
+    method: str = ""
+    backend_version: str | None = None
+    metrics: dict = field(default_factory=dict)    # accuracy, agreement, cosine, max_abs_error
+    quality_drop: float | None = None          # reference quality - this row's quality
+    within_budget: bool | None = None
+    latency: dict | None = None                # profiling.Latency.to_dict()
+    size_bytes: int | None = None
+    peak_memory_bytes: int | None = None
+    build_seconds: float | None = None
+    selected: bool = False
+
+
+@dataclass
+class Run:
+    edgeml_version: str
+    created: str                               # UTC, ISO 8601
+    target: str
+    config: dict                               # the effective settings of the run
+    machine: dict
+    packages: dict
+    source: dict
+    data: dict                                 # calibration, evaluation, quality metric, notes
+    export: dict | None = None
+    rows: list[Row] = field(default_factory=list)
+    selection: dict = field(default_factory=dict)
+    bundle: dict | None = None
+    steps: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    output: str | None = None
+
+    @property
+    def selected(self) -> Row | None:
+        return next((r for r in self.rows if r.selected), None)
+
+    @property
+    def reference(self) -> Row:
+        return next(r for r in self.rows if r.role == "reference")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
