@@ -1,3 +1,7 @@
 """edgeml: compress, compile, measure and bundle trained models for deployment targets."""
 
 __version__ = "0.1.0"
+
+from edgeml.pipeline import optimize  # noqa: E402
+
+__all__ = ["optimize", "__version__"]

@@ -1,0 +1,126 @@
+"""Markdown rendering of a run record (the dict in report.json)."""
+
+from __future__ import annotations
+
+
+DASH = "—"
+
+
+def render_markdown(run: dict) -> str:
+    metric = run["data"]["quality_metric"]
+    rows = run["rows"]
+    selection = run["selection"]
+    machine = run["machine"]
+    lines = [f"# edgeml optimize: {run['source']['name']} for target `{run['target']}`", ""]
+
+    chosen = next((r for r in rows if r["selected"]), None)
+    if chosen:
+        ref = next(r for r in rows if r["role"] == "reference")
+        speedups = [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
+        fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
+                     and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
+        if fp32:
+            speedups.append(f"{_ratio(fp32, chosen)} vs {fp32['name']}")
+        lines += [
+            f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
+            f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
+            f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); "
+            f"speed-up (p50) {', '.join(speedups)}.",
+            "",
+            f"Why: {selection['reason']}.",
+            "",
+        ]
+    if not selection.get("within_budget"):
+        lines += [f"> **The accuracy budget was not met.** {selection['reason']}.", ""]
+
+    lines += [
+        f"| candidate | backend | precision | {metric} | drop | p50 ms | p90 ms | size MB | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ok = r["status"] == "ok"
+        name = f"**{r['name']}** ✓" if r["selected"] else r["name"]
+        lines.append("| " + " | ".join([
+            name, r["backend"], r["precision"],
+            _quality(r, metric) if ok else DASH,
+            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if ok else DASH,
+            _ms(r["latency"]["p50_ms"]) if ok else DASH,
+            _ms(r["latency"]["p90_ms"]) if ok else DASH,
+            _mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH,
+            _status(r),
+        ]) + " |")
+
+    lines += [
+        "",
+        f"Latency is measured on this machine ({machine['cpu']}, {machine['threads']} threads), "
+        "batch 1, after warm-up; p50 with its bootstrap 95% confidence interval below.",
+        "",
+        "| candidate | p50 ms (95% CI) | p99 ms | runs | inferences/s | peak memory MB | build s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency"]
+        lo, hi = lat["p50_ci95_ms"]
+        lines.append("| " + " | ".join([
+            r["name"], f"{_ms(lat['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(lat["p99_ms"]),
+            str(lat["runs"]), f"{lat['throughput_per_s']:.0f}",
+            _mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
+            f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH,
+        ]) + " |")
+
+    lines += ["", "## Data", ""] + [f"- {n}" for n in run["data"]["notes"]]
+    if run["export"]:
+        exp = run["export"]
+        lines += ["", "## Export and parity", "",
+                  f"- exported with torch.onnx.export ({exp['exporter']} exporter)"]
+        lines += [f"- {n}" for n in exp["notes"]]
+        parity = exp.get("parity")
+        if parity:
+            lines.append(f"- checked against PyTorch on {parity['samples']} evaluation samples:")
+            lines += [f"  - `{o['name']}`: max abs error {o['max_abs_error']:.3g}, max relative "
+                      f"{o['max_rel_error']:.3g} (tolerance {o['tolerance']:.3g})" for o in parity["outputs"]]
+    lines += ["", "## Candidates", ""]
+    lines += [f"- {r['name']}: {r['method']}" for r in rows]
+    if run["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
+    packages = ", ".join(f"{k} {v}" for k, v in run["packages"].items() if v)
+    lines += ["", "## Machine", "",
+              f"- {machine['cpu']} ({machine['architecture']}), {machine['logical_cores']} logical cores, "
+              f"{machine['threads']} threads used",
+              f"- {machine['os']}, Python {machine['python']}",
+              f"- {packages}",
+              f"- edgeml {run['edgeml_version']}, {run['created']}", ""]
+    return "\n".join(lines)
+
+
+def _status(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"{r['status']}: {r['reason']}"
+    if r["role"] == "reference":
+        return "reference"
+    if r["selected"]:
+        return "selected"
+    return "ok" if r["within_budget"] else "over budget"
+
+
+def _quality(r: dict, metric: str) -> str:
+    value = r["metrics"][metric]
+    return f"{value:.4f}" if metric == "cosine" else f"{value * 100:.2f} %"
+
+
+def _drop(drop: float, metric: str) -> str:
+    return f"{drop:+.4f}" if metric == "cosine" else f"{drop * 100:+.2f} pt"
+
+
+def _ratio(base: dict, chosen: dict) -> str:
+    return f"{base['latency']['p50_ms'] / chosen['latency']['p50_ms']:.2f}x"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _mb(value: int) -> str:
+    return f"{value / 1e6:.2f}"

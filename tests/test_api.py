@@ -1,0 +1,17 @@
+import json
+
+import edgeml
+from edgeml.profiling import MeasureConfig
+
+
+def test_python_api_returns_the_record_the_cli_renders(digits, tmp_path, capsys):
+    run = edgeml.optimize(digits.model, input_shapes=["input:1x1x8x8"], target="cpu",
+                          out=tmp_path / "out", measure=MeasureConfig(seconds=0.05), threads=1)
+    assert capsys.readouterr().err == ""                      # the API is silent
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(json.dumps(run.to_dict()))
+    assert run.machine["threads"] == 1 and run.source["kind"] == "module"
+    assert run.selected is not None and run.selected.within_budget
+    # An in-memory module cannot be reloaded in a child process: its memory is not measured.
+    assert run.reference.peak_memory_bytes is None
+    assert "not measured" in (tmp_path / "out" / "report.md").read_text()
+    assert any("no evaluation data" in w for w in run.warnings)
