@@ -16,6 +16,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from edgeml.data import Dataset
+
 
 class Runner(Protocol):
     """A loaded model that maps named inputs to the list of outputs, in model order."""
@@ -58,7 +60,7 @@ class Backend:
 @dataclass
 class BuildContext:
     """What a build may use: the calibration data (never the evaluation data)."""
-    calibration: "object"            # edgeml.data.Dataset
+    calibration: Dataset
 
 
 @dataclass(frozen=True)
