@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +92,8 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
         backend = _reference_backend(source)
         with reporter.step(f"Reference: the original model ({backend})") as step:
             step.describe("Reference: evaluating")
-            reference = predict(_reference_runner(source, onnx_path, threads), evaluation, batch, fixed)
+            reference_runner = _reference_runner(source, onnx_path, threads)
+            reference = predict(reference_runner, evaluation, batch, fixed)
             metric = quality_metric(reference, evaluation.labels)
             if run.export is not None:
                 run.export["parity"] = _parity(reference, onnx_path, evaluation, batch, fixed, threads,
@@ -104,7 +105,7 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
             ref_row.quality_drop = 0.0
             ref_row.size_bytes = _source_size(source)
             step.describe("Reference: profiling")
-            _profile(ref_row, lambda: _reference_runner(source, onnx_path, threads), sample, measure,
+            _profile(ref_row, reference_runner, sample, measure,
                      _reference_memory_spec(source, threads))
             run.rows.append(ref_row)
         run.data.update(quality_metric=metric, notes=_data_notes(calibration, evaluation, metric))
@@ -129,11 +130,12 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
                     row.build_seconds = round(time.perf_counter() - started, 3)
                     row.size_bytes = artifact.size_bytes
                     step.describe(f"{candidate.name}: evaluating")
-                    outputs = predict(candidate.backend.open(artifact, threads), evaluation, batch, fixed)
+                    runner = candidate.backend.open(artifact, threads)
+                    outputs = predict(runner, evaluation, batch, fixed)
                     row.metrics = compare(outputs, reference, evaluation.labels)
                     row.quality_drop = ref_row.metrics[metric] - row.metrics[metric]
                     step.describe(f"{candidate.name}: profiling")
-                    _profile(row, lambda: candidate.backend.open(artifact, threads), sample, measure,
+                    _profile(row, runner, sample, measure,
                              _artifact_memory_spec(artifact, threads))
                     artifacts[candidate.name] = artifact
                 except EdgemlError:
@@ -293,10 +295,8 @@ def _reference_memory_spec(source: SourceModel, threads: int) -> dict | None:
     return None if source.reload is None else {"threads": threads, "source": source.reload}
 
 
-def _profile(row: Row, open_runner: Callable[[], Runner], sample: dict, measure: MeasureConfig,
-             memory_spec: dict | None) -> None:
-    gc.collect()
-    runner = open_runner()
+def _profile(row: Row, runner: Runner, sample: dict, measure: MeasureConfig, memory_spec: dict | None) -> None:
+    gc.collect()  # so that collecting earlier rows' garbage does not land in the timed runs
     row.latency = measure_latency(lambda: runner.run(sample), measure).to_dict()
     if memory_spec is not None:
         from edgeml import memprobe  # not at import time: the probe runs it as __main__
