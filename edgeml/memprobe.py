@@ -57,13 +57,12 @@ def _open(spec: dict):
     import torch  # noqa: F401  (the runtime, imported before the baseline)
 
     from edgeml.models import load_model
-    from edgeml.targets.pytorch_backend import TorchRunner
+    from edgeml.targets.pytorch_backend import open_source
 
     s = spec["source"]
 
     def load():
-        source = load_model(s["model"], s["weights"], s["input_shapes"])
-        return TorchRunner(source.callable, [i.name for i in source.inputs], threads)
+        return open_source(load_model(s["model"], s["weights"], s["input_shapes"]), threads)
     return load
 
 

@@ -156,9 +156,8 @@ def _from_exported_program(path: Path, given: list[TensorSpec]) -> SourceModel:
             dims = tuple(int(d) if isinstance(d, int) else ("batch" if i == 0 else str(d))
                          for i, d in enumerate(val.shape))
             specs.append(TensorSpec(node.name, dims, str(val.dtype).removeprefix("torch.")))
-    source = SourceModel("exported_program", path.stem, sha256_file(path),
-                         reconcile(specs, given), path=path, module=program)
-    return source
+    return SourceModel("exported_program", path.stem, sha256_file(path),
+                       reconcile(specs, given), path=path, module=program)
 
 
 def _from_torchscript(path: Path, given: list[TensorSpec]) -> SourceModel:

@@ -277,9 +277,9 @@ def _reference_backend(source: SourceModel) -> str:
 
 def _reference_runner(source: SourceModel, onnx_path: Path, threads: int) -> Runner:
     if source.is_torch:
-        from edgeml.targets.pytorch_backend import TorchRunner
+        from edgeml.targets.pytorch_backend import open_source
 
-        return TorchRunner(source.callable, [s.name for s in source.inputs], threads)
+        return open_source(source, threads)
     return OrtRunner(onnx_path, threads)
 
 

@@ -20,3 +20,8 @@ class TorchRunner:
             out = self.module(*(torch.from_numpy(feeds[n]) for n in self.names))
         outputs = out if isinstance(out, (tuple, list)) else [out]
         return [o.detach().numpy() for o in outputs]
+
+
+def open_source(source, threads: int) -> TorchRunner:
+    """A runner for a PyTorch `edgeml.models.SourceModel`, its inputs in the model's order."""
+    return TorchRunner(source.callable, [s.name for s in source.inputs], threads)
