@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
 
 
@@ -59,8 +60,9 @@ class Backend:
 
 @dataclass
 class BuildContext:
-    """What a build may use: the calibration data (never the evaluation data)."""
+    """What a build may use: the calibration data (never the evaluation data) and settings."""
     calibration: Dataset
+    int8: Int8Config = field(default_factory=Int8Config)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ class Candidate:
     build: Callable[[Path, Path, BuildContext], Artifact]   # (onnx model, out folder, context)
     needs: tuple[str, ...] = ()      # import names its passes need (e.g. nncf)
     method: str = ""                 # one line: how it is made
+    quantizer: str | None = None     # ort | openvino | inc: the tool that quantizes it (--quantizer)
+    # Why the candidate does not suit this ONNX model (e.g. dynamic INT8 on a model without
+    # MatMul), or None when it does; None means it suits every model.
+    applies: Callable[[Path], str | None] | None = None
+    # Honours BuildContext.int8.exclude (ONNX node names kept in float), so the accuracy-budget
+    # search can fall back layer by layer.
+    tunable: bool = False
 
     def missing(self) -> list[str]:
         return list(dict.fromkeys(self.backend.missing() + missing_modules(self.needs)))

@@ -20,7 +20,7 @@ def _ort_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 def _ort_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
-    ort_int8.run(model, out / "model.onnx", ctx.calibration)
+    ort_int8.run(model, out / "model.onnx", ctx.calibration, ctx.int8)
     return Artifact("onnxruntime", "int8", out, "model.onnx")
 
 
@@ -29,7 +29,7 @@ def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 
 def _ov_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    quantized = ov_int8.run(read_onnx(model), ctx.calibration)
+    quantized = ov_int8.run(read_onnx(model), ctx.calibration, ctx.int8)
     return save_ir(quantized, out, "int8")
 
 
@@ -40,10 +40,11 @@ CPU = Target(
         Candidate("onnxruntime-fp32", ONNXRUNTIME, "fp32", _ort_fp32,
                   method="the exported ONNX model as it is"),
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=INT8["backends"]["onnxruntime"],
-                  method="onnxruntime.quantization static QDQ, per-channel weights, MinMax calibration"),
+                  method="onnxruntime.quantization static QDQ, per-channel weights, calibrated",
+                  quantizer="ort", tunable=True),
         Candidate("openvino-fp32", OPENVINO, "fp32", _ov_fp32,
                   method="OpenVINO IR, run with the f32 precision hint"),
         Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=INT8["backends"]["openvino"],
-                  method="NNCF post-training quantization of the OpenVINO IR"),
+                  method="NNCF post-training quantization of the OpenVINO IR", quantizer="openvino"),
     ),
 )

@@ -21,3 +21,4 @@ class Int8Config:
     per_channel: bool = True
     calibration_method: str = "minmax"     # minmax | entropy | percentile (onnxruntime)
     max_calibration_samples: int = 300     # NNCF's default subset size
+    exclude: tuple[str, ...] = ()          # ONNX node names kept in float (mixed precision)

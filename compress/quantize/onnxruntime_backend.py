@@ -40,5 +40,6 @@ def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = In
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, _METHODS[config.calibration_method]),
+            nodes_to_exclude=list(config.exclude),
         )
     return output
