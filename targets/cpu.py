@@ -1,15 +1,101 @@
-"""The CPU target: ONNX Runtime and OpenVINO, each in FP32 and calibrated INT8."""
+"""The CPU target: ONNX Runtime and OpenVINO, in FP32 and the lower precisions each runs on a CPU.
+
+Some candidates suit only some models, which their `applies` rule reads from the ONNX graph: dynamic
+INT8 and weight-only INT8/INT4 are for models whose compute is in MatMuls with weights (transformers,
+RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeml.compress.quantize import SUPPORTS as INT8
-from edgeml.compress.quantize import onnxruntime_backend as ort_int8
-from edgeml.compress.quantize import openvino_backend as ov_int8
+from edgeml.compress.quantize import SUPPORTS as QUANTIZE
+from edgeml.compress.quantize import WeightOnlyConfig, float16
+from edgeml.compress.quantize import onnxruntime_backend as ort_quant
+from edgeml.compress.quantize import openvino_backend as ov_quant
 from edgeml.targets.base import Artifact, BuildContext, Candidate, Target
 from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, copy_model
-from edgeml.targets.openvino_backend import OPENVINO, read_onnx, save_ir
+from edgeml.targets.openvino_backend import OPENVINO, cpu_runs_bf16, read_onnx, save_ir
+
+INT8_WEIGHTS = WeightOnlyConfig(bits=8)
+INT4_WEIGHTS = WeightOnlyConfig(bits=4)
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    """What the candidates' rules read from an ONNX graph."""
+    convs: int                              # Conv / ConvTranspose nodes
+    weights: tuple[tuple[str, int], ...]    # (op type, K) of each MatMul / Gemm with a constant 2-D weight
+    lstms: int
+    attention: bool                         # a Softmax and a MatMul of two activations (attention scores)
+
+    @property
+    def matmul_heavy(self) -> bool:
+        """More layers with weights are MatMul/Gemm/LSTM than Conv: a transformer or an RNN, not a CNN
+        (a ViT's patch embedding is one Conv among dozens of MatMuls)."""
+        return len(self.weights) + self.lstms > self.convs
+
+    @property
+    def transformer(self) -> bool:
+        return self.attention and self.matmul_heavy
+
+    def describe(self) -> str:
+        return f"{self.convs} Conv against {len(self.weights) + self.lstms} MatMul/Gemm/LSTM layers with weights"
+
+
+def summarize(model: Path) -> GraphSummary:
+    stat = model.stat()
+    return _summarize(str(model), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _summarize(path: str, mtime_ns: int, size: int) -> GraphSummary:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    shapes.update({n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+    weights, activation_matmul = [], False
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        shape = shapes.get(node.input[1])
+        if shape is not None and len(shape) == 2:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            weights.append((node.op_type, shape[1] if trans_b else shape[0]))
+        elif node.op_type == "MatMul" and shape is None and node.input[0] not in shapes:
+            activation_matmul = True
+    ops = [n.op_type for n in graph.node]
+    return GraphSummary(convs=ops.count("Conv") + ops.count("ConvTranspose"), weights=tuple(weights),
+                        lstms=ops.count("LSTM"), attention=activation_matmul and "Softmax" in ops)
+
+
+def _dynamic_fits(model: Path) -> str | None:
+    graph = summarize(model)
+    if graph.matmul_heavy:
+        return None
+    return (f"no MatMul/Gemm/LSTM carries most of the compute ({graph.describe()}): dynamic INT8 is for "
+            "transformers and RNNs, and runs slower than FP32 on CNNs")
+
+
+def _weight_only_fits(op_types: tuple[str, ...], min_k: int) -> Callable[[Path], str | None]:
+    """Weight-only quantization compresses the constant weights of `op_types` with at least `min_k` inputs."""
+    def fits(model: Path) -> str | None:
+        graph = summarize(model)
+        if not graph.matmul_heavy:
+            return f"a CNN ({graph.describe()}): weight-only quantization is for transformer MatMuls"
+        if not any(op in op_types and k >= min_k for op, k in graph.weights):
+            return f"no {'/'.join(op_types)} with a constant weight of {min_k} or more input features"
+        return None
+    return fits
+
+
+def _bf16_fits(model: Path) -> str | None:
+    return None if cpu_runs_bf16() else "this CPU has no BF16 instructions (AVX512-BF16 or AMX)"
 
 
 def _ort_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -20,8 +106,26 @@ def _ort_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 def _ort_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
-    ort_int8.run(model, out / "model.onnx", ctx.calibration, ctx.int8)
+    ort_quant.run(model, out / "model.onnx", ctx.calibration, ctx.int8)
     return Artifact("onnxruntime", "int8", out, "model.onnx")
+
+
+def _ort_int8_dynamic(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    out.mkdir(parents=True, exist_ok=True)
+    ort_quant.run_dynamic(model, out / "model.onnx", ctx.int8)
+    return Artifact("onnxruntime", "int8", out, "model.onnx")
+
+
+def _ort_fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    out.mkdir(parents=True, exist_ok=True)
+    float16.run(model, out / "model.onnx")
+    return Artifact("onnxruntime", "fp16", out, "model.onnx")
+
+
+def _ort_int4_weights(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    out.mkdir(parents=True, exist_ok=True)
+    ort_quant.run_weight_only(model, out / "model.onnx", INT4_WEIGHTS)
+    return Artifact("onnxruntime", "int4", out, "model.onnx")
 
 
 def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -29,9 +133,22 @@ def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 
 def _ov_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    quantized = ov_int8.run(read_onnx(model), ctx.calibration, ctx.int8)
+    quantized = ov_quant.run(read_onnx(model), ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
     return save_ir(quantized, out, "int8")
 
+
+def _ov_bf16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    return save_ir(read_onnx(model), out, "bf16", hint="bf16")
+
+
+def _ov_weights(config: WeightOnlyConfig) -> Callable[[Path, Path, BuildContext], Artifact]:
+    def build(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+        return save_ir(ov_quant.run_weight_only(read_onnx(model), config), out, f"int{config.bits}")
+    return build
+
+
+_ORT_NEEDS = QUANTIZE["backends"]["onnxruntime"]
+_OV_NEEDS = QUANTIZE["backends"]["openvino"]
 
 CPU = Target(
     name="cpu",
@@ -39,12 +156,34 @@ CPU = Target(
     candidates=(
         Candidate("onnxruntime-fp32", ONNXRUNTIME, "fp32", _ort_fp32,
                   method="the exported ONNX model as it is"),
-        Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=INT8["backends"]["onnxruntime"],
+        Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated",
-                  quantizer="ort", tunable=True),
+                  quantizer="ort", layers=ort_quant.compute_layers),
+        Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
+                  method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
+                         "at run time",
+                  quantizer="ort", applies=_dynamic_fits),
+        Candidate("onnxruntime-fp16", ONNXRUNTIME, "fp16", _ort_fp16, needs=_ORT_NEEDS,
+                  method="onnxruntime float16 converter: FP16 weights and activations (ops without an FP16 CPU "
+                         "kernel run in FP32 between Casts), float32 inputs and outputs"),
+        Candidate("onnxruntime-int4-weights", ONNXRUNTIME, "int4", _ort_int4_weights,
+                  needs=(*_ORT_NEEDS, "onnx_ir"),     # imported by onnxruntime's MatMulNBits quantizer
+                  method=f"MatMulNBits: 4-bit symmetric MatMul weights in blocks of {INT4_WEIGHTS.group_size}, "
+                         "round to nearest; activations in float",
+                  quantizer="ort", applies=_weight_only_fits(("MatMul",), INT4_WEIGHTS.group_size)),
         Candidate("openvino-fp32", OPENVINO, "fp32", _ov_fp32,
                   method="OpenVINO IR, run with the f32 precision hint"),
-        Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=INT8["backends"]["openvino"],
-                  method="NNCF post-training quantization of the OpenVINO IR", quantizer="openvino"),
+        Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=_OV_NEEDS,
+                  method="NNCF post-training quantization of the OpenVINO IR (transformer scheme for transformers)",
+                  quantizer="openvino"),
+        Candidate("openvino-bf16", OPENVINO, "bf16", _ov_bf16,
+                  method="the FP32 OpenVINO IR, run with the bf16 precision hint", applies=_bf16_fits),
+        Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV_NEEDS,
+                  method="NNCF weight compression: INT8 asymmetric MatMul weights per channel; activations in float",
+                  quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), 1)),
+        Candidate("openvino-int4-weights", OPENVINO, "int4", _ov_weights(INT4_WEIGHTS), needs=_OV_NEEDS,
+                  method=f"NNCF weight compression: INT4 symmetric MatMul weights in groups of "
+                         f"{INT4_WEIGHTS.group_size}, embeddings and last layer INT8; activations in float",
+                  quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), INT4_WEIGHTS.group_size)),
     ),
 )

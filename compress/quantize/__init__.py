@@ -1,8 +1,11 @@
-"""Post-training INT8 quantization of an ONNX model with calibration data.
+"""Post-training quantization and lower-precision conversion of an ONNX model.
 
 One algorithm, one file per backend:
-- onnxruntime_backend: onnxruntime.quantization static QDQ, per-channel weights;
-- openvino_backend: NNCF post-training quantization of the OpenVINO model.
+- onnxruntime_backend: onnxruntime.quantization: static QDQ INT8 (calibrated, per-channel weights),
+  dynamic INT8 and 4-bit MatMul weights (MatMulNBits);
+- openvino_backend: NNCF post-training INT8 quantization and weight compression of the OpenVINO model;
+- float16: FP16 weights and compute for ONNX Runtime. (BF16 needs no pass: OpenVINO runs the FP32 IR in
+  bf16 when its precision hint asks for it.)
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from dataclasses import dataclass
 
 SUPPORTS = {
     "input": "onnx",
-    "precisions": ("int8",),
+    "precisions": ("int8", "int4", "fp16"),
     "backends": {"onnxruntime": ("onnxruntime",), "openvino": ("openvino", "nncf")},
+    # pass: {backend: precisions it produces}
+    "passes": {
+        "static": {"onnxruntime": ("int8",), "openvino": ("int8",)},     # weights and activations, calibrated
+        "dynamic": {"onnxruntime": ("int8",)},                           # activations quantized at run time
+        "weight-only": {"onnxruntime": ("int4",), "openvino": ("int8", "int4")},   # MatMul weights only
+        "float": {"onnxruntime": ("fp16",)},                             # casts, no calibration
+    },
 }
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")   # onnxruntime's calibrators
 
 
 @dataclass(frozen=True)
@@ -22,3 +35,9 @@ class Int8Config:
     calibration_method: str = "minmax"     # minmax | entropy | percentile (onnxruntime)
     max_calibration_samples: int = 300     # NNCF's default subset size
     exclude: tuple[str, ...] = ()          # ONNX node names kept in float (mixed precision)
+
+
+@dataclass(frozen=True)
+class WeightOnlyConfig:
+    bits: int = 4                          # 4 | 8
+    group_size: int = 128                  # weights along K that share one scale (4 bits; 8 bits is per channel)

@@ -1,24 +1,34 @@
-"""INT8 static quantization with onnxruntime.quantization: QDQ format, per-channel weights.
+"""Quantization with onnxruntime.quantization.
 
-QDQ with per-channel weights is the format ONNX Runtime runs fastest on x86 CPUs; QOperator
-and dynamic quantization were several times slower than FP32 on small CNNs in our checks.
+- `run`: static INT8, QDQ format, per-channel weights, calibrated. QDQ with per-channel weights is the
+  format ONNX Runtime runs fastest on x86 CPUs; QOperator and dynamic quantization were several times
+  slower than FP32 on small CNNs in our checks.
+- `run_dynamic`: dynamic INT8, for models whose compute is in MatMul/Gemm/LSTM (transformers, RNNs).
+- `run_weight_only`: 4-bit (or 8-bit) blockwise MatMul weights, MatMulNBits (transformers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from edgeml.compress.quantize import Int8Config
+from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
 from edgeml.data import Dataset
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> Path:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -31,8 +41,7 @@ def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = In
 
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
-        quant_pre_process(str(model), str(prepared))
+        _prepare(model, prepared)
         quantize_static(
             str(prepared), str(output), Reader(),
             quant_format=QuantFormat.QDQ,
@@ -43,3 +52,84 @@ def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = In
             nodes_to_exclude=list(config.exclude),
         )
     return output
+
+
+# Layers the accuracy-budget search may keep in float: the ones that carry the compute.
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def compute_layers(model: Path) -> list[tuple[str, str]]:
+    """(node name, op type) of the compute layers, in graph order, as `run` will see them.
+
+    Read after the same pre-processing `run` applies, so the names match `Int8Config.exclude`.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        _prepare(model, prepared)
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OPS and n.name]
+
+
+def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) -> Path:
+    """INT8 weights; activations are quantized at run time from their own range, so no calibration.
+
+    onnxruntime recommends it for transformers and RNNs. Weights are signed 8-bit (activations are
+    unsigned: U8S8), the pairing ONNX Runtime's x86 kernels run fastest; MatMul, Gemm, LSTM and
+    Attention are quantized, MatMuls of two activations (attention scores) stay in float.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        _prepare(model, prepared)
+        quantize_dynamic(str(prepared), str(output), per_channel=config.per_channel,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude))
+    return output
+
+
+def run_weight_only(model: Path, output: Path, config: WeightOnlyConfig = WeightOnlyConfig()) -> Path:
+    """MatMul weights in `config.bits` bits, symmetric, one scale per `config.group_size` weights along K
+    (round to nearest); the MatMuls become MatMulNBits. Activations stay in float.
+
+    accuracy_level 4 lets ONNX Runtime's CPU kernel quantize the activations to int8 blockwise inside
+    MatMulNBits (its fastest CPU path); without it 4-bit MatMuls ran slower than FP32 in our checks.
+    """
+    import onnx
+
+    with _root_logging_kept():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(model)), bits=config.bits, block_size=config.group_size,
+                                     is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
+    return output
+
+
+def _prepare(model: Path, prepared: Path) -> None:
+    """Shape inference and graph clean-up, as onnxruntime recommends before quantizing.
+
+    Its symbolic shape inference fails on some exported transformers (a Reshape to a shape computed at
+    run time); ONNX shape inference alone then still gives quantization the shapes it needs.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model), str(prepared))
+    except Exception:  # an AssertionError or a bare Exception from symbolic shape inference
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """matmul_nbits_quantizer calls logging.basicConfig(level=INFO) on import, which would print a line
+    for every node it visits (and other libraries' INFO messages) on stderr; put the root logger back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -1,21 +1,37 @@
-"""The CPU target's candidates, built and run for real."""
+"""The CPU target's candidates, built and run for real, on a CNN and on a transformer."""
+
+import warnings
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from edgeml.data import Dataset
 from edgeml.evaluate import predict
 from edgeml.targets import BACKENDS, TARGETS, get_target
 from edgeml.targets.base import BuildContext
+from edgeml.targets.openvino_backend import cpu_runs_bf16
+
+# For transformers and RNNs: their `applies` turns a CNN down.
+MATMUL_ONLY = {"onnxruntime-int8-dynamic", "onnxruntime-int4-weights", "openvino-int8-weights", "openvino-int4-weights"}
 
 
 def test_every_cpu_candidate_builds_and_runs(files, digits, tmp_path):
     reference = ort.InferenceSession(str(files["digits.onnx"])).run(None, digits.test.inputs)[0]
+    reference_accuracy = np.mean(reference.argmax(1) == digits.test.labels)
     context = BuildContext(calibration=digits.validation)
     cpu = get_target("cpu")
     assert [c.name for c in cpu.candidates] == [
-        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"]
+        "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-dynamic", "onnxruntime-fp16",
+        "onnxruntime-int4-weights", "openvino-fp32", "openvino-int8", "openvino-bf16", "openvino-int8-weights",
+        "openvino-int4-weights"]
     for candidate in cpu.candidates:
         assert candidate.missing() == []
+        reason = candidate.applies(files["digits.onnx"]) if candidate.applies else None
+        if candidate.name in MATMUL_ONLY or (candidate.precision == "bf16" and not cpu_runs_bf16()):
+            assert reason
+            continue
+        assert reason is None
         artifact = candidate.build(files["digits.onnx"], tmp_path / candidate.name, context)
         assert (artifact.folder / artifact.entry).is_file() and artifact.size_bytes > 0
         out = predict(candidate.backend.open(artifact, 1), digits.test, 32)[0]
@@ -24,6 +40,53 @@ def test_every_cpu_candidate_builds_and_runs(files, digits, tmp_path):
             np.testing.assert_allclose(out, reference, atol=1e-4, rtol=1e-4)
         else:
             assert np.mean(out.argmax(1) == reference.argmax(1)) > 0.97
+            assert np.mean(out.argmax(1) == digits.test.labels) >= reference_accuracy - 0.01
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    """Two encoder layers (d_model 64, 4 heads, FFN 256) with random weights, as ONNX, batch dynamic."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, batch_first=True)
+                            for _ in range(2)]).eval()
+    path = tmp_path_factory.mktemp("transformer") / "transformer.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 16, 64),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["hidden"], dynamic_axes={"input": {0: "n"}, "hidden": {0: "n"}})
+    return path
+
+
+def test_every_cpu_candidate_suits_a_transformer(transformer, tmp_path):
+    rng = np.random.default_rng(0)
+    calibration, evaluation = (Dataset({"input": rng.standard_normal((32, 16, 64)).astype(np.float32)}, None, role)
+                               for role in ("calibration", "evaluation"))
+    reference = ort.InferenceSession(str(transformer)).run(None, evaluation.inputs)[0].ravel()
+    context = BuildContext(calibration=calibration)
+    for candidate in get_target("cpu").candidates:
+        reason = candidate.applies(transformer) if candidate.applies else None
+        if candidate.precision == "bf16" and not cpu_runs_bf16():
+            assert reason
+            continue
+        assert reason is None, candidate.name
+        artifact = candidate.build(transformer, tmp_path / candidate.name, context)
+        out = predict(candidate.backend.open(artifact, 1), evaluation, 16)[0].ravel()
+        cosine = out @ reference / np.linalg.norm(out) / np.linalg.norm(reference)
+        # NNCF's transformer scheme starts with SmoothQuant, which random weights (no outlier channels) do not favour.
+        assert cosine > (0.95 if candidate.name == "openvino-int8" else 0.99), (candidate.name, cosine)
+
+
+@pytest.mark.skipif(not cpu_runs_bf16(), reason="this CPU has no BF16 instructions")
+def test_openvino_bf16_runs_in_bf16(files, digits, tmp_path):
+    candidate = next(c for c in get_target("cpu").candidates if c.name == "openvino-bf16")
+    artifact = candidate.build(files["digits.onnx"], tmp_path, BuildContext(calibration=digits.validation))
+    assert artifact.runtime_config["INFERENCE_PRECISION_HINT"] == "bf16"
+    runtime = candidate.backend.open(artifact, 1).request.get_compiled_model().get_runtime_model()
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops()}
+    assert "bf16" in precisions
 
 
 def test_registry():
