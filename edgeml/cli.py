@@ -10,7 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 import edgeml
+from edgeml.compress.prune import IMPORTANCES
+from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError, first_line
+from edgeml.recipe import PRECISIONS, QUANTIZERS
 
 
 class _Group(click.Group):
@@ -46,49 +49,211 @@ def cli(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
+def _options(*decorators):
+    """Apply a group of click options in the order they are listed."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+model_options = _options(
+    click.argument("model", required=False),
+    click.option("--example", type=click.Choice(["digits"]), help="Use a built-in example instead of MODEL."),
+    click.option("--weights", type=click.Path(), help="state_dict for a package.module:factory MODEL."),
+    click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]DIMS[:DTYPE]",
+                 help="Input shape, e.g. input:1x3x224x224; repeat per input."),
+)
+data_options = _options(
+    click.option("--data", type=click.Path(), help="One dataset, split into calibration and evaluation (see --split)."),
+    click.option("--split", type=float, help="Calibration share of --data (default 0.3)."),
+    click.option("--calib-data", type=click.Path(), help="Calibration data: .npz or image folder."),
+    click.option("--eval-data", type=click.Path(), help="Evaluation data: .npz or image folder."),
+    click.option("--preprocess", metavar="SPEC",
+                 help="Image preprocessing: size=HxW,mean=a/b/c,std=a/b/c,scale=F,layout=NCHW,color=rgb."),
+)
+quantize_options = _options(
+    click.option("--quantizer", type=click.Choice(QUANTIZERS), help="Which tool quantizes  [default: auto = all]"),
+    click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS),
+                 help="INT8 calibration (onnxruntime)  [default: minmax]"),
+    click.option("--max-accuracy-drop", type=float,
+                 help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]"),
+    click.option("--tuning-budget", metavar="DURATION",
+                 help="Time bound of the accuracy-budget search: 90s, 10m, 1h  [default: 5m]"),
+)
+run_options = _options(
+    click.option("--threads", type=int, help="Inference threads  [default: all logical cores]"),
+    click.option("--measure-seconds", type=float, help="Minimum timed seconds per candidate  [default: 1.0]"),
+    click.option("--seed", type=int, help="Seed for splits, random inputs and training  [default: 0]"),
+    click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-TARGET]"),
+    click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+)
+
+
 @cli.command()
-@click.argument("model", required=False)
-@click.option("--example", type=click.Choice(["digits"]), help="Use a built-in example instead of MODEL.")
-@click.option("--target", default="cpu", show_default=True, help="Deployment target (see `edgeml targets`).")
-@click.option("--weights", type=click.Path(), help="state_dict for a package.module:factory MODEL.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]DIMS[:DTYPE]",
-              help="Input shape, e.g. input:1x3x224x224; repeat per input.")
-@click.option("--data", type=click.Path(), help="One dataset, split into calibration and evaluation (see --split).")
-@click.option("--split", type=float, help="Calibration share of --data (default 0.3).")
-@click.option("--calib-data", type=click.Path(), help="Calibration data: .npz or image folder.")
-@click.option("--eval-data", type=click.Path(), help="Evaluation data: .npz or image folder.")
-@click.option("--preprocess", metavar="SPEC",
-              help="Image preprocessing: size=HxW,mean=a/b/c,std=a/b/c,scale=F,layout=NCHW,color=rgb.")
-@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
-              help="Largest accepted quality drop as a fraction (0.01 = 1 point).")
-@click.option("--threads", type=int, help="Inference threads  [default: all logical cores]")
-@click.option("--measure-seconds", type=float, default=1.0, show_default=True,
-              help="Minimum timed seconds per candidate (stops early at 20,000 runs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for data splits and random inputs.")
-@click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-TARGET]")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@model_options
+@click.option("--recipe", type=click.Path(), help="YAML recipe with the settings; flags given here override it.")
+@click.option("--target", help="Deployment target (see `edgeml targets`)  [default: cpu]")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="Candidates to build  [default: auto = all]")
+@quantize_options
+@click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: fraction of channels to remove.")
+@click.option("--prune-importance", type=click.Choice(IMPORTANCES), help="Channel importance  [default: l1]")
+@click.option("--round-to", type=int, help="Keep channel counts a multiple of this  [default: 8]")
+@click.option("--ignore-layer", multiple=True, metavar="NAME", help="Module left unpruned; repeat per module.")
+@click.option("--distill/--no-distill", default=None,
+              help="Distill from the original model  [default: after pruning, when --train-data is given]")
+@click.option("--distill-epochs", type=int, help="Most distillation epochs (early stopping)  [default: 30]")
+@click.option("--train-data", type=click.Path(), help="Training data for pruning and distillation (labels optional).")
+@data_options
+@run_options
 @click.pass_context
-def optimize(ctx, model, example, target, weights, input_shapes, data, split, calib_data, eval_data,
-             preprocess, max_accuracy_drop, threads, measure_seconds, seed, out, force):
+def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, calib_data, eval_data, train_data,
+             preprocess, out, force, **flags):
     """Compress and compile MODEL for a target, measure every candidate, bundle the best.
 
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
     with --weights.
     """
-    from edgeml.profiling import MeasureConfig
+    from edgeml.progress import Reporter
+    from edgeml.recipe import Recipe, load_recipe, make_recipe
+
+    base = make_recipe(**load_recipe(recipe)) if recipe else Recipe()
+    run = edgeml.optimize(
+        model, recipe=base, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
+        calib_data=calib_data, eval_data=eval_data, train_data=train_data, preprocess=preprocess, out=out,
+        force=force, reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
+        **_settings(base, flags))
+    click.echo((Path(run.output) / "report.md").read_text())
+    click.echo(f"Wrote {run.output}/ (bundle/, recipe.yaml, report.json, report.md)")
+
+
+@cli.command()
+@model_options
+@click.option("--precision", type=click.Choice([p for p in PRECISIONS if p not in ("auto", "fp32")]),
+              default="int8", show_default=True, help="Precision to quantize to.")
+@click.option("--target", default="cpu", show_default=True, help="Deployment target (see `edgeml targets`).")
+@quantize_options
+@data_options
+@run_options
+@click.pass_context
+def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data, eval_data, preprocess, out,
+             force, **flags):
+    """Quantize MODEL (post-training, calibrated), measure it against the original, bundle the best.
+
+    With --max-accuracy-drop, layers that cost the most accuracy are kept in float until the
+    budget is met; the report shows the per-layer sensitivity and every configuration tried.
+    """
+    from edgeml.progress import Reporter
+    from edgeml.recipe import Recipe
+
+    run = edgeml.optimize(
+        model, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
+        calib_data=calib_data, eval_data=eval_data, preprocess=preprocess, force=force,
+        out=out or _default_out(model, example, "quantized"),
+        reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
+        **_settings(Recipe(), flags))
+    click.echo((Path(run.output) / "report.md").read_text())
+    click.echo(f"Wrote {run.output}/ (bundle/, recipe.yaml, report.json, report.md)")
+
+
+@cli.command()
+@model_options
+@click.option("--method", type=click.Choice(["structured", "unstructured", "2:4"]), default="structured",
+              show_default=True, help="Channels (faster everywhere), single weights (smaller), or 2:4 (NVIDIA GPUs).")
+@click.option("--ratio", type=float, default=0.5, show_default=True,
+              help="Fraction of channels (structured) or weights (unstructured) to remove.")
+@click.option("--importance", type=click.Choice(IMPORTANCES), default="l1", show_default=True,
+              help="Channel importance (taylor uses gradients on --data).")
+@click.option("--global", "global_pruning", is_flag=True, help="Rank channels across layers, not per layer.")
+@click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts a multiple of this.")
+@click.option("--ignore-layer", multiple=True, metavar="NAME", help="Module left unpruned; repeat per module.")
+@click.option("--data", type=click.Path(), help="Example inputs (and Taylor's gradients): .npz or image folder.")
+@click.option("--eval-data", type=click.Path(), help="Judge quality before and after on this data.")
+@click.option("--preprocess", metavar="SPEC", help="Image preprocessing for image folders (see optimize).")
+@click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-pruned]")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def prune(model, example, weights, input_shapes, method, ratio, importance, global_pruning, round_to, ignore_layer,
+          data, eval_data, preprocess, out, force):
+    """Prune a PyTorch MODEL and write it as OUT/model.pt2, with MACs, parameters and quality before/after."""
+    from edgeml import single_pass
+    from edgeml.compress.prune import StructuredConfig, UnstructuredConfig
     from edgeml.progress import Reporter
 
-    if measure_seconds <= 0:
-        raise EdgemlError(f"--measure-seconds must be positive, got {measure_seconds}")
-    console = Console(stderr=True, soft_wrap=True)
-    run = edgeml.optimize(
-        model, target=target, example=example, weights=weights, input_shapes=input_shapes,
-        data=data, split=split, calib_data=calib_data, eval_data=eval_data, preprocess=preprocess,
-        max_accuracy_drop=max_accuracy_drop, threads=threads, out=out, force=force, seed=seed,
-        measure=MeasureConfig(seconds=measure_seconds), reporter=Reporter(console),
-        debug=ctx.obj["debug"])
-    click.echo((Path(run.output) / "report.md").read_text())
-    click.echo(f"Wrote {run.output}/ (bundle/, report.json, report.md)")
+    structured = StructuredConfig(ratio=ratio, importance=importance, global_pruning=global_pruning,
+                                  round_to=round_to, ignore=tuple(ignore_layer))
+    unstructured = UnstructuredConfig(amount=ratio, ignore=tuple(ignore_layer))
+    record = single_pass.prune(model, example=example, weights=weights, input_shapes=input_shapes, method=method,
+                               structured=structured, unstructured=unstructured, data=data, eval_data=eval_data,
+                               preprocess=preprocess, out=out, force=force,
+                               reporter=Reporter(Console(stderr=True, soft_wrap=True)))
+    click.echo(single_pass.render(record))
+    click.echo(f"Wrote {record['output']}/ (model.pt2, report.json, report.md)")
+
+
+@cli.command()
+@model_options
+@click.option("--student", required=True, help="The model to train: a .pt2 file (e.g. from `edgeml prune`) "
+                                               "or package.module:factory.")
+@click.option("--student-weights", type=click.Path(), help="state_dict for a package.module:factory student.")
+@click.option("--train-data", type=click.Path(), help="Training data (labels optional; without them the "
+                                                      "teacher's outputs are the only targets).")
+@click.option("--eval-data", type=click.Path(), help="Judge teacher and student on this data.")
+@click.option("--preprocess", metavar="SPEC", help="Image preprocessing for image folders (see optimize).")
+@click.option("--epochs", type=int, default=30, show_default=True, help="Most epochs (early stopping may end sooner).")
+@click.option("--temperature", type=float, default=4.0, show_default=True, help="Softens teacher and student outputs.")
+@click.option("--alpha", type=float, default=0.7, show_default=True,
+              help="Weight of the teacher's soft targets (1 - alpha on the labels).")
+@click.option("--patience", type=int, default=5, show_default=True, help="Epochs without improvement before stopping.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-distilled]")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def distill(model, example, weights, input_shapes, student, student_weights, train_data, eval_data, preprocess,
+            epochs, temperature, alpha, patience, lr, seed, out, force):
+    """Distill the teacher MODEL into --student and write it as OUT/model.pt2, with the training curve."""
+    from edgeml import single_pass
+    from edgeml.compress.distill import DistillConfig
+    from edgeml.progress import Reporter
+
+    config = DistillConfig(epochs=epochs, temperature=temperature, alpha=alpha, patience=patience, lr=lr, seed=seed)
+    record = single_pass.distill(model, student=student, student_weights=student_weights, example=example,
+                                 weights=weights, input_shapes=input_shapes, train_data=train_data,
+                                 eval_data=eval_data, preprocess=preprocess, config=config, out=out, force=force,
+                                 reporter=Reporter(Console(stderr=True, soft_wrap=True)))
+    click.echo(single_pass.render(record))
+    click.echo(f"Wrote {record['output']}/ (model.pt2, report.json, report.md)")
+
+
+def _settings(base, flags: dict) -> dict:
+    """Recipe settings from the flags actually given (None: not given, so the recipe's value stays)."""
+    from dataclasses import replace
+
+    from edgeml.compress.prune import StructuredConfig
+    from edgeml.recipe import parse_duration
+
+    settings = {k: v for k, v in flags.items() if v is not None and k in RECIPE_FLAGS}
+    if "tuning_budget" in settings:
+        settings["tuning_budget"] = parse_duration(settings["tuning_budget"])
+    prune_flags = {"ratio": flags.get("prune"), "importance": flags.get("prune_importance"),
+                   "round_to": flags.get("round_to"), "ignore": tuple(flags.get("ignore_layer") or ()) or None}
+    prune_flags = {k: v for k, v in prune_flags.items() if v is not None}
+    if prune_flags:
+        if base.prune is None and "ratio" not in prune_flags:
+            raise EdgemlError("--prune-importance, --round-to and --ignore-layer refine --prune RATIO; give it too")
+        settings["prune"] = replace(base.prune or StructuredConfig(), **prune_flags)
+    if flags.get("distill_epochs") is not None:
+        settings["distill_config"] = replace(base.distill_config, epochs=flags["distill_epochs"])
+    return settings
+
+
+def _default_out(model, example, suffix: str) -> Path:
+    name = example or Path(str(model)).stem.split(":")[-1]
+    return Path("edgeml-out") / f"{name}-{suffix}"
+
+
+RECIPE_FLAGS = ("target", "precision", "quantizer", "calibration_method", "max_accuracy_drop", "tuning_budget",
+                "distill", "seed", "threads", "measure_seconds")
 
 
 @cli.command()

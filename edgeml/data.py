@@ -287,3 +287,8 @@ def _sample_key(dataset: Dataset, i: int) -> bytes:
     for name in sorted(dataset.inputs):
         h.update(np.ascontiguousarray(dataset.inputs[name][i]).tobytes())
     return h.digest()
+
+
+def at_least_two(a: np.ndarray) -> np.ndarray:
+    """`a` with its first sample repeated when it has only one (exporters treat a batch of 1 as fixed)."""
+    return a if len(a) >= 2 else np.concatenate([a, a])

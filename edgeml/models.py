@@ -191,7 +191,7 @@ def _from_factory(spec: str, weights: str | Path | None, given: list[TensorSpec]
         raise ModelError(f"factory {spec}() returned {type(module).__name__}, not a torch.nn.Module")
 
     if weights is None:
-        digest = _state_hash(module)
+        digest = state_hash(module)
     else:
         wpath = Path(weights)
         if not wpath.is_file():
@@ -247,10 +247,10 @@ def _from_module(module, given: list[TensorSpec]) -> SourceModel:
         )
     module.eval()
     specs = reconcile(None, given, default_names=_forward_arg_names(module))
-    return SourceModel("module", type(module).__name__, _state_hash(module), specs, module=module)
+    return SourceModel("module", type(module).__name__, state_hash(module), specs, module=module)
 
 
-def _state_hash(module) -> str:
+def state_hash(module) -> str:
     return sha256_arrays({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,19 +24,21 @@ from edgeml import data as data_mod
 from edgeml.bundle import write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
-from edgeml.errors import EdgemlError, first_line
+from edgeml.errors import EdgemlError, TargetError, first_line
 from edgeml.evaluate import compare, predict, quality_metric
 from edgeml.models import SourceModel, load_model, onnx_input_specs, onnx_output_specs
 from edgeml.outdir import AtomicOutput
 from edgeml.profiling import MeasureConfig, machine_info, measure_latency
 from edgeml.progress import Reporter
+from edgeml.recipe import Recipe, dump_recipe, load_recipe, make_recipe
 from edgeml.record import Row, Run
 from edgeml.report import render_markdown
 from edgeml.selection import select
 from edgeml.specs import TensorSpec
 from edgeml.targets import get_target
-from edgeml.targets.base import Artifact, BuildContext, Runner, package_version
+from edgeml.targets.base import Artifact, BuildContext, Candidate, Runner, Target, package_version
 from edgeml.targets.onnxruntime_backend import OrtRunner
+from edgeml.tuning import Tuned, tune
 
 EXAMPLES = ("digits",)
 DEFAULT_SPLIT = 0.3           # calibration share when one dataset is split
@@ -46,45 +48,51 @@ EVAL_BATCH = 32               # evaluation batch for models with a symbolic batc
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
 
 
-def optimize(model: Any = None, *, target: str = "cpu", example: str | None = None,
+def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, example: str | None = None,
              weights: str | Path | None = None, input_shapes: list[str] | tuple[str, ...] = (),
              data: str | Path | None = None, split: float | None = None,
              calib_data: str | Path | None = None, eval_data: str | Path | None = None,
-             preprocess: str | None = None, max_accuracy_drop: float = 0.01,
-             threads: int | None = None, out: str | Path | None = None, force: bool = False,
-             seed: int = 0, measure: MeasureConfig = MeasureConfig(),
-             reporter: Reporter | None = None, debug: bool = False) -> Run:
-    """Optimize `model` for `target`; write OUT/bundle/, OUT/report.json and OUT/report.md.
+             train_data: str | Path | None = None, preprocess: str | None = None,
+             out: str | Path | None = None, force: bool = False, reporter: Reporter | None = None,
+             debug: bool = False, **settings: Any) -> Run:
+    """Optimize `model` for a target; write OUT/bundle/, OUT/report.json and OUT/report.md.
 
     `model` is a path (ONNX, .pt2, TorchScript), a `package.module:factory` string (with
     `weights`), or a torch.nn.Module; or pass `example="digits"` for the built-in example.
+    `recipe` (a Recipe or a YAML file) holds the settings; keyword `settings` (the Recipe's
+    fields: target, precision, prune, max_accuracy_drop, threads, ...) override it.
     Returns the run record.
     """
-    _check_arguments(model, example, data, split, calib_data, eval_data, max_accuracy_drop, threads)
-    tgt = get_target(target)
-    threads = threads or os.cpu_count() or 1
+    recipe = _recipe(recipe, settings)
+    _check_arguments(model, example, data, split, calib_data, eval_data, train_data)
+    tgt = get_target(recipe.target)
+    threads = recipe.threads or os.cpu_count() or 1
+    measure = MeasureConfig(seconds=recipe.measure_seconds)
     reporter = reporter or Reporter()
     config = {
         "model": _describe_arg(model), "example": example, "weights": _str(weights),
-        "input_shapes": list(input_shapes), "target": target, "data": _str(data), "split": split,
-        "calib_data": _str(calib_data), "eval_data": _str(eval_data), "preprocess": preprocess,
-        "max_accuracy_drop": max_accuracy_drop, "threads": threads, "seed": seed,
-        "measure": asdict(measure),
+        "input_shapes": list(input_shapes), "data": _str(data), "split": split, "calib_data": _str(calib_data),
+        "eval_data": _str(eval_data), "train_data": _str(train_data), "preprocess": preprocess,
+        "recipe": recipe.to_dict(), "threads": threads, "measure": asdict(measure),
     }
-    out = Path(out) if out else Path("edgeml-out") / f"{example or _default_name(model)}-{target}"
+    out = Path(out) if out else Path("edgeml-out") / f"{example or _default_name(model)}-{recipe.target}"
 
     with reporter, AtomicOutput(out, force) as staging:
         with reporter.step("Load model" if example is None else "Prepare the digits example"):
-            source, calibration, evaluation = _load(model, example, weights, input_shapes, data, split,
-                                                    calib_data, eval_data, preprocess, seed, reporter)
+            source, calibration, evaluation, train = _load(model, example, weights, input_shapes, data, split,
+                                                           calib_data, eval_data, train_data, preprocess,
+                                                           recipe.seed, reporter)
         run = Run(edgeml_version=edgeml.__version__,
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  target=target, config=config, machine=machine_info(threads),
+                  target=recipe.target, config=config, machine=machine_info(threads),
                   packages={p: package_version(p) for p in PACKAGES}, source=source.describe(),
-                  data={"calibration": calibration.describe(), "evaluation": evaluation.describe()})
+                  data={"calibration": calibration.describe(), "evaluation": evaluation.describe(),
+                        "training": None if train is None else train.describe()})
         work = staging / "work"
         work.mkdir()
-        onnx_path = _onnx_model(source, evaluation, work, run, reporter)
+        stages = _compress(source, recipe, calibration, train, run, reporter)
+        model_used = stages[-1][1] if stages else source
+        onnx_path = _onnx_model(model_used, evaluation, work, run, reporter)
         onnx_inputs, onnx_outputs = _onnx_specs(onnx_path)
         batch, fixed = _eval_batch(onnx_inputs)
         sample = _profile_sample(evaluation, batch, fixed)
@@ -95,9 +103,6 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
             reference_runner = _reference_runner(source, onnx_path, threads)
             reference = predict(reference_runner, evaluation, batch, fixed)
             metric = quality_metric(reference, evaluation.labels)
-            if run.export is not None:
-                run.export["parity"] = _parity(reference, onnx_path, evaluation, batch, fixed, threads,
-                                               run.export["output_names"])
             ref_row = Row("original", backend, "fp32", "reference", backend_version=package_version(backend),
                           method=f"the {source.kind.replace('_', ' ')} as given"
                                  + (", PyTorch eager" if source.is_torch else ", ONNX Runtime"))
@@ -105,14 +110,36 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
             ref_row.quality_drop = 0.0
             ref_row.size_bytes = _source_size(source)
             step.describe("Reference: profiling")
-            _profile(ref_row, reference_runner, sample, measure,
-                     _reference_memory_spec(source, threads))
+            _profile(ref_row, reference_runner, sample, measure, _reference_memory_spec(source, threads))
             run.rows.append(ref_row)
-        run.data.update(quality_metric=metric, notes=_data_notes(calibration, evaluation, metric))
+        run.data.update(quality_metric=metric,
+                        notes=_data_notes(calibration, evaluation, train, metric, recipe, stages))
 
-        context = BuildContext(calibration=calibration)
+        exported_outputs, exported_drop = reference, 0.0
+        for name, stage, method in stages:
+            with reporter.step(f"Stage {name} (PyTorch)") as step:
+                runner = _reference_runner(stage, onnx_path, threads)
+                outputs = predict(runner, evaluation, batch, fixed)
+                row = Row(name, "torch", "fp32", "stage", method=method, backend_version=package_version("torch"))
+                row.metrics = compare(outputs, reference, evaluation.labels)
+                row.quality_drop = ref_row.metrics[metric] - row.metrics[metric]
+                row.size_bytes = _source_size(stage)
+                step.describe(f"{name}: profiling")
+                _profile(row, runner, sample, measure, None)
+                run.rows.append(row)
+                exported_outputs, exported_drop = outputs, row.quality_drop
+        if exported_drop > recipe.max_accuracy_drop:
+            reporter.warn(f"the compressed model already loses {exported_drop:.4f} {metric} in FP32, more than the "
+                          f"budget {recipe.max_accuracy_drop:g}: prune less, or distill longer or with more data "
+                          "(no INT8 accuracy search can win that back)")
+        if run.export is not None:
+            run.export["parity"] = _parity(exported_outputs, onnx_path, evaluation, batch, fixed, threads,
+                                           run.export["output_names"])
+
+        context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method))
+        reference_on_calibration = None
         artifacts: dict[str, Artifact] = {}
-        for candidate in tgt.candidates:
+        for candidate in _candidates(tgt, recipe):
             missing = candidate.missing()
             row = Row(candidate.name, candidate.backend.name, candidate.precision, "candidate",
                       method=candidate.method, backend_version=None if missing else candidate.backend.version())
@@ -122,22 +149,30 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
                 row.reason = f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"
                 reporter.warn(f"{candidate.name}: {row.reason}")
                 continue
+            unsuited = candidate.applies(onnx_path) if candidate.applies else None
+            if unsuited:
+                row.status, row.reason = "skipped", unsuited
+                continue
             with reporter.step(f"Candidate {candidate.name}") as step:
                 try:
-                    step.describe(f"{candidate.name}: building")
-                    started = time.perf_counter()
-                    artifact = candidate.build(onnx_path, work / candidate.name, context)
-                    row.build_seconds = round(time.perf_counter() - started, 3)
-                    row.size_bytes = artifact.size_bytes
-                    step.describe(f"{candidate.name}: evaluating")
-                    runner = candidate.backend.open(artifact, threads)
-                    outputs = predict(runner, evaluation, batch, fixed)
-                    row.metrics = compare(outputs, reference, evaluation.labels)
-                    row.quality_drop = ref_row.metrics[metric] - row.metrics[metric]
-                    step.describe(f"{candidate.name}: profiling")
-                    _profile(row, runner, sample, measure,
-                             _artifact_memory_spec(artifact, threads))
+                    artifact = _build_and_measure(row, candidate, onnx_path, work / candidate.name, context,
+                                                  evaluation, reference, ref_row.metrics[metric], metric, batch,
+                                                  fixed, sample, threads, measure, step)
                     artifacts[candidate.name] = artifact
+                    if (candidate.layers is not None and row.quality_drop > recipe.max_accuracy_drop
+                            and exported_drop <= recipe.max_accuracy_drop):
+                        if reference_on_calibration is None:
+                            reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
+                        tuned = tune(candidate, onnx_path, work / f"{candidate.name}-tuning", context,
+                                     reference_on_calibration, batch, fixed, sample, threads,
+                                     recipe.max_accuracy_drop, recipe.tuning_budget, step)
+                        mixed = _mixed_row(candidate, tuned, run, row)
+                        if mixed is not None:
+                            step.describe(f"{mixed.name}: evaluating")
+                            _measure_artifact(mixed, candidate, tuned.artifact, evaluation, reference,
+                                              ref_row.metrics[metric], metric, batch, fixed, sample, threads,
+                                              measure)
+                            artifacts[mixed.name] = tuned.artifact
                 except EdgemlError:
                     raise
                 except Exception as e:
@@ -147,11 +182,11 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
                     step.fail(row.reason)
 
         with reporter.step("Select and bundle"):
-            run.selection = select(run.rows, max_accuracy_drop, metric)
+            run.selection = select(run.rows, recipe.max_accuracy_drop, metric)
             chosen = run.selected
             if chosen is None:
                 raise EdgemlError(
-                    f"no candidate could be built for target '{target}': "
+                    f"no candidate could be built for target '{recipe.target}': "
                     + "; ".join(f"{r.name}: {r.reason}" for r in run.rows if r.role == "candidate"))
             if not run.selection["within_budget"]:
                 reporter.warn(run.selection["reason"])
@@ -164,28 +199,97 @@ def optimize(model: Any = None, *, target: str = "cpu", example: str | None = No
         record = run.to_dict()
         (staging / "report.json").write_text(json.dumps(record, indent=2) + "\n")
         (staging / "report.md").write_text(render_markdown(record))
+        (staging / "recipe.yaml").write_text(dump_recipe(recipe))
     return run
 
 
-def _check_arguments(model, example, data, split, calib_data, eval_data, max_drop, threads) -> None:
+def _recipe(recipe: Recipe | str | Path | None, settings: dict) -> Recipe:
+    unknown = sorted(set(settings) - {f.name for f in fields(Recipe)})
+    if unknown:
+        raise TypeError(f"optimize() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if recipe is None:
+        base = Recipe()
+    elif isinstance(recipe, Recipe):
+        base = recipe
+    else:
+        base = make_recipe(**load_recipe(recipe))
+    return make_recipe(base, **settings)
+
+
+def _candidates(target: Target, recipe: Recipe) -> list[Candidate]:
+    """The target's candidates that the recipe's precision and quantizer allow."""
+    chosen = [c for c in target.candidates
+              if recipe.precision in ("auto", c.precision)
+              and (recipe.quantizer == "auto" or c.quantizer in (None, recipe.quantizer))]
+    if not chosen:
+        offered = sorted({f"{c.precision}" for c in target.candidates})
+        raise TargetError(f"target '{target.name}' has no candidate with precision {recipe.precision} and "
+                          f"quantizer {recipe.quantizer}; it offers precisions {', '.join(offered)}")
+    return chosen
+
+
+def _build_and_measure(row: Row, candidate: Candidate, onnx_path: Path, folder: Path, context: BuildContext,
+                       evaluation: Dataset, reference: list[np.ndarray], reference_quality: float, metric: str,
+                       batch: int, fixed: bool, sample: dict, threads: int, measure: MeasureConfig,
+                       step) -> Artifact:
+    step.describe(f"{candidate.name}: building")
+    started = time.perf_counter()
+    artifact = candidate.build(onnx_path, folder, context)
+    row.build_seconds = round(time.perf_counter() - started, 3)
+    step.describe(f"{candidate.name}: evaluating")
+    _measure_artifact(row, candidate, artifact, evaluation, reference, reference_quality, metric, batch, fixed,
+                      sample, threads, measure)
+    return artifact
+
+
+def _measure_artifact(row: Row, candidate: Candidate, artifact: Artifact, evaluation: Dataset,
+                      reference: list[np.ndarray], reference_quality: float, metric: str, batch: int,
+                      fixed: bool, sample: dict, threads: int, measure: MeasureConfig) -> None:
+    """Judge `artifact` on the evaluation data and profile it, into `row`."""
+    row.size_bytes = artifact.size_bytes
+    runner = candidate.backend.open(artifact, threads)
+    outputs = predict(runner, evaluation, batch, fixed)
+    row.metrics = compare(outputs, reference, evaluation.labels)
+    row.quality_drop = reference_quality - row.metrics[metric]
+    _profile(row, runner, sample, measure, _artifact_memory_spec(artifact, threads))
+
+
+def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | None:
+    """Record the search; a new row when it kept layers in float (None when nothing changed)."""
+    result = tuned.result
+    kept = result.best.excluded
+    run.tuning[candidate.name] = {
+        **result.to_dict(), "metric": tuned.metric,
+        "data": "calibration data: ranges, sensitivity and the budget check during the search; "
+                "evaluation data: the final numbers in the candidate table",
+        "row": f"{candidate.name}-mixed" if kept else None,
+    }
+    if not kept:
+        return None
+    mixed = Row(f"{candidate.name}-mixed", candidate.backend.name, f"{candidate.precision}+fp32", "candidate",
+                method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 to meet the "
+                       f"accuracy budget: {', '.join(kept)}",
+                backend_version=row.backend_version, build_seconds=round(result.seconds, 3))
+    run.rows.append(mixed)
+    return mixed
+
+
+def _check_arguments(model, example, data, split, calib_data, eval_data, train_data) -> None:
     if (model is None) == (example is None):
         raise EdgemlError("give a MODEL or --example digits (one of them)")
     if example is not None and example not in EXAMPLES:
         raise EdgemlError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
-    if example is not None and any(x is not None for x in (data, calib_data, eval_data)):
-        raise EdgemlError("--example brings its own data; do not combine it with --data/--calib-data/--eval-data")
+    if example is not None and any(x is not None for x in (data, calib_data, eval_data, train_data)):
+        raise EdgemlError("--example brings its own data; do not combine it with --data/--calib-data/--eval-data/"
+                          "--train-data")
     if data is not None and (calib_data is not None or eval_data is not None):
         raise EdgemlError("use either --data (split into calibration and evaluation) or --calib-data/--eval-data")
     if split is not None and data is None:
         raise EdgemlError("--split divides the dataset given with --data; give --data too")
-    if not 0 <= max_drop < 1:
-        raise EdgemlError(f"--max-accuracy-drop is a fraction between 0 and 1 (0.01 = 1 point), got {max_drop}")
-    if threads is not None and threads < 1:
-        raise EdgemlError(f"--threads must be at least 1, got {threads}")
 
 
-def _load(model, example, weights, input_shapes, data, split, calib_data, eval_data, preprocess, seed,
-          reporter: Reporter) -> tuple[SourceModel, Dataset, Dataset]:
+def _load(model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess, seed,
+          reporter: Reporter) -> tuple[SourceModel, Dataset, Dataset, Dataset | None]:
     if example is not None:
         from edgeml.examples import digits_example
 
@@ -194,8 +298,8 @@ def _load(model, example, weights, input_shapes, data, split, calib_data, eval_d
         source.name = "digits"
         source.notes.append("built-in digits example: CNN " + ("reused from the cache" if ex.cached else
                             "trained now") + f" ({ex.weights}); calibration = validation split, "
-                            "evaluation = test split")
-        return source, ex.validation, ex.test
+                            "evaluation = test split, training = train split")
+        return source, ex.validation, ex.test, ex.train
 
     source = load_model(model, weights, input_shapes)
     if source.kind == "factory" and source.path is None:
@@ -219,7 +323,48 @@ def _load(model, example, weights, input_shapes, data, split, calib_data, eval_d
     overlap = data_mod.check_disjoint(calibration, evaluation)
     if overlap:
         reporter.warn(overlap)
-    return source, calibration, evaluation
+    train = load(train_data) if train_data is not None else None
+    if train is not None:
+        overlap = data_mod.check_disjoint(train, evaluation)
+        if overlap:
+            reporter.warn(overlap.replace("calibration", "training"))
+    return source, calibration, evaluation, train
+
+
+def _compress(source: SourceModel, recipe: Recipe, calibration: Dataset, train: Dataset | None, run: Run,
+              reporter: Reporter) -> list[tuple[str, SourceModel, str]]:
+    """The PyTorch passes the recipe asks for: (row name, model, method) per stage."""
+    distill = recipe.distill if recipe.distill is not None else (recipe.prune is not None and train is not None)
+    if recipe.prune is None and not distill:
+        return []
+    if not source.is_torch:
+        raise EdgemlError("pruning and distillation change a PyTorch model; MODEL is ONNX: give the PyTorch "
+                          "model (package.module:factory with --weights, or a .pt2 file)")
+    if distill and train is None:
+        raise EdgemlError("distillation trains on data: give --train-data (labels optional), or turn it off")
+    from edgeml import compression
+
+    stages = []
+    student = source
+    if recipe.prune is not None:
+        config = recipe.prune
+        with reporter.step(f"Prune {config.ratio:.0%} of channels ({config.importance})"):
+            student, result = compression.prune(source, config, train if train is not None else calibration)
+        run.compression["prune"] = result.to_dict()
+        stages.append((f"pruned-{round(config.ratio * 100)}", student,
+                       f"torch-pruning structured channel pruning, {config.importance} importance, "
+                       f"round to {config.round_to}; {student.notes[0]}"))
+    if distill:
+        epochs = recipe.distill_config.epochs
+        with reporter.step("Distill from the original", total=epochs) as step:
+            student, result = compression.distill_into(
+                source, student, train, replace(recipe.distill_config, seed=recipe.seed),
+                on_epoch=lambda epoch, total, record: (step.advance(), step.describe(
+                    f"Distill: epoch {epoch}/{total}, validation {record.get('validation', float('nan')):.4f}")))
+        run.compression["distill"] = result.to_dict()
+        name = f"{stages[-1][0]}+distilled" if stages else "distilled"
+        stages.append((name, student, f"knowledge distillation from the original; {student.notes[0]}"))
+    return stages
 
 
 def _onnx_model(source: SourceModel, evaluation: Dataset, work: Path, run: Run, reporter: Reporter) -> Path:
@@ -230,7 +375,7 @@ def _onnx_model(source: SourceModel, evaluation: Dataset, work: Path, run: Run, 
 
     path = work / "exported.onnx"
     with reporter.step("Export to ONNX"):
-        example = {k: _at_least_two(v) for k, v in evaluation.feeds(0, 2).items()}
+        example = {k: data_mod.at_least_two(v) for k, v in evaluation.feeds(0, 2).items()}
         result = export_onnx(source, path, example)
     for note in result.notes:
         reporter.warn(note)
@@ -253,10 +398,6 @@ def _parity(reference: list[np.ndarray], onnx_path: Path, evaluation: Dataset, b
     subset = evaluation.subset(np.arange(n), evaluation.source)
     exported = predict(OrtRunner(onnx_path, threads), subset, batch, fixed)
     return check_parity(names, exported, [r[:n] for r in reference]).to_dict()
-
-
-def _at_least_two(a: np.ndarray) -> np.ndarray:
-    return a if len(a) >= 2 else np.concatenate([a, a])
 
 
 def _eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
@@ -304,11 +445,17 @@ def _profile(row: Row, runner: Runner, sample: dict, measure: MeasureConfig, mem
         row.peak_memory_bytes = memprobe.measure(memory_spec, sample)
 
 
-def _data_notes(calibration: Dataset, evaluation: Dataset, metric: str) -> list[str]:
+def _data_notes(calibration: Dataset, evaluation: Dataset, train: Dataset | None, metric: str, recipe: Recipe,
+                stages: list) -> list[str]:
     used = min(len(calibration), Int8Config.max_calibration_samples)
     notes = [f"calibration: {calibration.source}, {len(calibration)} samples"
-             + (f" (INT8 passes calibrate on the first {used})" if used < len(calibration) else ""),
-             f"evaluation: {evaluation.source}, {len(evaluation)} samples"]
+             + (f" (INT8 passes calibrate on the first {used})" if used < len(calibration) else "")
+             + "; used for INT8 ranges and, when a candidate breaks the budget, for the sensitivity search",
+             f"evaluation: {evaluation.source}, {len(evaluation)} samples; used only to judge the rows below"]
+    if train is not None:
+        notes.append(f"training: {train.source}, {len(train)} samples"
+                     + ("; pruning importance and distillation (10% held out for early stopping)" if stages
+                        else "; not used (no pruning or distillation asked)"))
     if calibration.synthetic:
         notes.append("calibration used RANDOM inputs: INT8 ranges do not reflect real data")
     if evaluation.synthetic:

@@ -14,8 +14,8 @@ class Row:
     name: str
     backend: str
     precision: str
-    role: str                                  # reference | candidate
-    status: str = "ok"                         # ok | unavailable | failed
+    role: str                                  # reference | stage (a PyTorch pass's output) | candidate
+    status: str = "ok"                         # ok | unavailable | skipped | failed
     reason: str | None = None                  # why unavailable / failed
     method: str = ""
     backend_version: str | None = None
@@ -40,6 +40,8 @@ class Run:
     source: dict
     data: dict                                 # calibration, evaluation, quality metric, notes
     export: dict | None = None
+    compression: dict = field(default_factory=dict)   # prune / distill results
+    tuning: dict = field(default_factory=dict)        # accuracy-budget search per candidate
     rows: list[Row] = field(default_factory=list)
     selection: dict = field(default_factory=dict)
     bundle: dict | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 DASH = "—"
 
 
@@ -81,6 +80,9 @@ def render_markdown(run: dict) -> str:
             lines.append(f"- checked against PyTorch on {parity['samples']} evaluation samples:")
             lines += [f"  - `{o['name']}`: max abs error {o['max_abs_error']:.3g}, max relative "
                       f"{o['max_rel_error']:.3g} (tolerance {o['tolerance']:.3g})" for o in parity["outputs"]]
+    lines += _compression(run.get("compression") or {})
+    for name, tuning in (run.get("tuning") or {}).items():
+        lines += _tuning(name, tuning)
     lines += ["", "## Candidates", ""]
     lines += [f"- {r['name']}: {r['method']}" for r in rows]
     if run["warnings"]:
@@ -95,11 +97,65 @@ def render_markdown(run: dict) -> str:
     return "\n".join(lines)
 
 
+def _compression(compression: dict) -> list[str]:
+    lines = []
+    prune = compression.get("prune")
+    if prune:
+        lines += ["", "## Pruning", "",
+                  f"- MACs {prune['macs_before']:,} -> {prune['macs_after']:,} ({prune['macs_ratio']:.2f}x fewer), "
+                  f"parameters {prune['params_before']:,} -> {prune['params_after']:,} "
+                  f"({prune['params_ratio']:.2f}x fewer)"]
+        lines += [f"- {n}" for n in prune["notes"]]
+        if prune["kind"] == "structured":
+            lines += ["", "| layer | kind | input channels | output channels |", "|---|---|---|---|"]
+            lines += [f"| {x['name']} | {x['kind']} | {x['in_before']} -> {x['in_after']} | "
+                      f"{x['out_before']} -> {x['out_after']} |" for x in prune["layers"]]
+    distill = compression.get("distill")
+    if distill:
+        curve = distill["curve"]
+        lines += ["", "## Distillation", "",
+                  f"- {len(curve)} epoch(s), stopped by {distill['stopped']}; validation {distill['metric']} "
+                  f"{distill['initial_validation']:.4f} before, best {distill['best_validation']:.4f} at epoch "
+                  f"{distill['best_epoch']} (those weights are kept); {distill['seconds']:.1f} s"
+                  + ("; label-free (the original model's outputs were the only targets)"
+                     if distill["label_free"] else "")]
+        lines += [f"- {n}" for n in distill["notes"]]
+        lines += ["", f"| epoch | train loss | validation {distill['metric']} | validation soft-target loss |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['epoch']} | {c['train_loss']:.4f} | {c['validation']:.4f} | {c['validation_loss']:.4f} |"
+                  for c in curve]
+    return lines
+
+
+def _tuning(name: str, tuning: dict) -> list[str]:
+    best = tuning["best"]
+    metric = tuning["metric"]
+    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"
+               if tuning["met"] and tuning["row"] else
+               "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
+               f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
+               f"{_drop(best['drop'], metric)} on the calibration data")
+    lines = ["", f"## Accuracy budget: {name}", "",
+             f"- plain INT8 broke the budget on the evaluation data; the search {outcome}, "
+             f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s",
+             f"- {tuning['data']}; {metric} there"]
+    if tuning["sensitivity"]:
+        lines += ["", f"| layer | op | {metric} drop when only this layer is INT8 |", "|---|---|---|"]
+        lines += [f"| {s['layer']} | {s['op']} | {_drop(s['drop_when_only_this_is_int8'], metric)} |"
+                  for s in sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])]
+    lines += ["", f"| trial | layers in fp32 | {metric} drop | p50 ms (short run) | Pareto |", "|---|---|---|---|---|"]
+    lines += [f"| {t['purpose']} | {len(t['excluded'])} | {_drop(t['drop'], metric)} | {_ms(t['p50_ms'])} | "
+              f"{'yes' if t['pareto'] else ''} |" for t in tuning["trials"]]
+    return lines
+
+
 def _status(r: dict) -> str:
     if r["status"] != "ok":
         return f"{r['status']}: {r['reason']}"
     if r["role"] == "reference":
         return "reference"
+    if r["role"] == "stage":
+        return "PyTorch stage"
     if r["selected"]:
         return "selected"
     return "ok" if r["within_budget"] else "over budget"

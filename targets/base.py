@@ -77,9 +77,9 @@ class Candidate:
     # Why the candidate does not suit this ONNX model (e.g. dynamic INT8 on a model without
     # MatMul), or None when it does; None means it suits every model.
     applies: Callable[[Path], str | None] | None = None
-    # Honours BuildContext.int8.exclude (ONNX node names kept in float), so the accuracy-budget
-    # search can fall back layer by layer.
-    tunable: bool = False
+    # For builds that honour BuildContext.int8.exclude: lists the (node name, op type) layers
+    # the accuracy-budget search may keep in float, one at a time.
+    layers: Callable[[Path], list[tuple[str, str]]] | None = None
 
     def missing(self) -> list[str]:
         return list(dict.fromkeys(self.backend.missing() + missing_modules(self.needs)))

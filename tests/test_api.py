@@ -1,12 +1,11 @@
 import json
 
 import edgeml
-from edgeml.profiling import MeasureConfig
 
 
 def test_python_api_returns_the_record_the_cli_renders(digits, tmp_path, capsys):
     run = edgeml.optimize(digits.model, input_shapes=["input:1x1x8x8"], target="cpu",
-                          out=tmp_path / "out", measure=MeasureConfig(seconds=0.05), threads=1)
+                          out=tmp_path / "out", measure_seconds=0.05, threads=1)
     assert capsys.readouterr().err == ""                      # the API is silent
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(json.dumps(run.to_dict()))
     assert run.machine["threads"] == 1 and run.source["kind"] == "module"

@@ -34,8 +34,10 @@ def _bad_inputs(files, tmp):
     evil.write_bytes(pickle.dumps(Payload(tmp / "PWNED")))
     other = tmp / "other_model.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), other)
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text("pruning: 0.5\n")
     return dict(truncated=truncated, garbage=garbage, wrong_name=wrong_name, wrong_shape=wrong_shape,
-                bad_labels=bad_labels, evil=evil, other=other)
+                bad_labels=bad_labels, evil=evil, other=other, recipe=recipe)
 
 
 FACTORY = ["optimize", "edgeml.examples:DigitsCNN", "--input-shape", "1x1x8x8"]
@@ -75,7 +77,24 @@ CASES = {
     "model and example": (lambda f, b: ["optimize", f["digits.onnx"], "--example", "digits"],
                           "give a MODEL or --example digits"),
     "bad budget": (lambda f, b: ["optimize", f["digits.onnx"], "--max-accuracy-drop", "5"],
-                   "--max-accuracy-drop is a fraction"),
+                   "(--max-accuracy-drop) is a fraction"),
+    "prune an onnx model": (lambda f, b: ["optimize", f["digits.onnx"], "--prune", "0.5"],
+                            "pruning and distillation change a PyTorch model; MODEL is ONNX"),
+    "distill without data": (lambda f, b: FACTORY + ["--weights", f["weights.pt"], "--distill"],
+                             "distillation trains on data: give --train-data"),
+    "importance without ratio": (lambda f, b: ["optimize", f["digits.onnx"], "--prune-importance", "taylor"],
+                                 "refine --prune RATIO; give it too"),
+    "bad prune ratio": (lambda f, b: FACTORY + ["--prune", "1.5"], "pruning ratio"),
+    "ignore unknown layer": (lambda f, b: FACTORY + ["--prune", "0.5", "--ignore-layer", "features.99"],
+                             "features.99"),
+    "bad tuning budget": (lambda f, b: ["optimize", f["digits.onnx"], "--tuning-budget", "soon"],
+                          "is not a duration"),
+    "recipe with unknown key": (lambda f, b: ["optimize", f["digits.onnx"], "--recipe", b["recipe"]],
+                                "unknown setting(s) pruning"),
+    "prune command without inputs": (lambda f, b: ["prune", f["digits.pt2"]], "pruning needs example inputs"),
+    "distill a torchscript": (lambda f, b: ["distill", f["digits.ts"], "--input-shape", "input:?x1x8x8", "--student",
+                                            f["digits.pt2"], "--train-data", f["calib.npz"]],
+                              "distillation needs a PyTorch nn.Module"),
 }
 
 
@@ -84,7 +103,9 @@ def test_user_error(case, edgeml_cli, files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_args, message = CASES[case]
     out = tmp_path / "runs" / "out"
-    result = edgeml_cli(*make_args(files, _bad_inputs(files, tmp_path)), "-o", out, "--measure-seconds", "0.05")
+    args = make_args(files, _bad_inputs(files, tmp_path))
+    quick = ["--measure-seconds", "0.05"] if args[0] == "optimize" else []
+    result = edgeml_cli(*args, "-o", out, *quick)
     assert result.exit_code == 2, result.stderr
     last = result.stderr.splitlines()[-1]           # progress lines may come before it
     assert last.startswith("error: ") and message in last, result.stderr
@@ -113,7 +134,7 @@ def test_existing_out_needs_force(edgeml_cli, files, tmp_path):
     result = edgeml_cli("optimize", files["digits.onnx"], "--calib-data", files["calib.npz"],
                         "--eval-data", files["eval.npz"], "-o", out, "--force", "--measure-seconds", "0.05")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["bundle", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "recipe.yaml", "report.json", "report.md"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -11,16 +11,25 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeml.hashing import sha256_file
+from edgeml.targets.openvino_backend import cpu_runs_bf16
 
 QUICK = ("--measure-seconds", "0.05")
+# The CPU target's candidates that suit a CNN, in the target's order; the MatMul-only ones skip it.
+BUILT_ON_CNN = ["original", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-fp16", "openvino-fp32",
+                "openvino-int8"] + (["openvino-bf16"] if cpu_runs_bf16() else [])
+SKIPPED_ON_CNN = {"onnxruntime-int8-dynamic", "onnxruntime-int4-weights", "openvino-int8-weights",
+                  "openvino-int4-weights"}
 
 
 def check_run(out, *, kind, exporter=None, labelled=True):
     """What every successful run must hold: a complete report, a verifiable bundle."""
     report = json.loads((out / "report.json").read_text())
     assert report["source"]["kind"] == kind
-    rows = {r["name"]: r for r in report["rows"]}
-    assert list(rows) == ["original", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"]
+    every = {r["name"]: r for r in report["rows"]}
+    skipped = {n for n, r in every.items() if r["status"] == "skipped"}
+    assert skipped == SKIPPED_ON_CNN and all("transformer" in every[n]["reason"] for n in skipped)
+    rows = {n: r for n, r in every.items() if n not in skipped}
+    assert list(rows) == BUILT_ON_CNN
     assert all(r["status"] == "ok" for r in rows.values()), [r["reason"] for r in rows.values()]
     metric = report["data"]["quality_metric"]
     assert metric == ("accuracy" if labelled else "agreement")
@@ -34,6 +43,8 @@ def check_run(out, *, kind, exporter=None, labelled=True):
     # FP32 conversions are exact up to float error; INT8 calibrated on real data stays close.
     for name in ("onnxruntime-fp32", "openvino-fp32"):
         assert rows[name]["metrics"]["max_abs_error"] < 1e-3 and rows[name]["metrics"]["cosine"] > 0.99999
+    for name in BUILT_ON_CNN[1:]:                # FP16, BF16 and INT8 stay close to the original
+        assert rows[name]["metrics"]["cosine"] > 0.99, name
     if labelled:
         assert rows["onnxruntime-int8"]["metrics"]["agreement"] > 0.97
     assert rows["onnxruntime-int8"]["size_bytes"] < rows["onnxruntime-fp32"]["size_bytes"] / 2

@@ -1,0 +1,105 @@
+"""Quantization within an accuracy budget: per-layer sensitivity, then mixed precision.
+
+When a fully quantized model loses more quality than allowed, each compute layer is quantized
+on its own (all others in float) to measure how much quality that layer alone costs. The most
+sensitive layers are then kept in float one at a time, most sensitive first, until the budget
+is met or the time budget runs out. (Leaving one layer out instead misses pairs: a heavy-tailed
+activation is quantized both as its producer's output and as its consumer's input.)
+
+Every configuration tried is kept, so the caller can show the Pareto set of latency against
+quality. The algorithm is backend-free: `evaluate` builds and measures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Trial:
+    """One configuration tried: which layers stayed in float, and what it measured."""
+    excluded: tuple[str, ...]
+    quality: float             # on the tuning data
+    drop: float                # reference quality - quality
+    p50_ms: float
+    size_bytes: int
+    purpose: str = ""          # all quantized | sensitivity: only X quantized | fallback step N
+    pareto: bool = False
+
+
+@dataclass
+class SearchResult:
+    best: Trial
+    met: bool
+    stopped: str                                     # budget met | all layers tried | time budget
+    sensitivity: list[dict] = field(default_factory=list)   # layer, op, drop when only it is INT8
+    trials: list[Trial] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
+                "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
+                "seconds": round(self.seconds, 3)}
+
+
+def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
+           max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
+    """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
+
+    `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose)` builds the
+    model with those layers in float and measures it. `seconds` bounds the whole search (the
+    configuration being measured when it runs out is finished).
+    """
+    started = time.monotonic()
+    trials: list[Trial] = []
+
+    def trial(excluded: tuple[str, ...], purpose: str) -> Trial:
+        t = evaluate(excluded, purpose)
+        trials.append(t)
+        if on_trial:
+            on_trial(t)
+        return t
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started >= seconds
+
+    def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
+        _mark_pareto(trials)
+        within = [t for t in trials if t.drop <= max_drop + 1e-12]
+        best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
+            min(trials, key=lambda t: (t.drop, t.p50_ms))
+        return SearchResult(best, bool(within), stopped, sensitivity, trials, time.monotonic() - started)
+
+    full = trial((), "all layers quantized")
+    if full.drop <= max_drop:
+        return finish("budget met", [])
+
+    names = tuple(name for name, _ in layers)
+    sensitivity = []
+    for name, op in layers:
+        if out_of_time():
+            break
+        t = trial(tuple(n for n in names if n != name), f"sensitivity: only {name} quantized")
+        sensitivity.append({"layer": name, "op": op, "drop_when_only_this_is_int8": t.drop})
+    ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: -s["drop_when_only_this_is_int8"])]
+    ranked += [name for name, _ in layers if name not in ranked]   # unmeasured ones last, in graph order
+
+    excluded: tuple[str, ...] = ()
+    for step, name in enumerate(ranked, 1):
+        if out_of_time():
+            return finish("time budget", sensitivity)
+        excluded += (name,)
+        previous = next((t for t in trials if set(t.excluded) == set(excluded)), None)
+        t = previous or trial(excluded, f"fallback step {step}: {len(excluded)} layer(s) in float")
+        if t.drop <= max_drop:
+            return finish("budget met", sensitivity)
+    return finish("all layers tried", sensitivity)
+
+
+def _mark_pareto(trials: list[Trial]) -> None:
+    """A trial is on the Pareto front when no other is both faster and better (lower drop)."""
+    for t in trials:
+        t.pareto = not any(o is not t and o.p50_ms <= t.p50_ms and o.drop <= t.drop
+                           and (o.p50_ms < t.p50_ms or o.drop < t.drop) for o in trials)

@@ -1,0 +1,59 @@
+"""The accuracy-budget search for one INT8 candidate, run on the calibration data.
+
+Each configuration the search tries is built by the candidate itself (with some layers kept in
+float), judged on the calibration data against the original model's outputs there, and timed
+briefly. The evaluation data is kept for judging the result, never for choosing it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeml.compress.quantize.accuracy import SearchResult, Trial, search
+from edgeml.data import Dataset
+from edgeml.evaluate import compare, predict, quality_metric
+from edgeml.profiling import MeasureConfig, measure_latency
+from edgeml.progress import Step
+from edgeml.targets.base import Artifact, BuildContext, Candidate
+
+# Trials are ranked, not reported: a short timing is enough to order them.
+TRIAL_MEASURE = MeasureConfig(seconds=0.2, min_runs=20, warmup_seconds=0.05)
+
+
+@dataclass
+class Tuned:
+    result: SearchResult
+    artifact: Artifact          # the best configuration's build
+    metric: str                 # the quality metric on the tuning data
+
+
+def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContext,
+         reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
+         threads: int, max_drop: float, seconds: float, step: Step) -> Tuned:
+    """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget."""
+    tuning: Dataset = context.calibration
+    metric = quality_metric(reference_outputs, tuning.labels)
+    reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
+    layers = candidate.layers(onnx_path)
+    artifacts: dict[tuple[str, ...], Artifact] = {}
+
+    def evaluate(excluded: tuple[str, ...], purpose: str) -> Trial:
+        step.describe(f"{candidate.name}: accuracy budget, trial {len(artifacts) + 1} ({purpose})")
+        settings = replace(context, int8=replace(context.int8, exclude=excluded))
+        artifact = candidate.build(onnx_path, work / f"trial-{len(artifacts):03d}", settings)
+        runner = candidate.backend.open(artifact, threads)
+        quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
+        latency = measure_latency(lambda: runner.run(sample), TRIAL_MEASURE)
+        artifacts[excluded] = artifact
+        return Trial(excluded, quality, reference_quality - quality, latency.p50_ms, artifact.size_bytes, purpose)
+
+    result = search(layers, evaluate, max_drop, seconds)
+    best = artifacts[result.best.excluded]
+    for excluded, artifact in artifacts.items():
+        if excluded != result.best.excluded:
+            shutil.rmtree(artifact.folder, ignore_errors=True)
+    return Tuned(result, best, metric)

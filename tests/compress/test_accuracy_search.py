@@ -1,0 +1,69 @@
+"""The accuracy-budget search on its own: which layers it keeps in float, and when it stops.
+
+`evaluate` here is a small quality model (each quantized layer costs a known amount), so the
+expected choice is known exactly; the real ONNX Runtime search runs in tests/test_cli_compress.py.
+"""
+
+import time
+
+from edgeml.compress.quantize.accuracy import Trial, search
+
+LAYERS = [("conv1", "Conv"), ("conv2", "Conv"), ("fc1", "Gemm"), ("fc2", "Gemm")]
+
+
+def quality_model(costs, speed=None, delay=0.0):
+    """Drop = sum of the costs of the quantized layers; each float layer adds latency."""
+    speed = speed or {name: 1.0 for name in costs}
+
+    def evaluate(excluded, purpose):
+        time.sleep(delay)
+        drop = sum(c for name, c in costs.items() if name not in excluded)
+        p50 = 10.0 + sum(speed[name] for name in excluded)
+        return Trial(tuple(excluded), 0.9 - drop, drop, p50, 100 + 10 * len(excluded), purpose)
+    return evaluate
+
+
+def test_no_search_when_plain_int8_is_within_budget():
+    result = search(LAYERS, quality_model({"conv1": 0.001, "conv2": 0.001, "fc1": 0.001, "fc2": 0.001}), 0.01, 60)
+    assert result.met and result.best.excluded == () and len(result.trials) == 1 and result.sensitivity == []
+
+
+def test_keeps_the_most_sensitive_layers_in_float_until_the_budget_is_met():
+    costs = {"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}
+    result = search(LAYERS, quality_model(costs), 0.01, 60)
+    assert result.met and result.stopped == "budget met"
+    assert set(result.best.excluded) == {"fc1", "fc2"}          # 0.003 left, within 0.01
+    ranked = [s["layer"] for s in sorted(result.sensitivity, key=lambda s: -s["drop_when_only_this_is_int8"])]
+    assert ranked == ["fc1", "fc2", "conv1", "conv2"]
+    assert [s["drop_when_only_this_is_int8"] for s in result.sensitivity] == [0.002, 0.001, 0.03, 0.02]
+    # all quantized, one sensitivity trial per layer, then fallback steps {fc1} and {fc1, fc2}
+    assert [len(t.excluded) for t in result.trials] == [0, 3, 3, 3, 3, 1, 2]
+
+
+def test_says_when_the_budget_cannot_be_met_and_returns_the_best_found():
+    costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
+    result = search(LAYERS, quality_model(costs), -1.0, 60)        # a budget nothing meets
+    assert not result.met and result.stopped == "all layers tried"
+    assert result.best.drop == min(t.drop for t in result.trials)
+
+
+def test_pareto_front_has_no_dominated_trial():
+    costs = {"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}
+    result = search(LAYERS, quality_model(costs, speed={"conv1": 3, "conv2": 3, "fc1": 1, "fc2": 1}), 0.001, 60)
+    front = [t for t in result.trials if t.pareto]
+    assert front
+    for t in front:
+        assert not any(o.p50_ms <= t.p50_ms and o.drop <= t.drop and (o.p50_ms < t.p50_ms or o.drop < t.drop)
+                       for o in result.trials)
+    for t in result.trials:
+        if not t.pareto:
+            assert any(o.p50_ms <= t.p50_ms and o.drop <= t.drop for o in front)
+
+
+def test_time_budget_bounds_the_search():
+    costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
+    started = time.monotonic()
+    result = search(LAYERS, quality_model(costs, delay=0.05), 0.0, 0.12)
+    assert result.stopped == "time budget" and not result.met
+    assert len(result.trials) < 1 + len(LAYERS) + len(LAYERS)
+    assert time.monotonic() - started < 0.12 + 0.2          # finishes the trial running when time is up

@@ -1,0 +1,131 @@
+"""End to end: `edgeml quantize` within an accuracy budget, `edgeml prune`, `edgeml distill`, and
+`edgeml optimize` chaining pruning, distillation and quantization from a recipe."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import onnx
+import pytest
+import torch
+import yaml
+
+QUICK = ("--measure-seconds", "0.05", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def heavy_tailed(digits, tmp_path_factory):
+    """The digits CNN with two hidden units scaled up 1000x and their consumers scaled down to match.
+
+    In float it computes the same function; in INT8 the huge range of that activation crushes
+    every other unit of the tensor to zero, so plain per-tensor activation quantization fails.
+    """
+    model = copy.deepcopy(digits.model)
+    with torch.no_grad():
+        hidden, head = model.classifier[1], model.classifier[3]
+        hidden.weight[:2] *= 1000
+        hidden.bias[:2] *= 1000
+        head.weight[:, :2] /= 1000
+    x = torch.from_numpy(digits.test.inputs["input"])
+    assert torch.allclose(model(x), digits.model(x), atol=1e-3)
+    path = tmp_path_factory.mktemp("heavy") / "heavy.pt2"
+    program = torch.export.export(model, (x[:2],), dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    return path
+
+
+def rows(out):
+    report = json.loads((out / "report.json").read_text())
+    return report, {r["name"]: r for r in report["rows"]}
+
+
+def test_quantize_keeps_the_sensitive_layers_in_float_to_meet_the_budget(edgeml_cli, heavy_tailed, files, tmp_path):
+    out = tmp_path / "q"
+    result = edgeml_cli("quantize", heavy_tailed, "--quantizer", "ort", "--max-accuracy-drop", "0.01",
+                        "--calib-data", files["calib.npz"], "--eval-data", files["eval.npz"], "-o", out, *QUICK)
+    assert result.exit_code == 0, result.stderr
+    report, by_name = rows(out)
+    assert [n for n, r in by_name.items() if r["status"] != "skipped"] == \
+        ["original", "onnxruntime-int8", "onnxruntime-int8-mixed"]
+    plain, mixed = by_name["onnxruntime-int8"], by_name["onnxruntime-int8-mixed"]
+    assert plain["quality_drop"] > 0.05                     # plain INT8 breaks the budget badly
+    assert mixed["quality_drop"] <= 0.01 and mixed["selected"] and report["selection"]["within_budget"]
+    assert mixed["precision"] == "int8+fp32"
+
+    tuning = report["tuning"]["onnxruntime-int8"]
+    kept = tuning["best"]["excluded"]
+    assert tuning["met"] and 1 <= len(kept) < len(tuning["sensitivity"])
+    ranked = sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])
+    assert set(kept) == {s["layer"] for s in ranked[:len(kept)]}          # the most sensitive ones
+    assert all(s["op"] in ("Conv", "Gemm", "MatMul") for s in ranked)
+    assert any(t["pareto"] for t in tuning["trials"])
+
+    graph = onnx.load(str(out / "bundle" / "model.onnx")).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    for node in graph.node:
+        if node.name in kept:                                 # the kept layers read float weights
+            assert not any(i in dequantized for i in node.input[1:]), node.name
+    quantized = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.name not in kept]
+    assert quantized and all(n.input[1] in dequantized for n in quantized)
+
+    md = (out / "report.md").read_text()
+    assert "## Accuracy budget: onnxruntime-int8" in md and "drop when only this layer is INT8" in md
+    assert "calibration data: ranges, sensitivity and the budget check" in md
+
+
+def test_prune_then_distill_commands(edgeml_cli, files, tmp_path):
+    pruned = tmp_path / "pruned"
+    result = edgeml_cli("prune", "--example", "digits", "--ratio", "0.5", "-o", pruned)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((pruned / "report.json").read_text())
+    assert record["prune"]["macs_ratio"] >= 1.8 and record["prune"]["params_ratio"] >= 1.8
+    models = record["evaluation"]["models"]
+    assert models["original"]["accuracy"] > 0.95
+    assert (pruned / "model.pt2").is_file() and "MACs" in (pruned / "report.md").read_text()
+
+    distilled = tmp_path / "distilled"
+    result = edgeml_cli("distill", "--example", "digits", "--student", pruned / "model.pt2", "--epochs", "15",
+                        "-o", distilled)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((distilled / "report.json").read_text())
+    models = record["evaluation"]["models"]
+    before, after = models["student as given"]["accuracy"], models["distilled"]["accuracy"]
+    assert after >= before + 0.1 and after >= models["original"]["accuracy"] - 0.03, models
+    assert record["distill"]["curve"] and record["distill"]["best_epoch"] >= 1
+
+    # The pruned, distilled program is a model like any other: every CPU backend builds and runs it.
+    out = tmp_path / "optimized"
+    result = edgeml_cli("optimize", distilled / "model.pt2", "--calib-data", files["calib.npz"],
+                        "--eval-data", files["eval.npz"], "-o", out, *QUICK)
+    assert result.exit_code == 0, result.stderr
+    _, by_name = rows(out)
+    built = {n: r for n, r in by_name.items() if r["role"] == "candidate" and r["status"] != "skipped"}
+    assert {"onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"} <= set(built)
+    assert all(r["status"] == "ok" and r["metrics"]["accuracy"] > 0.9 for r in built.values()), built
+
+
+def test_optimize_chains_prune_distill_and_quantize_from_a_recipe(edgeml_cli, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prune: {ratio: 0.5, importance: l2}\ndistill: {epochs: 12, patience: 4}\n"
+                      "max_accuracy_drop: 0.2\nprecision: auto\n")
+    out = tmp_path / "o"
+    result = edgeml_cli("optimize", "--example", "digits", "--recipe", recipe, "--max-accuracy-drop", "0.03",
+                        "-o", out, *QUICK)
+    assert result.exit_code == 0, result.stderr
+    report, by_name = rows(out)
+    assert list(by_name)[:3] == ["original", "pruned-50", "pruned-50+distilled"]
+    assert by_name["pruned-50"]["role"] == by_name["pruned-50+distilled"]["role"] == "stage"
+    pruned, distilled = by_name["pruned-50"], by_name["pruned-50+distilled"]
+    assert distilled["metrics"]["accuracy"] > pruned["metrics"]["accuracy"] + 0.1
+    candidates = [r for r in by_name.values() if r["role"] == "candidate" and r["status"] != "skipped"]
+    assert candidates and all(r["status"] == "ok" for r in candidates), [r["reason"] for r in candidates]
+    assert report["compression"]["prune"]["macs_ratio"] >= 1.8
+    assert report["compression"]["distill"]["config"]["epochs"] == 12
+    assert report["selection"]["max_accuracy_drop"] == 0.03                # the flag overrides the file
+    effective = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert effective["max_accuracy_drop"] == 0.03 and effective["prune"]["importance"] == "l2"
+    assert effective == report["config"]["recipe"] == json.loads(
+        (out / "bundle" / "manifest.json").read_text())["lineage"]["recipe"]
+    md = (out / "report.md").read_text()
+    assert "## Pruning" in md and "## Distillation" in md and "PyTorch stage" in md
