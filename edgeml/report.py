@@ -51,7 +51,7 @@ def render_markdown(run: dict) -> str:
 
     lines += [
         "",
-        f"Latency is measured on this machine ({machine['cpu']}, {machine['threads']} threads), "
+        f"Latency is measured on this machine ({machine['cpu']}, {machine['threads']} thread(s)), "
         "batch 1, after warm-up; p50 with its bootstrap 95% confidence interval below.",
         "",
         "| candidate | p50 ms (95% CI) | p99 ms | runs | inferences/s | peak memory MB | build s |",

@@ -119,7 +119,8 @@ def _record(command: str, source: SourceModel, result: SourceModel, evaluation: 
               "source": source.describe(), "result": result.describe(), command: details, "evaluation": None}
     if evaluation is not None:
         with reporter.step("Evaluate before and after"):
-            models = {"original": source, **({"student as given": student} if student else {}), command + "ed": result}
+            done = {"prune": "pruned", "distill": "distilled"}[command]
+            models = {"original": source, **({"student as given": student} if student else {}), done: result}
             outputs = {name: predict(open_source(m, torch.get_num_threads()), evaluation, BATCH)
                        for name, m in models.items()}
             reference = outputs["original"]
