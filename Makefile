@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench-fashion-mnist clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Compression passes on a CNN trained on Fashion-MNIST (Debian's dataset-fashion-mnist).
+bench-fashion-mnist: setup
+	test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist
+	$(BIN)/python -m benchmarks.fashion_mnist --threads 1 --measure-seconds 3
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache
