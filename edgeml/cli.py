@@ -263,13 +263,13 @@ def targets():
 
     console = Console()
     for target in TARGETS.values():
-        table = Table("candidate", "backend", "precision", "status here",
+        table = Table("candidate", "backend", "precision", "quantizer", "status here",
                       title=f"{target.name}: {target.description}", title_justify="left")
         for c in target.candidates:
             missing = c.missing()
             status = (f"[red]not installed[/red]: {', '.join(missing)} (pip install '{c.backend.extra}')"
                       if missing else f"[green]usable[/green] ({c.backend.name} {c.backend.version()})")
-            table.add_row(c.name, c.backend.name, c.precision, status)
+            table.add_row(c.name, c.backend.name, c.precision, c.quantizer or "", status)
         console.print(table)
 
 
