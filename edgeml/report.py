@@ -10,7 +10,7 @@ def render_markdown(run: dict) -> str:
     rows = run["rows"]
     selection = run["selection"]
     machine = run["machine"]
-    lines = [f"# edgeml optimize: {run['source']['name']} for target `{run['target']}`", ""]
+    lines = [f"# edgeml: {run['source']['name']} for target `{run['target']}`", ""]
 
     chosen = next((r for r in rows if r["selected"]), None)
     if chosen:
@@ -90,7 +90,7 @@ def render_markdown(run: dict) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in run["packages"].items() if v)
     lines += ["", "## Machine", "",
               f"- {machine['cpu']} ({machine['architecture']}), {machine['logical_cores']} logical cores, "
-              f"{machine['threads']} threads used",
+              f"{machine['threads']} thread(s) used",
               f"- {machine['os']}, Python {machine['python']}",
               f"- {packages}",
               f"- edgeml {run['edgeml_version']}, {run['created']}", ""]

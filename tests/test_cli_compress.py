@@ -16,18 +16,20 @@ QUICK = ("--measure-seconds", "0.05", "--threads", "1")
 
 @pytest.fixture(scope="module")
 def heavy_tailed(digits, tmp_path_factory):
-    """The digits CNN with two hidden units scaled up 1000x and their consumers scaled down to match.
+    """The digits CNN with its two most active hidden units scaled up 1000x and their consumers
+    scaled down to match.
 
     In float it computes the same function; in INT8 the huge range of that activation crushes
     every other unit of the tensor to zero, so plain per-tensor activation quantization fails.
     """
     model = copy.deepcopy(digits.model)
+    x = torch.from_numpy(digits.test.inputs["input"])
     with torch.no_grad():
         hidden, head = model.classifier[1], model.classifier[3]
-        hidden.weight[:2] *= 1000
-        hidden.bias[:2] *= 1000
-        head.weight[:, :2] /= 1000
-    x = torch.from_numpy(digits.test.inputs["input"])
+        active = torch.relu(hidden(model.features(x).flatten(1))).mean(0).topk(2).indices
+        hidden.weight[active] *= 1000
+        hidden.bias[active] *= 1000
+        head.weight[:, active] /= 1000
     assert torch.allclose(model(x), digits.model(x), atol=1e-3)
     path = tmp_path_factory.mktemp("heavy") / "heavy.pt2"
     program = torch.export.export(model, (x[:2],), dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
