@@ -71,7 +71,9 @@ def digits_splits() -> tuple[Dataset, Dataset, Dataset]:
 
 def digits_example() -> DigitsExample:
     train, val, test = digits_splits()
-    model = DigitsCNN()
+    with torch.random.fork_rng():       # seeded initial weights, without touching the caller's generator
+        torch.manual_seed(SEED)
+        model = DigitsCNN()
     path = cache_dir() / "examples" / f"digits-cnn-seed{SEED}-e{EPOCHS}.pt"
     cached = path.is_file()
     if cached:
