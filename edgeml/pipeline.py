@@ -136,7 +136,9 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             run.export["parity"] = _parity(exported_outputs, onnx_path, evaluation, batch, fixed, threads,
                                            run.export["output_names"])
 
-        context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method))
+        context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method),
+                               source=model_used if model_used.is_torch else None,
+                               max_accuracy_drop=recipe.max_accuracy_drop)
         reference_on_calibration = None
         artifacts: dict[str, Artifact] = {}
         for candidate in _candidates(tgt, recipe):
@@ -220,7 +222,8 @@ def _candidates(target: Target, recipe: Recipe) -> list[Candidate]:
     """The target's candidates that the recipe's precision and quantizer allow."""
     chosen = [c for c in target.candidates
               if recipe.precision in ("auto", c.precision)
-              and (recipe.quantizer == "auto" or c.quantizer in (None, recipe.quantizer))]
+              and (recipe.quantizer == "auto" or c.quantizer in (None, recipe.quantizer))
+              and (not c.opt_in or c.quantizer == recipe.quantizer)]
     if not chosen:
         offered = sorted({f"{c.precision}" for c in target.candidates})
         raise TargetError(f"target '{target.name}' has no candidate with precision {recipe.precision} and "

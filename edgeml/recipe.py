@@ -2,7 +2,7 @@
 
     target: cpu
     precision: auto            # auto | fp32 | fp16 | bf16 | int8 | int4
-    quantizer: auto            # auto | ort | openvino
+    quantizer: auto            # auto | ort | openvino | inc (inc: opt-in, PyTorch models only)
     calibration_method: minmax # minmax | entropy | percentile
     max_accuracy_drop: 0.01    # 0.01 = 1 point
     tuning_budget: 5m          # bounds the accuracy-budget search: 90s, 10m, 1h
@@ -29,7 +29,7 @@ from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError, first_line
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "int4")
-QUANTIZERS = ("auto", "ort", "openvino")
+QUANTIZERS = ("auto", "ort", "openvino", "inc")
 DISTILL_MODES = (None, True, False)      # None: after pruning, when training data is given
 
 

@@ -7,9 +7,10 @@ from edgeml.targets.base import Backend, Target
 from edgeml.targets.cpu import CPU
 from edgeml.targets.onnxruntime_backend import ONNXRUNTIME
 from edgeml.targets.openvino_backend import OPENVINO
+from edgeml.targets.pytorch_backend import TORCH
 
 TARGETS: dict[str, Target] = {t.name: t for t in (CPU,)}
-BACKENDS: dict[str, Backend] = {b.name: b for b in (ONNXRUNTIME, OPENVINO)}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (ONNXRUNTIME, OPENVINO, TORCH)}
 
 
 def get_target(name: str) -> Target:

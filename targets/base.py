@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
+from edgeml.models import SourceModel
 
 
 class Runner(Protocol):
@@ -63,6 +64,8 @@ class BuildContext:
     """What a build may use: the calibration data (never the evaluation data) and settings."""
     calibration: Dataset
     int8: Int8Config = field(default_factory=Int8Config)
+    source: SourceModel | None = None          # the PyTorch model the ONNX was exported from (None for ONNX inputs)
+    max_accuracy_drop: float | None = None     # the recipe's budget, for builds that search within it
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Candidate:
     # For builds that honour BuildContext.int8.exclude: lists the (node name, op type) layers
     # the accuracy-budget search may keep in float, one at a time.
     layers: Callable[[Path], list[tuple[str, str]]] | None = None
+    opt_in: bool = False             # built only when --quantizer names its quantizer
 
     def missing(self) -> list[str]:
         return list(dict.fromkeys(self.backend.missing() + missing_modules(self.needs)))

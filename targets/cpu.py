@@ -1,4 +1,5 @@
-"""The CPU target: ONNX Runtime and OpenVINO, in FP32 and the lower precisions each runs on a CPU.
+"""The CPU target: ONNX Runtime and OpenVINO, in FP32 and the lower precisions each runs on a CPU, plus an
+opt-in PyTorch INT8 program made by Intel Neural Compressor from the PyTorch model (--quantizer inc).
 
 Some candidates suit only some models, which their `applies` rule reads from the ONNX graph: dynamic
 INT8 and weight-only INT8/INT4 are for models whose compute is in MatMuls with weights (transformers,
@@ -16,9 +17,11 @@ from edgeml.compress.quantize import SUPPORTS as QUANTIZE
 from edgeml.compress.quantize import WeightOnlyConfig, float16
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
 from edgeml.compress.quantize import openvino_backend as ov_quant
+from edgeml.errors import EdgemlError
 from edgeml.targets.base import Artifact, BuildContext, Candidate, Target
 from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, copy_model
 from edgeml.targets.openvino_backend import OPENVINO, cpu_runs_bf16, read_onnx, save_ir
+from edgeml.targets.pytorch_backend import TORCH, write_program
 
 INT8_WEIGHTS = WeightOnlyConfig(bits=8)
 INT4_WEIGHTS = WeightOnlyConfig(bits=4)
@@ -147,6 +150,23 @@ def _ov_weights(config: WeightOnlyConfig) -> Callable[[Path, Path, BuildContext]
     return build
 
 
+def _torch_int8_inc(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    """Quantizes the PyTorch model itself (`ctx.source`), not the ONNX model."""
+    if ctx.source is None:
+        raise EdgemlError("--quantizer inc quantizes a PyTorch model; MODEL is ONNX: give the PyTorch model "
+                          "(factory + --weights, or a .pt2)")
+    from edgeml import compression
+    from edgeml.compress.quantize import inc_backend
+
+    example = compression.example_inputs(ctx.source, ctx.calibration)
+    quantized = inc_backend.run(compression.torch_module(ctx.source, "--quantizer inc"), example, ctx.calibration,
+                                ctx.int8, ctx.max_accuracy_drop)
+    out.mkdir(parents=True, exist_ok=True)
+    config = write_program(quantized, example, out / "model.pt2")
+    return Artifact("torch", "int8", out, "model.pt2",
+                    runtime_config={"inputs": [s.name for s in ctx.source.inputs], **config})
+
+
 _ORT_NEEDS = QUANTIZE["backends"]["onnxruntime"]
 _OV_NEEDS = QUANTIZE["backends"]["openvino"]
 
@@ -185,5 +205,9 @@ CPU = Target(
                   method=f"NNCF weight compression: INT4 symmetric MatMul weights in groups of "
                          f"{INT4_WEIGHTS.group_size}, embeddings and last layer INT8; activations in float",
                   quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), INT4_WEIGHTS.group_size)),
+        Candidate("torch-int8-inc", TORCH, "int8", _torch_int8_inc, needs=("neural_compressor",),
+                  method="Intel Neural Compressor PT2E static INT8 (autotune within the accuracy budget when labels "
+                         "exist), run in PyTorch eager",
+                  quantizer="inc", opt_in=True),
     ),
 )

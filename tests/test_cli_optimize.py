@@ -28,7 +28,8 @@ def check_run(out, *, kind, exporter=None, labelled=True):
     every = {r["name"]: r for r in report["rows"]}
     skipped = {n for n, r in every.items() if r["status"] == "skipped"}
     assert skipped == SKIPPED_ON_CNN and all("transformer" in every[n]["reason"] for n in skipped)
-    rows = {n: r for n, r in every.items() if n not in skipped}
+    # When INT8 misses the budget (random data can do that) the search adds a -mixed row.
+    rows = {n: r for n, r in every.items() if n not in skipped and not n.endswith("-mixed")}
     assert list(rows) == BUILT_ON_CNN
     assert all(r["status"] == "ok" for r in rows.values()), [r["reason"] for r in rows.values()]
     metric = report["data"]["quality_metric"]
@@ -49,9 +50,9 @@ def check_run(out, *, kind, exporter=None, labelled=True):
         assert rows["onnxruntime-int8"]["metrics"]["agreement"] > 0.97
     assert rows["onnxruntime-int8"]["size_bytes"] < rows["onnxruntime-fp32"]["size_bytes"] / 2
 
-    chosen = [r for r in rows.values() if r["selected"]]
+    chosen = [r for r in every.values() if r["selected"]]
     assert len(chosen) == 1 and chosen[0]["role"] == "candidate"
-    within = [r for r in rows.values() if r["within_budget"]]
+    within = [r for r in every.values() if r["within_budget"]]
     assert chosen[0]["latency"]["p50_ms"] == min(r["latency"]["p50_ms"] for r in within)
     if exporter:
         assert report["export"]["exporter"] == exporter

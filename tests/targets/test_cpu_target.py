@@ -24,9 +24,11 @@ def test_every_cpu_candidate_builds_and_runs(files, digits, tmp_path):
     assert [c.name for c in cpu.candidates] == [
         "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-dynamic", "onnxruntime-fp16",
         "onnxruntime-int4-weights", "openvino-fp32", "openvino-int8", "openvino-bf16", "openvino-int8-weights",
-        "openvino-int4-weights"]
+        "openvino-int4-weights", "torch-int8-inc"]
     for candidate in cpu.candidates:
         assert candidate.missing() == []
+        if candidate.opt_in:                # built from the PyTorch model: tests/compress/test_quantize_inc.py
+            continue
         reason = candidate.applies(files["digits.onnx"]) if candidate.applies else None
         if candidate.name in MATMUL_ONLY or (candidate.precision == "bf16" and not cpu_runs_bf16()):
             assert reason
@@ -67,6 +69,8 @@ def test_every_cpu_candidate_suits_a_transformer(transformer, tmp_path):
     reference = ort.InferenceSession(str(transformer)).run(None, evaluation.inputs)[0].ravel()
     context = BuildContext(calibration=calibration)
     for candidate in get_target("cpu").candidates:
+        if candidate.opt_in:
+            continue
         reason = candidate.applies(transformer) if candidate.applies else None
         if candidate.precision == "bf16" and not cpu_runs_bf16():
             assert reason
@@ -90,5 +94,5 @@ def test_openvino_bf16_runs_in_bf16(files, digits, tmp_path):
 
 
 def test_registry():
-    assert set(TARGETS) == {"cpu"} and set(BACKENDS) == {"onnxruntime", "openvino"}
+    assert set(TARGETS) == {"cpu"} and set(BACKENDS) == {"onnxruntime", "openvino", "torch"}
     assert BACKENDS["openvino"].extra == "edgeml[cpu]"
