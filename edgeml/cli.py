@@ -74,7 +74,8 @@ data_options = _options(
                  help="Image preprocessing: size=HxW,mean=a/b/c,std=a/b/c,scale=F,layout=NCHW,color=rgb."),
 )
 quantize_options = _options(
-    click.option("--quantizer", type=click.Choice(QUANTIZERS), help="Which tool quantizes  [default: auto = ort and openvino; inc only when named]"),
+    click.option("--quantizer", type=click.Choice(QUANTIZERS),
+                 help="Which tool quantizes  [default: auto = ort and openvino; inc only when named]"),
     click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS),
                  help="INT8 calibration (onnxruntime)  [default: minmax]"),
     click.option("--max-accuracy-drop", type=float,

@@ -101,3 +101,12 @@ def _train(model, train: Dataset) -> None:
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
+
+
+def digits_source(example: DigitsExample):
+    """The example as a loaded model: the factory with its cached weights, named "digits"."""
+    from edgeml.models import load_model
+
+    source = load_model("edgeml.examples:DigitsCNN", example.weights, ["input:?x1x8x8"])
+    source.name = "digits"
+    return source

@@ -294,11 +294,10 @@ def _check_arguments(model, example, data, split, calib_data, eval_data, train_d
 def _load(model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess, seed,
           reporter: Reporter) -> tuple[SourceModel, Dataset, Dataset, Dataset | None]:
     if example is not None:
-        from edgeml.examples import digits_example
+        from edgeml.examples import digits_example, digits_source
 
         ex = digits_example()
-        source = load_model("edgeml.examples:DigitsCNN", ex.weights, ["input:?x1x8x8"])
-        source.name = "digits"
+        source = digits_source(ex)
         source.notes.append("built-in digits example: CNN " + ("reused from the cache" if ex.cached else
                             "trained now") + f" ({ex.weights}); calibration = validation split, "
                             "evaluation = test split, training = train split")

@@ -95,11 +95,10 @@ def _load(model, example, weights, input_shapes, preprocess, fit_data, eval_data
             raise EdgemlError(f"unknown example '{example}'; available: digits")
         if fit_data is not None or eval_data is not None:
             raise EdgemlError("--example brings its own data; do not combine it with data options")
-        from edgeml.examples import digits_example
+        from edgeml.examples import digits_example, digits_source
 
         ex = digits_example()
-        source = load_model("edgeml.examples:DigitsCNN", ex.weights, ["input:?x1x8x8"])
-        source.name = "digits"
+        source = digits_source(ex)
         return source, (ex.train, ex.test)
     source = load_model(model, weights, input_shapes)
 
