@@ -18,7 +18,7 @@ from pathlib import Path
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
 from edgeml.data import Dataset
 
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> Path:
@@ -41,14 +41,14 @@ def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = In
 
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        _prepare(model, prepared)
+        prepare(model, prepared)
         quantize_static(
             str(prepared), str(output), Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=config.per_channel,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, _METHODS[config.calibration_method]),
+            calibrate_method=getattr(CalibrationMethod, METHODS[config.calibration_method]),
             nodes_to_exclude=list(config.exclude),
         )
     return output
@@ -67,7 +67,7 @@ def compute_layers(model: Path) -> list[tuple[str, str]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        _prepare(model, prepared)
+        prepare(model, prepared)
         graph = onnx.load(str(prepared), load_external_data=False).graph
     return [(n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OPS and n.name]
 
@@ -83,7 +83,7 @@ def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) ->
 
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        _prepare(model, prepared)
+        prepare(model, prepared)
         quantize_dynamic(str(prepared), str(output), per_channel=config.per_channel,
                          weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude))
     return output
@@ -108,7 +108,7 @@ def run_weight_only(model: Path, output: Path, config: WeightOnlyConfig = Weight
     return output
 
 
-def _prepare(model: Path, prepared: Path) -> None:
+def prepare(model: Path, prepared: Path) -> None:
     """Shape inference and graph clean-up, as onnxruntime recommends before quantizing.
 
     Its symbolic shape inference fails on some exported transformers (a Reshape to a shape computed at

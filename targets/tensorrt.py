@@ -1,0 +1,276 @@
+"""TensorRT candidates: what a Jetson or an NVIDIA GPU needs to build its engine, prepared here.
+
+A TensorRT engine only runs on the GPU model and TensorRT version that built it, so a candidate's
+build here makes the inputs of that build, in one folder:
+- `model.onnx`: the ONNX model the engine is built from (FP16, QDQ INT8, or FP32 for the DLA);
+- `build_engine.sh`: trtexec with the flags the device profile calls for;
+- `calibration.cache` (DLA only): activation scales in TensorRT's calibration cache format;
+- `reference.npz`: a few calibration inputs, the outputs ONNX Runtime gives for them here and the
+  tolerance, to check the engine on the device (`edgeml build-engine`).
+Quality is measured here with ONNX Runtime on the same ONNX model (`Candidate.check_with`); for
+the DLA, whose INT8 is implicit, on a QDQ model with the same activation ranges. Latency is only
+predicted from the device profile.
+"""
+
+from __future__ import annotations
+
+import shlex
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeml.compress.quantize import Int8Config, float16
+from edgeml.compress.quantize.onnxruntime_backend import METHODS, prepare
+from edgeml.data import Dataset
+from edgeml.errors import TargetError
+from edgeml.models import onnx_input_specs
+from edgeml.profiles import Profile
+from edgeml.specs import TensorSpec
+from edgeml.targets.base import Artifact, BuildContext, Candidate
+from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, OrtRunner
+from edgeml.targets.tensorrt_backend import TENSORRT
+
+ENGINE = "model.engine"
+CALIBRATION_CACHE = "calibration.cache"
+REFERENCE = "reference.npz"
+REFERENCE_SAMPLES = 8
+DLA_CORE = 0
+# The largest |engine - ONNX Runtime| allowed on the device, as a fraction of the output's largest |value|.
+# TensorRT picks its own kernels and fusions, so its rounding differs from ONNX Runtime's; INT8 steps
+# amplify that, and on the DLA TensorRT also chooses which layers run in INT8.
+TOLERANCE = {"fp16": 0.02, "int8": 0.05, "int8-dla": 0.1}
+
+
+def _fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    out.mkdir(parents=True, exist_ok=True)
+    float16.run(model, out / "model.onnx")
+    return _finish(Artifact(TENSORRT.name, "fp16", out, "model.onnx"), ctx, "tensorrt-fp16", TOLERANCE["fp16"])
+
+
+def _int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        prepare(model, prepared)
+        quantize(prepared, out / "model.onnx", ctx.calibration, ctx.int8)
+    return _finish(Artifact(TENSORRT.name, "int8", out, "model.onnx"), ctx, "tensorrt-int8", TOLERANCE["int8"])
+
+
+def _int8_dla(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    """The FP32 model and a calibration cache: TensorRT's DLA path takes INT8 scales from a cache, not Q/DQ layers."""
+    profile = ctx.profile
+    reason = dla_unsuited(profile)
+    if reason:
+        raise TargetError(reason)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare(model, out / "model.onnx")        # the tensor names the cache holds are this model's
+    ranges = quantize(out / "model.onnx", out / "model_qdq.onnx", ctx.calibration, ctx.int8)
+    write_calibration_cache(ranges, out / CALIBRATION_CACHE, profile.runtimes["tensorrt"])
+    artifact = Artifact(TENSORRT.name, "int8", out, "model.onnx", runtime_config={
+        "dla_core": DLA_CORE, "calibration_cache": CALIBRATION_CACHE, "check_entry": "model_qdq.onnx"})
+    return _finish(artifact, ctx, "tensorrt-int8-dla", TOLERANCE["int8-dla"])
+
+
+def dla_unsuited(profile: Profile | None) -> str | None:
+    """Why the DLA candidate cannot be built for `profile`, or None."""
+    if profile is None:
+        return "the DLA candidate needs a device profile with DLA cores (e.g. --profile jetson-orin-nx)"
+    if profile.dla_cores == 0:
+        return f"{profile.display_name} has no DLA cores; its INT8 runs on the GPU instead (tensorrt-int8)"
+    if "tensorrt" not in profile.runtimes:
+        return f"profile {profile.name} gives no TensorRT version (runtimes.tensorrt) for the calibration cache"
+    return None
+
+
+def quantize(prepared: Path, output: Path, calibration: Dataset, config: Int8Config):
+    """QDQ INT8 as TensorRT takes it; returns the calibration ranges (onnxruntime's TensorsData).
+
+    `prepared` is the pre-processed model (onnxruntime_backend.prepare). The same calibration as
+    onnxruntime_backend.run, with TensorRT's rules: symmetric INT8 activations and per-channel
+    symmetric INT8 weights, biases left in float (TensorRT dequantizes no INT32) and a Q/DQ pair
+    for each consumer (TensorRT cannot share one between layers).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(range(min(len(calibration), config.max_calibration_samples)))
+
+        def get_next(self):
+            i = next(self.samples, None)
+            return None if i is None else calibration.feeds(i, i + 1)
+
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        ranges = Path(tmp) / "ranges.json"
+        quantize_static(
+            str(prepared), str(output), Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, METHODS[config.calibration_method]),
+            nodes_to_exclude=list(config.exclude),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True,
+                           "QuantizeBias": False, "DedicatedQDQPair": True},
+            calibration_cache_path=ranges,
+        )
+        return load_tensors_data(ranges)
+
+
+def write_calibration_cache(ranges, path: Path, tensorrt_version: str) -> None:
+    """TensorRT's calibration cache: a `TRT-<version>-EntropyCalibration2` line, then `name: <scale>`
+    per tensor, the scale (amax / 127) as the hex digits of its big-endian IEEE float32."""
+    lines = [f"TRT-{tensorrt_version_number(tensorrt_version)}-EntropyCalibration2"]
+    for name, data in sorted(ranges.data.items()):
+        low, high = data.range_value
+        amax = float(max(np.abs(low).max(), np.abs(high).max()))
+        scale = amax / 127 if amax > 0 else 1.0     # as onnxruntime does for a tensor that is always 0
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def tensorrt_version_number(version: str) -> int:
+    """TensorRT's NV_TENSORRT_VERSION: 10.3.0 -> 100300 (major x 10000 from TensorRT 10), 8.5.2 -> 8502."""
+    try:
+        major, minor, patch = (int(p) for p in (str(version).split(".") + ["0", "0"])[:3])
+    except ValueError:
+        raise TargetError(f"'{version}' is not a TensorRT version like 10.3.0 (runtimes.tensorrt)") from None
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def _finish(artifact: Artifact, ctx: BuildContext, candidate: str, tolerance: float) -> Artifact:
+    """Add the build settings to `artifact`, then build_engine.sh and reference.npz beside its model."""
+    profile = ctx.profile
+    artifact.runtime_config.update(
+        shapes=_dynamic_shapes(artifact.folder / artifact.entry, ctx.calibration),
+        workspace_mib=None if profile is None else int(profile.memory_gb * 1024 / 4),
+        tensorrt=None if profile is None else profile.runtimes.get("tensorrt"),
+    )
+    script = artifact.folder / "build_engine.sh"
+    script.write_text(build_script(artifact, profile, candidate))
+    script.chmod(0o755)
+    write_reference(artifact, ctx.calibration, tolerance)
+    return artifact
+
+
+def _dynamic_shapes(model: Path, calibration: Dataset) -> dict[str, list[int]]:
+    """The batch-1 shape of each input with a dimension unknown until run time, from the data."""
+    return {s.name: [1, *calibration.inputs[s.name].shape[1:]] for s in _inputs(model) if _dynamic(s)}
+
+
+def _inputs(model: Path) -> list[TensorSpec]:
+    import onnx
+
+    return onnx_input_specs(onnx.load(str(model), load_external_data=False))
+
+
+def _dynamic(spec: TensorSpec) -> bool:
+    return not all(isinstance(d, int) and d > 0 for d in spec.shape)
+
+
+def trtexec_args(artifact: Artifact) -> list[str]:
+    """trtexec's arguments for `artifact`, from its precision and runtime_config."""
+    config = artifact.runtime_config
+    args = [f"--onnx={artifact.entry}", f"--saveEngine={ENGINE}", f"--{artifact.precision}"]
+    if config.get("calibration_cache"):
+        args.append(f"--calib={config['calibration_cache']}")
+    if config.get("dla_core") is not None:
+        args += [f"--useDLACore={config['dla_core']}", "--allowGPUFallback"]
+    if config.get("shapes"):
+        args.append("--shapes=" + ",".join(f"{name}:{'x'.join(map(str, shape))}"
+                                           for name, shape in config["shapes"].items()))
+    if config.get("workspace_mib"):
+        args.append(f"--memPoolSize=workspace:{config['workspace_mib']}M")
+    return [*args, "--timingCacheFile=timing.cache"]
+
+
+def build_script(artifact: Artifact, profile: Profile | None, candidate: str) -> str:
+    """A bash script that builds the engine with trtexec on the device, from the artifact's folder."""
+    if profile is None:
+        device = "none given: an engine for the GPU of the machine that runs this"
+        version = "the one on that machine"
+    else:
+        device = f"{profile.name} ({profile.display_name})"
+        version = str(profile.runtimes.get("tensorrt", "not given by the profile"))
+    header = [
+        f"Builds the TensorRT engine of edgeml candidate {candidate} into {ENGINE}.",
+        f"Device profile: {device}",
+        f"TensorRT expected: {version} (an engine runs only with the TensorRT version and GPU that built it)",
+    ]
+    if artifact.runtime_config.get("calibration_cache"):
+        header.append(f"{CALIBRATION_CACHE} names that version on its first line; TensorRT reads only a cache "
+                      "of its own version.")
+    header += [
+        "Run it on the device: bash build_engine.sh  (TRTEXEC=/path/to/trtexec picks another trtexec)",
+        f"Or, with TensorRT's Python package: edgeml build-engine BUNDLE, which also checks it against {REFERENCE}.",
+    ]
+    args = " \\\n  ".join(shlex.quote(a) for a in trtexec_args(artifact))
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        *(f"# {' '.join(line.split())}" for line in header),   # one line each, whatever the profile says
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        'trtexec="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+        f'"$trtexec" \\\n  {args}',
+        "",
+    ])
+
+
+def write_reference(artifact: Artifact, calibration: Dataset, tolerance: float) -> None:
+    """reference.npz: `input/<name>` and `output/<name>` arrays and `tolerance` (see read_reference)."""
+    model = artifact.folder / artifact.runtime_config.get("check_entry", artifact.entry)
+    runner = OrtRunner(model, 1)
+    names = [o.name for o in runner.session.get_outputs()]
+    feeds = calibration.feeds(0, REFERENCE_SAMPLES)
+    runs = [runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
+    outputs = {name: np.concatenate(column) for name, column in zip(names, zip(*runs))}
+    np.savez(artifact.folder / REFERENCE, tolerance=np.float64(tolerance),
+             **{f"input/{k}": v for k, v in feeds.items()}, **{f"output/{k}": v for k, v in outputs.items()})
+
+
+def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """(inputs, outputs, tolerance) of a reference.npz, inputs and outputs by tensor name."""
+    with np.load(path) as data:
+        part = {kind: {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(kind + "/")}
+                for kind in ("input", "output")}
+        return part["input"], part["output"], float(data["tolerance"])
+
+
+def max_relative_error(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """The largest |output - reference| over all outputs, each relative to its reference's largest |value|."""
+    return max(float(np.abs(outputs[name].astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
+               for name, ref in reference.items())
+
+
+def _trtexec_names_fit(model: Path) -> str | None:
+    """trtexec splits --shapes at commas and drops quotes from names: such a dynamic input cannot be named."""
+    for spec in _inputs(model):
+        if _dynamic(spec) and ("," in spec.name or "'" in spec.name):
+            return f"input '{spec.name}' has a comma or a quote, which trtexec's --shapes cannot take: rename it"
+    return None
+
+
+_ORT = ("onnxruntime",)
+
+TENSORRT_FP16 = Candidate(
+    "tensorrt-fp16", TENSORRT, "fp16", _fp16, needs=_ORT, check_with=ONNXRUNTIME, applies=_trtexec_names_fit,
+    method="onnxruntime float16 converter (FP32 inputs/outputs); engine built on the device with trtexec --fp16")
+TENSORRT_INT8 = Candidate(
+    "tensorrt-int8", TENSORRT, "int8", _int8, needs=_ORT, check_with=ONNXRUNTIME, applies=_trtexec_names_fit,
+    quantizer="ort",
+    method="explicit INT8: onnxruntime.quantization QDQ, per-channel symmetric INT8 weights, symmetric INT8 "
+           "activations, calibrated; engine built on the device with trtexec --int8")
+TENSORRT_INT8_DLA = Candidate(
+    "tensorrt-int8-dla", TENSORRT, "int8", _int8_dla, needs=_ORT, check_with=ONNXRUNTIME,
+    applies=_trtexec_names_fit, quantizer="ort", needs_dla=True,
+    method=f"implicit INT8 on DLA core {DLA_CORE} (GPU fallback): the FP32 ONNX and a TensorRT calibration cache "
+           "from edgeml's calibration ranges; quality checked on a QDQ model with the same ranges")
