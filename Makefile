@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench-fashion-mnist clean
+.PHONY: setup demo test bench-setup bench-fashion-mnist bench-mobile bench-roofline clean
 
 setup: $(VENV)/.installed
 
@@ -23,10 +23,21 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+bench-setup: setup
+	$(BIN)/python -m pip install --quiet -e ".[all,bench]"
+
 # Compression passes on a CNN trained on Fashion-MNIST (Debian's dataset-fashion-mnist).
 bench-fashion-mnist: setup
 	test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist
 	$(BIN)/python -m benchmarks.fashion_mnist --threads 1 --measure-seconds 3
+
+# The mobile target (LiteRT) on the digits example and EfficientNet-Lite0.
+bench-mobile: bench-setup
+	$(BIN)/python -m benchmarks.mobile --threads 1 --measure-seconds 2
+
+# Roofline latency prediction against ONNX Runtime measured here.
+bench-roofline: bench-setup
+	$(BIN)/python -m benchmarks.roofline --threads 1 --measure-seconds 2 --rounds 3
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache

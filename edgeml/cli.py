@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 import edgeml
 from edgeml.compress.prune import IMPORTANCES
@@ -95,7 +95,9 @@ run_options = _options(
 @cli.command()
 @model_options
 @click.option("--recipe", type=click.Path(), help="YAML recipe with the settings; flags given here override it.")
-@click.option("--target", help="Deployment target (see `edgeml targets`)  [default: cpu]")
+@click.option("--target", help="Deployment target: cpu, mobile, jetson, gpu (see `edgeml targets`)  [default: cpu]")
+@click.option("--profile", metavar="NAME|FILE",
+              help="Device profile (`edgeml profiles list`) or your own YAML  [default: per target]")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="Candidates to build  [default: auto = all]")
 @quantize_options
 @click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: fraction of channels to remove.")
@@ -253,25 +255,94 @@ def _default_out(model, example, suffix: str) -> Path:
     return Path("edgeml-out") / f"{name}-{suffix}"
 
 
-RECIPE_FLAGS = ("target", "precision", "quantizer", "calibration_method", "max_accuracy_drop", "tuning_budget",
-                "distill", "seed", "threads", "measure_seconds")
+RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_method", "max_accuracy_drop",
+                "tuning_budget", "distill", "seed", "threads", "measure_seconds")
 
 
 @cli.command()
 def targets():
     """List targets, their candidates, and whether each can run here."""
+    from edgeml.profiles import default_profile
     from edgeml.targets import TARGETS
 
-    console = Console()
+    console = _table_console()
     for target in TARGETS.values():
-        table = Table("candidate", "backend", "precision", "quantizer", "status here",
-                      title=f"{target.name}: {target.description}", title_justify="left")
+        profile = default_profile(target.name)
+        title = f"{target.name}: {target.description}" + (f" (default profile: {profile})" if profile else "")
+        table = Table("candidate", "backend", "precision", "quantizer", "status here", title=title,
+                      title_justify="left")
         for c in target.candidates:
             missing = c.missing()
-            status = (f"[red]not installed[/red]: {', '.join(missing)} (pip install '{c.backend.extra}')"
-                      if missing else f"[green]usable[/green] ({c.backend.name} {c.backend.version()})")
+            if missing:
+                status = f"[red]not installed[/red]: {', '.join(missing)} (pip install '{c.backend.extra}')"
+            elif not target.measures_here(c) and c.check_with is not None:
+                status = (f"[yellow]built here, runs on the device[/yellow] (quality checked with {c.check_with.name}; "
+                          "latency predicted)")
+            elif not target.measures_here(c):
+                status = f"[yellow]not here[/yellow]: {target.elsewhere()}"
+            else:
+                status = f"[green]measured here[/green] ({c.backend.name} {c.backend.version()})"
             table.add_row(c.name, c.backend.name, c.precision, c.quantizer or "", status)
         console.print(table)
+
+
+@cli.group()
+def profiles():
+    """Device profiles: what each device computes, and how fast (from its datasheet)."""
+
+
+@profiles.command("list")
+def profiles_list():
+    """List the bundled device profiles."""
+    from edgeml.profiles import list_profiles
+
+    table = Table("device", "target", "precisions", "peak GOPS (best)", "memory GB", "bandwidth GB/s", "DLA")
+    table.columns.insert(0, Column("name", no_wrap=True))
+    for p in list_profiles():
+        best = max(p.peak_gops, key=p.peak_gops.get)
+        table.add_row(p.name, p.display_name, p.target, ", ".join(p.precisions),
+                      f"{p.peak_gops[best]:,.0f} ({best})", f"{p.memory_gb:g}", f"{p.memory_bandwidth_gbs:g}",
+                      str(p.dla_cores))
+    _table_console().print(table)
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name):
+    """Show one profile (a bundled NAME or a YAML file) as YAML."""
+    import yaml
+
+    from edgeml.profiles import load_profile
+
+    profile = load_profile(name)
+    click.echo(f"# {profile.display_name}: {profile.path}")
+    click.echo(yaml.safe_dump(profile.to_dict(), sort_keys=False).rstrip())
+
+
+@cli.command("build-engine")
+@click.argument("bundle", type=click.Path())
+@click.option("-o", "--out", type=click.Path(), help="Engine file  [default: BUNDLE/model.engine]")
+def build_engine(bundle, out):
+    """Build the TensorRT engine of a jetson/gpu BUNDLE on this device, check it against the bundle's
+    reference outputs and time it. Needs TensorRT's Python package (JetPack has it); exits 1 when
+    the engine's outputs are outside the tolerance."""
+    from edgeml.engine import build_engine as build
+
+    result = build(Path(bundle), out=out and Path(out))
+    latency = result["latency_ms"]
+    click.echo(f"engine: {result['engine']} (TensorRT {result['tensorrt']['installed']}, bundle made for "
+               f"{result['tensorrt']['expected']}; {result['device']})")
+    click.echo(f"reference check: max error {result['max_error']:.3g} of the output range, tolerance "
+               f"{result['tolerance']:g}: {'passed' if result['passed'] else 'FAILED'}")
+    click.echo(f"latency measured here, batch 1: p50 {latency['p50_ms']:.3f} ms (95% CI "
+               f"{latency['p50_ci95_ms'][0]:.3f}-{latency['p50_ci95_ms'][1]:.3f}), p90 {latency['p90_ms']:.3f} ms")
+    if not result["passed"]:
+        sys.exit(1)
+
+
+def _table_console() -> Console:
+    """Tables fit the terminal; piped into a file or another program they keep whole lines."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def main() -> None:

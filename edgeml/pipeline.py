@@ -21,6 +21,7 @@ import numpy as np
 
 import edgeml
 from edgeml import data as data_mod
+from edgeml import plan
 from edgeml.bundle import write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
@@ -66,6 +67,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
     recipe = _recipe(recipe, settings)
     _check_arguments(model, example, data, split, calib_data, eval_data, train_data)
     tgt = get_target(recipe.target)
+    profile = plan.resolve_profile(tgt, recipe.profile)
     threads = recipe.threads or os.cpu_count() or 1
     measure = MeasureConfig(seconds=recipe.measure_seconds)
     reporter = reporter or Reporter()
@@ -82,10 +84,15 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             source, calibration, evaluation, train = _load(model, example, weights, input_shapes, data, split,
                                                            calib_data, eval_data, train_data, preprocess,
                                                            recipe.seed, reporter)
+        candidates = _candidates(tgt, recipe)
+        if not source.is_torch and all(c.needs_source for c in candidates):
+            raise TargetError(f"target '{tgt.name}' converts PyTorch models and MODEL is ONNX: give the PyTorch "
+                              "model (package.module:factory with --weights, or a .pt2 file)")
         run = Run(edgeml_version=edgeml.__version__,
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   target=recipe.target, config=config, machine=machine_info(threads),
                   packages={p: package_version(p) for p in PACKAGES}, source=source.describe(),
+                  profile=None if profile is None else profile.to_dict(),
                   data={"calibration": calibration.describe(), "evaluation": evaluation.describe(),
                         "training": None if train is None else train.describe()})
         work = staging / "work"
@@ -93,6 +100,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         stages = _compress(source, recipe, calibration, train, run, reporter)
         model_used = stages[-1][1] if stages else source
         onnx_path = _onnx_model(model_used, evaluation, work, run, reporter)
+        plan.check_fits(profile, onnx_path)
         onnx_inputs, onnx_outputs = _onnx_specs(onnx_path)
         batch, fixed = _eval_batch(onnx_inputs)
         sample = _profile_sample(evaluation, batch, fixed)
@@ -111,6 +119,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             ref_row.size_bytes = _source_size(source)
             step.describe("Reference: profiling")
             _profile(ref_row, reference_runner, sample, measure, _reference_memory_spec(source, threads))
+            ref_row.predicted = plan.predict(onnx_path, profile, "fp32", recipe.threads)
             run.rows.append(ref_row)
         run.data.update(quality_metric=metric,
                         notes=_data_notes(calibration, evaluation, train, metric, recipe, stages))
@@ -138,10 +147,10 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
 
         context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method),
                                source=model_used if model_used.is_torch else None,
-                               max_accuracy_drop=recipe.max_accuracy_drop)
+                               max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
         reference_on_calibration = None
         artifacts: dict[str, Artifact] = {}
-        for candidate in _candidates(tgt, recipe):
+        for candidate in candidates:
             missing = candidate.missing()
             row = Row(candidate.name, candidate.backend.name, candidate.precision, "candidate",
                       method=candidate.method, backend_version=None if missing else candidate.backend.version())
@@ -151,17 +160,28 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 row.reason = f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"
                 reporter.warn(f"{candidate.name}: {row.reason}")
                 continue
-            unsuited = candidate.applies(onnx_path) if candidate.applies else None
+            unsuited = (plan.unsuited(candidate, profile, context.source is not None)
+                        or (candidate.applies(onnx_path) if candidate.applies else None))
             if unsuited:
                 row.status, row.reason = "skipped", unsuited
                 continue
+            local = tgt.measures_here(candidate)
+            if not local and candidate.check_with is None:
+                row.status, row.reason = "skipped", tgt.elsewhere()
+                continue
             with reporter.step(f"Candidate {candidate.name}") as step:
                 try:
-                    artifact = _build_and_measure(row, candidate, onnx_path, work / candidate.name, context,
+                    artifact = _build_and_measure(row, candidate, local, onnx_path, work / candidate.name, context,
                                                   evaluation, reference, ref_row.metrics[metric], metric, batch,
                                                   fixed, sample, threads, measure, step)
                     artifacts[candidate.name] = artifact
-                    if (candidate.layers is not None and row.quality_drop > recipe.max_accuracy_drop
+                    row.predicted = plan.predict(onnx_path, profile, candidate.computes_in or candidate.precision,
+                                                 recipe.threads,
+                                                 dla=candidate.needs_dla)
+                    if not local:
+                        _device_status(row, candidate, tgt)
+                    if (candidate.layers is not None and local
+                            and row.quality_drop > recipe.max_accuracy_drop
                             and exported_drop <= recipe.max_accuracy_drop):
                         if reference_on_calibration is None:
                             reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
@@ -171,10 +191,12 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                         mixed = _mixed_row(candidate, tuned, run, row)
                         if mixed is not None:
                             step.describe(f"{mixed.name}: evaluating")
-                            _measure_artifact(mixed, candidate, tuned.artifact, evaluation, reference,
+                            _measure_artifact(mixed, candidate, local, tuned.artifact, evaluation, reference,
                                               ref_row.metrics[metric], metric, batch, fixed, sample, threads,
                                               measure)
                             artifacts[mixed.name] = tuned.artifact
+                            mixed.predicted = plan.predict(onnx_path, profile, mixed.precision,
+                                                           recipe.threads)
                 except EdgemlError:
                     raise
                 except Exception as e:
@@ -184,7 +206,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                     step.fail(row.reason)
 
         with reporter.step("Select and bundle"):
-            run.selection = select(run.rows, recipe.max_accuracy_drop, metric)
+            run.selection = select(run.rows, recipe.max_accuracy_drop, metric, profile)
             chosen = run.selected
             if chosen is None:
                 raise EdgemlError(
@@ -231,7 +253,8 @@ def _candidates(target: Target, recipe: Recipe) -> list[Candidate]:
     return chosen
 
 
-def _build_and_measure(row: Row, candidate: Candidate, onnx_path: Path, folder: Path, context: BuildContext,
+def _build_and_measure(row: Row, candidate: Candidate, local: bool, onnx_path: Path, folder: Path,
+                       context: BuildContext,
                        evaluation: Dataset, reference: list[np.ndarray], reference_quality: float, metric: str,
                        batch: int, fixed: bool, sample: dict, threads: int, measure: MeasureConfig,
                        step) -> Artifact:
@@ -240,21 +263,39 @@ def _build_and_measure(row: Row, candidate: Candidate, onnx_path: Path, folder: 
     artifact = candidate.build(onnx_path, folder, context)
     row.build_seconds = round(time.perf_counter() - started, 3)
     step.describe(f"{candidate.name}: evaluating")
-    _measure_artifact(row, candidate, artifact, evaluation, reference, reference_quality, metric, batch, fixed,
+    _measure_artifact(row, candidate, local, artifact, evaluation, reference, reference_quality, metric, batch, fixed,
                       sample, threads, measure)
     return artifact
 
 
-def _measure_artifact(row: Row, candidate: Candidate, artifact: Artifact, evaluation: Dataset,
+def _measure_artifact(row: Row, candidate: Candidate, local: bool, artifact: Artifact, evaluation: Dataset,
                       reference: list[np.ndarray], reference_quality: float, metric: str, batch: int,
                       fixed: bool, sample: dict, threads: int, measure: MeasureConfig) -> None:
-    """Judge `artifact` on the evaluation data and profile it, into `row`."""
+    """Judge `artifact` on the evaluation data and profile it, into `row`.
+
+    An artifact whose runtime is only on the device is judged here with the candidate's
+    `check_with` backend on the same model file, and not profiled: its latency is predicted.
+    """
     row.size_bytes = artifact.size_bytes
-    runner = candidate.backend.open(artifact, threads)
+    if local:
+        runner = candidate.backend.open(artifact, threads)
+    else:
+        check = replace(artifact, entry=artifact.runtime_config.get("check_entry", artifact.entry))
+        runner = candidate.check_with.open(check, threads)
     outputs = predict(runner, evaluation, batch, fixed)
     row.metrics = compare(outputs, reference, evaluation.labels)
     row.quality_drop = reference_quality - row.metrics[metric]
-    _profile(row, runner, sample, measure, _artifact_memory_spec(artifact, threads))
+    if local:
+        _profile(row, runner, sample, measure, _artifact_memory_spec(artifact, threads))
+
+
+def _device_status(row: Row, candidate: Candidate, target: Target) -> None:
+    """A row that runs on the device only: quality checked here, latency predicted (or unknown)."""
+    predicted = row.predicted is not None and row.predicted.get("ms") is not None
+    row.status = "predicted" if predicted else "needs device"
+    where = (target.elsewhere and target.elsewhere()) or f"{candidate.backend.name} is not installed here"
+    row.reason = (f"{where}: the engine is built and run on the device (bundle/build_engine.sh, or "
+                  f"`edgeml build-engine`); quality checked here with {candidate.check_with.name} on the same model")
 
 
 def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | None:

@@ -1,6 +1,7 @@
 """Recipes: the settings of an `optimize` run, in a YAML file that can be run again.
 
     target: cpu
+    profile: jetson-orin-nano  # a device profile (`edgeml profiles list`) or a YAML file; default per target
     precision: auto            # auto | fp32 | fp16 | bf16 | int8 | int4
     quantizer: auto            # auto | ort | openvino | inc (inc: opt-in, PyTorch models only)
     calibration_method: minmax # minmax | entropy | percentile
@@ -40,6 +41,7 @@ class RecipeError(EdgemlError):
 @dataclass(frozen=True)
 class Recipe:
     target: str = "cpu"
+    profile: str | None = None                 # device profile name or YAML path; None: the target's default
     precision: str = "auto"
     quantizer: str = "auto"
     calibration_method: str = "minmax"
@@ -200,6 +202,8 @@ def _check(recipe: Recipe) -> None:
                           f"got {recipe.max_accuracy_drop}")
     if recipe.tuning_budget <= 0:
         raise RecipeError(f"{_flag('tuning_budget')} must be positive, got {recipe.tuning_budget}")
+    if recipe.profile is not None and not isinstance(recipe.profile, str):
+        raise RecipeError(f"{_flag('profile')} must be a profile name or a YAML path, got {recipe.profile!r}")
     if recipe.threads is not None and (isinstance(recipe.threads, bool) or not isinstance(recipe.threads, int)):
         raise RecipeError(f"{_flag('threads')} must be int, got {recipe.threads!r}")
     if recipe.threads is not None and recipe.threads < 1:

@@ -15,14 +15,17 @@ class Row:
     backend: str
     precision: str
     role: str                                  # reference | stage (a PyTorch pass's output) | candidate
-    status: str = "ok"                         # ok | unavailable | skipped | failed
-    reason: str | None = None                  # why unavailable / failed
+    # ok (measured here) | predicted | needs device (runtime only there; no prediction) |
+    # unavailable | skipped | failed
+    status: str = "ok"
+    reason: str | None = None                  # why not measured here
     method: str = ""
     backend_version: str | None = None
     metrics: dict = field(default_factory=dict)    # accuracy, agreement, cosine, max_abs_error
     quality_drop: float | None = None          # reference quality - this row's quality
     within_budget: bool | None = None
-    latency: dict | None = None                # profiling.Latency.to_dict()
+    latency: dict | None = None                # profiling.Latency.to_dict(): measured on this machine
+    predicted: dict | None = None              # roofline prediction for the profile's device (never measured)
     size_bytes: int | None = None
     peak_memory_bytes: int | None = None
     build_seconds: float | None = None
@@ -39,6 +42,7 @@ class Run:
     packages: dict
     source: dict
     data: dict                                 # calibration, evaluation, quality metric, notes
+    profile: dict | None = None                # the device profile the plan was made for (None: this machine)
     export: dict | None = None
     compression: dict = field(default_factory=dict)   # prune / distill results
     tuning: dict = field(default_factory=dict)        # accuracy-budget search per candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 DASH = "—"
+JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
 
 
 def render_markdown(run: dict) -> str:
@@ -12,8 +13,19 @@ def render_markdown(run: dict) -> str:
     machine = run["machine"]
     lines = [f"# edgeml: {run['source']['name']} for target `{run['target']}`", ""]
 
+    profile = run.get("profile")
     chosen = next((r for r in rows if r["selected"]), None)
-    if chosen:
+    if chosen and chosen["latency"] is None:
+        lines += [
+            f"**Selected: {chosen['name']}** ({chosen['backend']}, {chosen['precision']}): "
+            f"{_predicted(chosen)} ms **predicted** for {profile['display_name'] if profile else 'the device'}, "
+            f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); not measured "
+            f"here: {chosen['reason']}.",
+            "",
+            f"Why: {selection['reason']}.",
+            "",
+        ]
+    elif chosen:
         ref = next(r for r in rows if r["role"] == "reference")
         speedups = [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
         fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
@@ -32,22 +44,32 @@ def render_markdown(run: dict) -> str:
     if not selection.get("within_budget"):
         lines += [f"> **The accuracy budget was not met.** {selection['reason']}.", ""]
 
-    lines += [
-        f"| candidate | backend | precision | {metric} | drop | p50 ms | p90 ms | size MB | status |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    predicted = any(r.get("predicted") for r in rows)
+    header = f"| candidate | backend | precision | {metric} | drop | p50 ms (measured here) | p90 ms | "
+    if predicted:
+        header += f"p50 ms (predicted, {profile['name']}) | "
+    lines += [header + "size MB | status |", "|---" * (header.count("|") + 1) + "|"]
     for r in rows:
-        ok = r["status"] == "ok"
+        judged = r["status"] in JUDGED
+        measured = r["latency"] is not None
         name = f"**{r['name']}** ✓" if r["selected"] else r["name"]
-        lines.append("| " + " | ".join([
+        cells = [
             name, r["backend"], r["precision"],
-            _quality(r, metric) if ok else DASH,
-            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if ok else DASH,
-            _ms(r["latency"]["p50_ms"]) if ok else DASH,
-            _ms(r["latency"]["p90_ms"]) if ok else DASH,
-            _mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH,
-            _status(r),
-        ]) + " |")
+            _quality(r, metric) if judged else DASH,
+            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if judged else DASH,
+            _ms(r["latency"]["p50_ms"]) if measured else DASH,
+            _ms(r["latency"]["p90_ms"]) if measured else DASH,
+        ]
+        if predicted:
+            cells.append(_predicted(r))
+        cells += [_mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if predicted:
+        lines += ["", f"Predicted latencies are a roofline estimate for {profile['display_name']} "
+                  f"(`{profile['name']}`): "
+                  "per-layer MACs and bytes moved, from the ONNX graph, against the profile's peak compute and "
+                  "memory bandwidth with its efficiency factors. They are not measurements; see the docs for the "
+                  "method's measured error."]
 
     lines += [
         "",
@@ -58,7 +80,7 @@ def render_markdown(run: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r["status"] != "ok":
+        if r["latency"] is None:
             continue
         lat = r["latency"]
         lo, hi = lat["p50_ci95_ms"]
@@ -70,6 +92,8 @@ def render_markdown(run: dict) -> str:
         ]) + " |")
 
     lines += ["", "## Data", ""] + [f"- {n}" for n in run["data"]["notes"]]
+    if profile:
+        lines += _profile(profile)
     if run["export"]:
         exp = run["export"]
         lines += ["", "## Export and parity", "",
@@ -95,6 +119,18 @@ def render_markdown(run: dict) -> str:
               f"- {packages}",
               f"- edgeml {run['edgeml_version']}, {run['created']}", ""]
     return "\n".join(lines)
+
+
+def _profile(profile: dict) -> list[str]:
+    peaks = ", ".join(f"{p} {v:,.0f}" for p, v in profile["peak_gops"].items())
+    runtimes = ", ".join(f"{k} {v}" for k, v in profile["runtimes"].items())
+    return ["", "## Device profile", "",
+            f"- {profile['display_name']} (`{profile['name']}`, target {profile['target']}); computes in "
+            f"{', '.join(profile['precisions'])}; DLA cores: {profile['dla_cores']}",
+            f"- peak GOPS: {peaks}; memory bandwidth {profile['memory_bandwidth_gbs']:g} GB/s; memory "
+            f"{profile['memory_gb']:g} GB",
+            f"- runtimes: {runtimes or DASH}",
+            *[f"- source: {s}" for s in profile["sources"]]]
 
 
 def _compression(compression: dict) -> list[str]:
@@ -150,15 +186,20 @@ def _tuning(name: str, tuning: dict) -> list[str]:
 
 
 def _status(r: dict) -> str:
-    if r["status"] != "ok":
+    """measured / predicted / needs device / failed: why (and skipped / unavailable: why)."""
+    if r["status"] not in JUDGED:
         return f"{r['status']}: {r['reason']}"
+    status = "measured" if r["status"] == "ok" else r["status"]
     if r["role"] == "reference":
-        return "reference"
+        return f"{status}, reference"
     if r["role"] == "stage":
-        return "PyTorch stage"
-    if r["selected"]:
-        return "selected"
-    return "ok" if r["within_budget"] else "over budget"
+        return f"{status}, PyTorch stage"
+    return f"{status}, " + ("selected" if r["selected"] else "within budget" if r["within_budget"] else "over budget")
+
+
+def _predicted(r: dict) -> str:
+    ms = (r.get("predicted") or {}).get("ms")
+    return DASH if ms is None else _ms(ms)
 
 
 def _quality(r: dict, metric: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -19,6 +20,7 @@ import numpy as np
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
 from edgeml.models import SourceModel
+from edgeml.profiles import Profile
 
 
 class Runner(Protocol):
@@ -66,6 +68,7 @@ class BuildContext:
     int8: Int8Config = field(default_factory=Int8Config)
     source: SourceModel | None = None          # the PyTorch model the ONNX was exported from (None for ONNX inputs)
     max_accuracy_drop: float | None = None     # the recipe's budget, for builds that search within it
+    profile: Profile | None = None             # the device the build is for (--profile), when one is named
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,25 @@ class Candidate:
     # the accuracy-budget search may keep in float, one at a time.
     layers: Callable[[Path], list[tuple[str, str]]] | None = None
     opt_in: bool = False             # built only when --quantizer names its quantizer
+    # For artifacts whose runtime lives on the device (TensorRT builds its engine there): the backend
+    # that runs the same model file here to check its quality (ONNX Runtime on the QDQ model). When
+    # `backend` is missing here, the row's quality is measured with `check_with` and its latency is
+    # only predicted from the device profile (status "needs device").
+    check_with: Backend | None = None
+
+    needs_dla: bool = False          # runs on an NVIDIA Deep Learning Accelerator core
+    needs_source: bool = False       # builds from the PyTorch model (BuildContext.source), not the ONNX model
+    computes_in: str | None = None   # the precision its arithmetic runs in, when not `precision` (FP16 storage only)
+
+    def runs_here(self) -> bool:
+        """Whether this machine has the runtime that runs the artifact (else it is checked with `check_with`)."""
+        return not self.backend.missing()
 
     def missing(self) -> list[str]:
-        return list(dict.fromkeys(self.backend.missing() + missing_modules(self.needs)))
+        """Modules this machine lacks to build the candidate and run it (or, for device-only runtimes,
+        check it with `check_with`)."""
+        runner = self.backend if self.check_with is None or self.runs_here() else self.check_with
+        return list(dict.fromkeys(runner.missing() + missing_modules(self.needs)))
 
 
 @dataclass(frozen=True)
@@ -94,16 +113,18 @@ class Target:
     name: str
     description: str
     candidates: tuple[Candidate, ...]
+    # Why this machine is not the target's device (then no candidate is timed here, even when its
+    # runtime imports: a Jetson engine built on a GPU host would time that host), or None.
+    elsewhere: Callable[[], str | None] | None = None
+
+    def measures_here(self, candidate: Candidate) -> bool:
+        """Whether `candidate` is run and timed on this machine (else checked with `check_with`)."""
+        return candidate.runs_here() and not (self.elsewhere and self.elsewhere())
 
 
 def missing_modules(modules: tuple[str, ...]) -> list[str]:
-    missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    return missing
+    """The modules that are not installed (found without importing them: some print on import)."""
+    return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
 def package_version(module: str) -> str | None:

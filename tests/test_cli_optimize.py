@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def check_run(out, *, kind, exporter=None, labelled=True):
         assert (out / "bundle" / f["path"]).stat().st_size == f["size"]
     assert manifest["lineage"]["source"]["sha256"] == report["source"]["sha256"]
     md = (out / "report.md").read_text()
-    assert f"| candidate | backend | precision | {metric} | drop | p50 ms | p90 ms | size MB | status |" in md
+    assert (f"| candidate | backend | precision | {metric} | drop | p50 ms (measured here) | p90 ms | size MB | "
+            "status |") in md
     assert f"**{chosen[0]['name']}** ✓" in md
     assert not (out / "work").exists()
     return report, manifest
@@ -175,7 +177,11 @@ def test_targets_lists_cpu_candidates(edgeml_cli):
     assert result.exit_code == 0
     for name in ("onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"):
         assert name in result.stdout
-    assert "usable" in result.stdout
+    assert "measured here" in result.stdout
+    for target in ("mobile", "jetson", "gpu"):
+        assert f"{target}:" in result.stdout
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "built here, runs on the device" in result.stdout
 
 
 def test_image_folder_with_split(edgeml_cli, files, digits, tmp_path):

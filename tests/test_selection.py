@@ -25,3 +25,22 @@ def test_budget_missed_keeps_the_most_accurate_and_says_so():
 
 def test_nothing_built():
     assert select([row("a", 1.0, 0.9, 0.0, "failed")], 0.01, "accuracy")["candidate"] is None
+
+
+def on_device(name, predicted_ms, accuracy, drop, status="predicted"):
+    return Row(name, "tensorrt", "int8", "candidate", status=status, metrics={"accuracy": accuracy},
+               quality_drop=drop, predicted={"ms": predicted_ms})
+
+
+def test_measured_rows_are_never_ranked_against_predicted_ones():
+    rows = [row("cuda-fp16", 2.0, 0.98, 0.0), on_device("trt-int8", 0.1, 0.98, 0.0)]
+    summary = select(rows, 0.01, "accuracy")
+    assert summary["candidate"] == "cuda-fp16" and summary["basis"] == "measured"
+
+
+def test_device_only_rows_ranked_by_predicted_latency():
+    rows = [on_device("fp16", 0.8, 0.98, 0.0), on_device("int8", 0.3, 0.97, 0.005),
+            on_device("int8-bad", 0.2, 0.80, 0.18), on_device("unknown", None, 0.98, 0.0, "needs device")]
+    summary = select(rows, 0.01, "accuracy")
+    assert summary["candidate"] == "int8" and summary["basis"] == "predicted" and summary["within_budget"]
+    assert "predicted" in summary["reason"]

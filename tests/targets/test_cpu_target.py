@@ -94,5 +94,6 @@ def test_openvino_bf16_runs_in_bf16(files, digits, tmp_path):
 
 
 def test_registry():
-    assert set(TARGETS) == {"cpu"} and set(BACKENDS) == {"onnxruntime", "openvino", "torch"}
+    assert set(TARGETS) == {"cpu", "mobile", "jetson", "gpu"}
+    assert set(BACKENDS) == {"onnxruntime", "openvino", "torch", "litert", "tensorrt", "torch-cuda", "onnxruntime-cuda"}
     assert BACKENDS["openvino"].extra == "edgeml[cpu]"
