@@ -181,6 +181,8 @@ def trtexec_args(artifact: Artifact) -> list[str]:
     """trtexec's arguments for `artifact`, from its precision and runtime_config."""
     config = artifact.runtime_config
     args = [f"--onnx={artifact.entry}", f"--saveEngine={ENGINE}", f"--{artifact.precision}"]
+    if artifact.precision == "int8":
+        args.append("--fp16")         # layers left out of INT8 run in FP16, not FP32 (on the DLA: must)
     if config.get("calibration_cache"):
         args.append(f"--calib={config['calibration_cache']}")
     if config.get("dla_core") is not None:

@@ -29,7 +29,9 @@ def build_plan(artifact: Artifact) -> bytes:
     settings = builder.create_builder_config()
     if config.get("workspace_mib"):
         settings.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config["workspace_mib"] << 20)
-    settings.set_flag(trt.BuilderFlag.FP16 if artifact.precision == "fp16" else trt.BuilderFlag.INT8)
+    settings.set_flag(trt.BuilderFlag.FP16)         # INT8 engines: layers left out of INT8 run in FP16
+    if artifact.precision == "int8":
+        settings.set_flag(trt.BuilderFlag.INT8)
     profile = None
     if config.get("shapes"):
         profile = builder.create_optimization_profile()

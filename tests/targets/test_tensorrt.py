@@ -87,11 +87,12 @@ def test_build_engine_scripts(built, tmp_path):
     end = ["--shapes=input:1x1x8x8"]        # the digits model's batch is dynamic
     expected = {
         ("jetson-orin-nx", "tensorrt-fp16"): [*common, "--fp16", *end, "--memPoolSize=workspace:4096M"],
-        ("jetson-orin-nx", "tensorrt-int8"): [*common, "--int8", *end, "--memPoolSize=workspace:4096M"],
-        ("jetson-orin-nx", "tensorrt-int8-dla"): [*common, "--int8", "--calib=calibration.cache", "--useDLACore=0",
-                                                  "--allowGPUFallback", *end, "--memPoolSize=workspace:4096M"],
+        ("jetson-orin-nx", "tensorrt-int8"): [*common, "--int8", "--fp16", *end, "--memPoolSize=workspace:4096M"],
+        ("jetson-orin-nx", "tensorrt-int8-dla"): [*common, "--int8", "--fp16", "--calib=calibration.cache",
+                                                  "--useDLACore=0", "--allowGPUFallback", *end,
+                                                  "--memPoolSize=workspace:4096M"],
         ("jetson-orin-nano", "tensorrt-fp16"): [*common, "--fp16", *end, "--memPoolSize=workspace:2048M"],
-        ("jetson-orin-nano", "tensorrt-int8"): [*common, "--int8", *end, "--memPoolSize=workspace:2048M"],
+        ("jetson-orin-nano", "tensorrt-int8"): [*common, "--int8", "--fp16", *end, "--memPoolSize=workspace:2048M"],
     }
     assert set(built) == set(expected)
     for key, artifact in built.items():
