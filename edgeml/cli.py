@@ -133,6 +133,38 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
 
 @cli.command()
 @model_options
+@click.option("--targets", default="cpu,mobile", show_default=True, metavar="T1,T2,...",
+              help="Targets to run: cpu, mobile, jetson, gpu.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="Candidates to build  [default: auto = all]")
+@click.option("--max-accuracy-drop", type=float,
+              help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]")
+@data_options
+@run_options
+@click.pass_context
+def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, calib_data, eval_data, preprocess,
+              out, force, **flags):
+    """Optimize MODEL for several targets and print one table: format, status, size, quality, p50, FPS.
+
+    Each target's run (bundle and report) is kept in OUT/TARGET/; the table is OUT/benchmark.md.
+    """
+    from edgeml.benchmark import benchmark as run_benchmark
+    from edgeml.progress import Reporter
+
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    if not names:
+        raise EdgemlError("--targets: give at least one target, e.g. cpu,mobile")
+    console = Console(stderr=True, soft_wrap=True)
+    out = Path(out) if out else _default_out(model, example, "benchmark")
+    run_benchmark(model, targets=names, out=out, force=force, reporter_factory=lambda: Reporter(console),
+                  example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
+                  calib_data=calib_data, eval_data=eval_data, preprocess=preprocess, debug=ctx.obj["debug"],
+                  **{k: v for k, v in flags.items() if v is not None})
+    click.echo((out / "benchmark.md").read_text())
+    click.echo(f"Wrote {out}/ (benchmark.md, benchmark.json, one folder per target)")
+
+
+@cli.command()
+@model_options
 @click.option("--precision", type=click.Choice([p for p in PRECISIONS if p not in ("auto", "fp32")]),
               default="int8", show_default=True, help="Precision to quantize to.")
 @click.option("--target", default="cpu", show_default=True, help="Deployment target (see `edgeml targets`).")
