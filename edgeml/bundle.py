@@ -43,7 +43,7 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         "preprocessing": preprocessing,
         "metrics": {
             "quality_metric": run.data["quality_metric"],
-            **row.metrics,
+            **{k: v for k, v in row.metrics.items() if k != "per_class"},    # per class: in report.json
             "quality_drop": row.quality_drop,
             "latency_ms": None if row.latency is None else {k: row.latency[k] for k in ("p50_ms", "p90_ms", "p99_ms")},
             "measured_on": None if row.latency is None else {"cpu": run.machine["cpu"],

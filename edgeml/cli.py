@@ -372,6 +372,33 @@ def build_engine(bundle, out):
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,
+              help="Markdown, one self-contained HTML file with plots, or the run record as is.")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Write to this file  [default: stdout; html: RUN_DIR/report.html]")
+def report(run_dir, fmt, out):
+    """Render the report of RUN_DIR, the OUT folder of `edgeml optimize`, from its report.json."""
+    from edgeml.report import load_run, render_markdown
+
+    run, text = load_run(run_dir)
+    if fmt == "html":
+        from edgeml.report_html import render_html
+
+        text, out = render_html(run), out or run_dir / "report.html"
+    elif fmt == "md":
+        text = render_markdown(run)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as e:
+        raise EdgemlError(f"cannot write {out}: {e.strerror or first_line(e)}") from e
+    click.echo(str(out))
+
+
 def _table_console() -> Console:
     """Tables fit the terminal; piped into a file or another program they keep whole lines."""
     return Console(width=None if sys.stdout.isatty() else 200)

@@ -46,7 +46,11 @@ def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None) -> st
 
 
 def compare(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None) -> dict:
-    """Accuracy (if labels), agreement, cosine and max error of `outputs` against `reference`."""
+    """Accuracy (if labels), agreement, cosine and max error of `outputs` against `reference`.
+
+    Classifier-like outputs also get `kl`, the mean KL(softmax(reference) || softmax(outputs)),
+    and, with labels, `per_class`: {class index: accuracy} for the classes the labels contain.
+    """
     primary, ref = outputs[0], reference[0]
     metrics: dict = {}
     if primary.ndim == 2 and primary.shape[1] > 1:
@@ -54,6 +58,10 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.n
         metrics["agreement"] = float(np.mean(top1 == ref.argmax(axis=1)))
         if labels is not None:
             metrics["accuracy"] = float(np.mean(top1 == labels))
+            metrics["per_class"] = {str(int(c)): float(np.mean(top1[labels == c] == c))
+                                    for c in np.unique(labels)}
+        log_p, log_q = _log_softmax(ref), _log_softmax(primary)
+        metrics["kl"] = float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
     a = primary.reshape(len(primary), -1).astype(np.float64)
     b = ref.reshape(len(ref), -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -62,3 +70,9 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.n
     metrics["max_abs_error"] = float(max(np.max(np.abs(o.astype(np.float64) - r)) if o.size else 0.0
                                          for o, r in zip(outputs, reference)))
     return metrics
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.sum(np.exp(x), axis=1, keepdims=True))

@@ -49,6 +49,10 @@ class Run:
     rows: list[Row] = field(default_factory=list)
     selection: dict = field(default_factory=dict)
     bundle: dict | None = None
+    # ONNX Runtime's per-layer profile of the selected artifact: {artifact, backend, threads, runs,
+    # kernels_ms, run_ms, layers: [{name, op, ms, share, added_by_runtime}], ops: [{op, ms, share, count}],
+    # reason}; for other backends layers is None and reason says why
+    layer_times: dict | None = None
     steps: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     output: str | None = None

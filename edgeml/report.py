@@ -1,95 +1,58 @@
-"""Markdown rendering of a run record (the dict in report.json)."""
+"""Markdown rendering of a run record (the dict in report.json), and the pieces the HTML report shares.
+
+Tables are built once as (header, rows of text cells) and written as markdown here and as HTML
+in report_html.py. Text may carry **bold** and `code`, which both renderings understand.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from edgeml.errors import EdgemlError
+
 DASH = "—"
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
+TOP_LAYERS = 10                                   # per-layer rows in the markdown report
+WORST_CLASSES = 5
+
+
+def load_run(folder: Path) -> tuple[dict, str]:
+    """The run record in FOLDER/report.json (the OUT of `edgeml optimize`), and its text as written."""
+    if not folder.is_dir():
+        raise EdgemlError(f"{folder} is not a folder: give the OUT folder of `edgeml optimize`")
+    path = folder / "report.json"
+    if not path.is_file():
+        raise EdgemlError(f"{folder} has no report.json: give the OUT folder of `edgeml optimize`")
+    text = path.read_text()
+    try:
+        run = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EdgemlError(f"{path} is not valid JSON ({e}): rerun `edgeml optimize` to write it again") from e
+    if not isinstance(run, dict) or not {"rows", "selection", "data", "target"} <= run.keys():
+        raise EdgemlError(f"{path} is not the record of an `edgeml optimize` run (prune and distill reports "
+                          "are rendered in their report.md)")
+    return run, text
 
 
 def render_markdown(run: dict) -> str:
-    metric = run["data"]["quality_metric"]
     rows = run["rows"]
-    selection = run["selection"]
     machine = run["machine"]
-    lines = [f"# edgeml: {run['source']['name']} for target `{run['target']}`", ""]
-
     profile = run.get("profile")
-    chosen = next((r for r in rows if r["selected"]), None)
-    if chosen and chosen["latency"] is None:
-        lines += [
-            f"**Selected: {chosen['name']}** ({chosen['backend']}, {chosen['precision']}): "
-            f"{_predicted(chosen)} ms **predicted** for {profile['display_name'] if profile else 'the device'}, "
-            f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); not measured "
-            f"here: {chosen['reason']}.",
-            "",
-            f"Why: {selection['reason']}.",
-            "",
-        ]
-    elif chosen:
-        ref = next(r for r in rows if r["role"] == "reference")
-        speedups = [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
-        fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
-                     and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
-        if fp32:
-            speedups.append(f"{_ratio(fp32, chosen)} vs {fp32['name']}")
-        lines += [
-            f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
-            f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
-            f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); "
-            f"speed-up (p50) {', '.join(speedups)}.",
-            "",
-            f"Why: {selection['reason']}.",
-            "",
-        ]
-    if not selection.get("within_budget"):
-        lines += [f"> **The accuracy budget was not met.** {selection['reason']}.", ""]
+    lines = [f"# edgeml: {run['source']['name']} for target `{run['target']}`", ""]
+    for paragraph in summary(run):
+        lines += [paragraph, ""]
 
-    predicted = any(r.get("predicted") for r in rows)
-    header = f"| candidate | backend | precision | {metric} | drop | p50 ms (measured here) | p90 ms | "
-    if predicted:
-        header += f"p50 ms (predicted, {profile['name']}) | "
-    lines += [header + "size MB | status |", "|---" * (header.count("|") + 1) + "|"]
-    for r in rows:
-        judged = r["status"] in JUDGED
-        measured = r["latency"] is not None
-        name = f"**{r['name']}** ✓" if r["selected"] else r["name"]
-        cells = [
-            name, r["backend"], r["precision"],
-            _quality(r, metric) if judged else DASH,
-            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if judged else DASH,
-            _ms(r["latency"]["p50_ms"]) if measured else DASH,
-            _ms(r["latency"]["p90_ms"]) if measured else DASH,
-        ]
-        if predicted:
-            cells.append(_predicted(r))
-        cells += [_mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
-        lines.append("| " + " | ".join(cells) + " |")
-    if predicted:
-        lines += ["", f"Predicted latencies are a roofline estimate for {profile['display_name']} "
-                  f"(`{profile['name']}`): "
-                  "per-layer MACs and bytes moved, from the ONNX graph, against the profile's peak compute and "
-                  "memory bandwidth with its efficiency factors. They are not measurements; see the docs for the "
-                  "method's measured error."]
+    header, table = candidate_table(run)
+    lines += markdown_table(header, [[f"**{r['name']}** ✓" if r["selected"] else cells[0], *cells[1:]]
+                                     for r, cells in table])
+    if predicted_note(run):
+        lines += ["", predicted_note(run)]
 
-    lines += [
-        "",
-        f"Latency is measured on this machine ({machine['cpu']}, {machine['threads']} thread(s)), "
-        "batch 1, after warm-up; p50 with its bootstrap 95% confidence interval below.",
-        "",
-        "| candidate | p50 ms (95% CI) | p99 ms | runs | inferences/s | peak memory MB | build s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r["latency"] is None:
-            continue
-        lat = r["latency"]
-        lo, hi = lat["p50_ci95_ms"]
-        lines.append("| " + " | ".join([
-            r["name"], f"{_ms(lat['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(lat["p99_ms"]),
-            str(lat["runs"]), f"{lat['throughput_per_s']:.0f}",
-            _mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
-            f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH,
-        ]) + " |")
+    lines += ["", latency_note(machine), ""]
+    lines += markdown_table(*latency_table(run))
+    lines += _per_class(run)
+    lines += _layer_times(run.get("layer_times"))
 
     lines += ["", "## Data", ""] + [f"- {n}" for n in run["data"]["notes"]]
     if profile:
@@ -106,19 +69,235 @@ def render_markdown(run: dict) -> str:
                       f"{o['max_rel_error']:.3g} (tolerance {o['tolerance']:.3g})" for o in parity["outputs"]]
     lines += _compression(run.get("compression") or {})
     for name, tuning in (run.get("tuning") or {}).items():
-        lines += _tuning(name, tuning)
+        lines += ["", f"## Accuracy budget: {name}", ""] + [f"- {n}" for n in tuning_notes(tuning)]
+        if tuning["sensitivity"]:
+            lines += [""] + markdown_table(*sensitivity_table(tuning))
+        lines += [""] + markdown_table(*trials_table(tuning))
     lines += ["", "## Candidates", ""]
     lines += [f"- {r['name']}: {r['method']}" for r in rows]
     if run["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
-    packages = ", ".join(f"{k} {v}" for k, v in run["packages"].items() if v)
-    lines += ["", "## Machine", "",
-              f"- {machine['cpu']} ({machine['architecture']}), {machine['logical_cores']} logical cores, "
-              f"{machine['threads']} thread(s) used",
-              f"- {machine['os']}, Python {machine['python']}",
-              f"- {packages}",
-              f"- edgeml {run['edgeml_version']}, {run['created']}", ""]
+    lines += ["", "## Machine", ""] + [f"- {m}" for m in machine_notes(run)] + [""]
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def summary(run: dict) -> list[str]:
+    """The selected candidate and why (and whether the budget was met), as paragraphs."""
+    metric = run["data"]["quality_metric"]
+    rows = run["rows"]
+    selection = run["selection"]
+    profile = run.get("profile")
+    chosen = next((r for r in rows if r["selected"]), None)
+    paragraphs = []
+    if chosen and chosen["latency"] is None:
+        paragraphs += [
+            (f"**Selected: {chosen['name']}** ({chosen['backend']}, {chosen['precision']}): "
+             f"{_predicted(chosen)} ms **predicted** for {profile['display_name'] if profile else 'the device'}, "
+             f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); not measured "
+             f"here: {chosen['reason']}."),
+            f"Why: {selection['reason']}.",
+        ]
+    elif chosen:
+        ref = next(r for r in rows if r["role"] == "reference")
+        speedups = [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
+        fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
+                     and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
+        if fp32:
+            speedups.append(f"{_ratio(fp32, chosen)} vs {fp32['name']}")
+        paragraphs += [
+            (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
+             f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
+             f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); "
+             f"speed-up (p50) {', '.join(speedups)}."),
+            f"Why: {selection['reason']}.",
+        ]
+    if not selection.get("within_budget"):
+        paragraphs.append(f"> **The accuracy budget was not met.** {selection['reason']}.")
+    return paragraphs
+
+
+def budget_note(run: dict) -> str:
+    metric, budget = run["data"]["quality_metric"], run["selection"]["max_accuracy_drop"]
+    return (f"budget: {metric} may drop by at most {_drop(budget, metric).lstrip('+')} against the original "
+            "(drop = original - candidate)")
+
+
+def candidate_table(run: dict) -> tuple[list[str], list[tuple[dict, list[str]]]]:
+    """Header and (row, cells) of the candidate table; the name cell is the plain name."""
+    metric = run["data"]["quality_metric"]
+    predicted = any(r.get("predicted") for r in run["rows"])
+    header = ["candidate", "backend", "precision", metric, "drop", "p50 ms (measured here)", "p90 ms"]
+    if predicted:
+        header.append(f"p50 ms (predicted, {run['profile']['name']})")
+    header += ["size MB", "status"]
+    table = []
+    for r in run["rows"]:
+        judged = r["status"] in JUDGED
+        measured = r["latency"] is not None
+        cells = [
+            r["name"], r["backend"], r["precision"],
+            _quality(r, metric) if judged else DASH,
+            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if judged else DASH,
+            _ms(r["latency"]["p50_ms"]) if measured else DASH,
+            _ms(r["latency"]["p90_ms"]) if measured else DASH,
+        ]
+        if predicted:
+            cells.append(_predicted(r))
+        cells += [_mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
+        table.append((r, cells))
+    return header, table
+
+
+def predicted_note(run: dict) -> str | None:
+    profile = run.get("profile")
+    if not any(r.get("predicted") for r in run["rows"]):
+        return None
+    return (f"Predicted latencies are a roofline estimate for {profile['display_name']} (`{profile['name']}`): "
+            "per-layer MACs and bytes moved, from the ONNX graph, against the profile's peak compute and "
+            "memory bandwidth with its efficiency factors. They are not measurements; see the docs for the "
+            "method's measured error.")
+
+
+def latency_note(machine: dict) -> str:
+    return (f"Latency is measured on this machine ({machine['cpu']}, {machine['threads']} thread(s)), "
+            "batch 1, after warm-up; p50 with its bootstrap 95% confidence interval below.")
+
+
+def latency_table(run: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["candidate", "p50 ms (95% CI)", "p99 ms", "runs", "inferences/s", "peak memory MB", "build s"]
+    table = []
+    for r in run["rows"]:
+        if r["latency"] is None:
+            continue
+        lat = r["latency"]
+        lo, hi = lat["p50_ci95_ms"]
+        table.append([
+            r["name"], f"{_ms(lat['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(lat["p99_ms"]),
+            str(lat["runs"]), f"{lat['throughput_per_s']:.0f}",
+            _mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
+            f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH,
+        ])
+    return header, table
+
+
+def per_class(run: dict) -> dict | None:
+    """Per-class accuracy of the selected candidate against the reference (None without labels).
+
+    A class is flagged when its drop is more than twice the mean drop over the classes, and above 0.
+    """
+    chosen = next((r for r in run["rows"] if r["selected"]), None)
+    ref = next(r for r in run["rows"] if r["role"] == "reference")
+    if chosen is None or "per_class" not in chosen["metrics"] or "per_class" not in ref["metrics"]:
+        return None
+    before, after = ref["metrics"]["per_class"], chosen["metrics"]["per_class"]
+    drops = {c: before[c] - after[c] for c in before}
+    mean = sum(drops.values()) / len(drops)
+    classes = [{"class": c, "before": before[c], "after": after[c], "drop": drops[c],
+                "flagged": drops[c] > max(2 * mean, 0.0)} for c in sorted(before, key=int)]
+    return {"row": chosen["name"], "mean_drop": mean, "classes": classes}
+
+
+def per_class_note(result: dict) -> str:
+    flagged = [c for c in result["classes"] if c["flagged"]]
+    listed = ", ".join(f"**class {c['class']}** ({_percent(c['before'])} -> {_percent(c['after'])}, drop "
+                       f"{_drop(c['drop'], 'accuracy')})" for c in flagged)
+    return (f"{result['row']} against the original on the evaluation labels, {len(result['classes'])} classes, "
+            f"mean drop {_drop(result['mean_drop'], 'accuracy')}. A class is flagged when its drop is more than "
+            "twice the mean drop, and above 0: " + (listed or "none is") + ".")
+
+
+def per_class_table(result: dict, classes: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["class", "original", result["row"], "drop", "flagged"]
+    return header, [[c["class"], _percent(c["before"]), _percent(c["after"]), _drop(c["drop"], "accuracy"),
+                     "yes" if c["flagged"] else ""] for c in classes]
+
+
+def layer_note(layer_times: dict) -> str:
+    if layer_times["layers"] is None:
+        return (f"Not available for {layer_times['artifact']} ({layer_times['backend']}): "
+                f"{layer_times['reason']}.")
+    return (f"{layer_times['artifact']}, ONNX Runtime's profiler, {layer_times['threads']} thread(s), mean of "
+            f"{layer_times['runs']} runs of the latency sample: kernels take {_ms(layer_times['kernels_ms'])} ms "
+            f"of a {_ms(layer_times['run_ms'])} ms profiled run (the profiler adds its own overhead; the rest is "
+            "the session's). Share = part of the kernel time; layers ONNX Runtime added to the graph (layout "
+            "conversions) are marked.")
+
+
+def layer_table(layer_times: dict, top: int) -> tuple[list[str], list[list[str]]]:
+    header = ["layer", "op", "ms per run", "share"]
+    return header, [[layer["name"] + (" (added by ONNX Runtime)" if layer["added_by_runtime"] else ""),
+                     layer["op"], _layer_ms(layer["ms"]), f"{layer['share'] * 100:.1f} %"]
+                    for layer in layer_times["layers"][:top]]
+
+
+def op_table(layer_times: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["op", "layers", "ms per run", "share"]
+    return header, [[o["op"], str(o["count"]), _layer_ms(o["ms"]), f"{o['share'] * 100:.1f} %"]
+                    for o in layer_times["ops"]]
+
+
+def tuning_notes(tuning: dict) -> list[str]:
+    best = tuning["best"]
+    metric = tuning["metric"]
+    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"
+               if tuning["met"] and tuning["row"] else
+               "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
+               f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
+               f"{_drop(best['drop'], metric)} on the calibration data")
+    return [(f"plain INT8 broke the budget on the evaluation data; the search {outcome}, "
+             f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"),
+            f"{tuning['data']}; {metric} there"]
+
+
+def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
+    metric = tuning["metric"]
+    header = ["layer", "op", f"{metric} drop when only this layer is INT8"]
+    return header, [[s["layer"], s["op"], _drop(s["drop_when_only_this_is_int8"], metric)]
+                    for s in sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])]
+
+
+def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
+    metric = tuning["metric"]
+    header = ["trial", "layers in fp32", f"{metric} drop", "p50 ms (short run)", "Pareto"]
+    return header, [[t["purpose"], str(len(t["excluded"])), _drop(t["drop"], metric), _ms(t["p50_ms"]),
+                     "yes" if t["pareto"] else ""] for t in tuning["trials"]]
+
+
+def machine_notes(run: dict) -> list[str]:
+    machine = run["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in run["packages"].items() if v)
+    return [(f"{machine['cpu']} ({machine['architecture']}), {machine['logical_cores']} logical cores, "
+             f"{machine['threads']} thread(s) used"),
+            f"{machine['os']}, Python {machine['python']}",
+            packages,
+            f"edgeml {run['edgeml_version']}, {run['created']}"]
+
+
+def _per_class(run: dict) -> list[str]:
+    result = per_class(run)
+    if result is None:
+        return []
+    lines = ["", "## Per-class accuracy", "", per_class_note(result)]
+    worst = sorted((c for c in result["classes"] if c["drop"] > 0), key=lambda c: -c["drop"])[:WORST_CLASSES]
+    if not worst:
+        return lines + ["", "No class lost accuracy."]
+    return lines + ["", f"The {len(worst)} largest drops:", ""] + markdown_table(*per_class_table(result, worst))
+
+
+def _layer_times(layer_times: dict | None) -> list[str]:
+    if layer_times is None:
+        return []
+    lines = ["", "## Per-layer time", "", layer_note(layer_times)]
+    if layer_times["layers"] is not None:
+        shown = min(TOP_LAYERS, len(layer_times["layers"]))
+        lines += ["", f"Top {shown} of {len(layer_times['layers'])} layers by time:", ""]
+        lines += markdown_table(*layer_table(layer_times, TOP_LAYERS))
+    return lines
 
 
 def _profile(profile: dict) -> list[str]:
@@ -163,28 +342,6 @@ def _compression(compression: dict) -> list[str]:
     return lines
 
 
-def _tuning(name: str, tuning: dict) -> list[str]:
-    best = tuning["best"]
-    metric = tuning["metric"]
-    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"
-               if tuning["met"] and tuning["row"] else
-               "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
-               f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
-               f"{_drop(best['drop'], metric)} on the calibration data")
-    lines = ["", f"## Accuracy budget: {name}", "",
-             f"- plain INT8 broke the budget on the evaluation data; the search {outcome}, "
-             f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s",
-             f"- {tuning['data']}; {metric} there"]
-    if tuning["sensitivity"]:
-        lines += ["", f"| layer | op | {metric} drop when only this layer is INT8 |", "|---|---|---|"]
-        lines += [f"| {s['layer']} | {s['op']} | {_drop(s['drop_when_only_this_is_int8'], metric)} |"
-                  for s in sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])]
-    lines += ["", f"| trial | layers in fp32 | {metric} drop | p50 ms (short run) | Pareto |", "|---|---|---|---|---|"]
-    lines += [f"| {t['purpose']} | {len(t['excluded'])} | {_drop(t['drop'], metric)} | {_ms(t['p50_ms'])} | "
-              f"{'yes' if t['pareto'] else ''} |" for t in tuning["trials"]]
-    return lines
-
-
 def _status(r: dict) -> str:
     """measured / predicted / needs device / failed: why (and skipped / unavailable: why)."""
     if r["status"] not in JUDGED:
@@ -204,7 +361,11 @@ def _predicted(r: dict) -> str:
 
 def _quality(r: dict, metric: str) -> str:
     value = r["metrics"][metric]
-    return f"{value:.4f}" if metric == "cosine" else f"{value * 100:.2f} %"
+    return f"{value:.4f}" if metric == "cosine" else _percent(value)
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.2f} %"
 
 
 def _drop(drop: float, metric: str) -> str:
@@ -217,6 +378,11 @@ def _ratio(base: dict, chosen: dict) -> str:
 
 def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _layer_ms(value: float) -> str:
+    """Three significant digits: single layers of small models take microseconds."""
+    return f"{value:.3g}"
 
 
 def _mb(value: int) -> str:

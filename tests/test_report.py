@@ -1,0 +1,219 @@
+"""`edgeml report`: markdown, JSON and self-contained HTML renderings of one real `optimize` run,
+and of copies of its record edited to show what a run can hold (a class that drops, a search)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from edgeml.compress.quantize.accuracy import SearchResult, Trial
+from edgeml.evaluate import compare
+
+EXTERNAL = re.compile(r"""(src|href)=["']?(https?:|//)|<link|<script|@import|url\((?!#)""")
+
+
+@pytest.fixture(scope="module")
+def run_dir(digits, tmp_path_factory):
+    from edgeml.cli import cli
+
+    out = tmp_path_factory.mktemp("report") / "digits"
+    result = CliRunner().invoke(cli, ["optimize", "--example", "digits", "-o", str(out), "--measure-seconds", "0.05",
+                                      "--threads", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def record(folder):
+    return json.loads((folder / "report.json").read_text())
+
+
+def edited_copy(run_dir, tmp_path, edit):
+    """A copy of the run folder whose report.json `edit(record)` changed."""
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    run = record(folder)
+    edit(run)
+    (folder / "report.json").write_text(json.dumps(run))
+    return folder
+
+
+def section(page: str, title: str) -> str:
+    start = page.index(f"<h2>{title}</h2>")
+    end = page.find("<h2>", start + 1)
+    return page[start:end if end > 0 else None]
+
+
+def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
+    result = edgeml_cli("report", run_dir)
+    assert result.exit_code == 0, result.stderr
+    md = (run_dir / "report.md").read_text()
+    assert result.stdout == md
+    metric = record(run_dir)["data"]["quality_metric"]
+    assert (f"| candidate | backend | precision | {metric} | drop | p50 ms (measured here) | p90 ms | size MB | "
+            "status |") in result.stdout
+    assert "## Per-class accuracy" in md and "## Per-layer time" in md
+
+    out = tmp_path / "r.md"
+    result = edgeml_cli("report", run_dir, "--format", "md", "-o", out)
+    assert result.exit_code == 0 and result.stdout.strip() == str(out) and out.read_text() == md
+
+
+def test_json_is_the_record_as_written(edgeml_cli, run_dir):
+    result = edgeml_cli("report", run_dir, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (run_dir / "report.json").read_text()
+    assert json.loads(result.stdout) == record(run_dir)
+
+
+def test_per_class_and_kl_are_recorded(run_dir):
+    rows = {r["name"]: r for r in record(run_dir)["rows"]}
+    for row in rows.values():
+        if row["status"] == "ok":
+            assert sorted(row["metrics"]["per_class"], key=int) == [str(c) for c in range(10)]
+            assert row["metrics"]["kl"] >= 0
+    assert rows["original"]["metrics"]["kl"] == pytest.approx(0, abs=1e-12)
+
+
+def test_compare_kl_and_per_class():
+    ref = [np.log(np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]))]
+    out = [np.log(np.array([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8]]))]
+    m = compare(out, ref, np.array([1, 0, 0]))
+    assert m["kl"] == pytest.approx((0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)) / 3)
+    assert m["per_class"] == {"0": 0.5, "1": 0.0}
+    assert "per_class" not in compare(out, ref, None)
+    assert "kl" not in compare([np.zeros((3, 1))], [np.ones((3, 1))], None)          # not a classifier
+
+
+def test_layer_times_of_the_selected_onnx_model(run_dir):
+    run = record(run_dir)
+    times = run["layer_times"]
+    chosen = next(r for r in run["rows"] if r["selected"])
+    assert times["artifact"] == chosen["name"] and times["backend"] == chosen["backend"] == "onnxruntime"
+    assert times["reason"] is None and times["threads"] == 1 and times["runs"] >= 3
+    layers = times["layers"]
+    assert sum(x["share"] for x in layers) == pytest.approx(1, abs=1e-3)
+    assert [x["ms"] for x in layers] == sorted((x["ms"] for x in layers), reverse=True)
+    assert sum(o["count"] for o in times["ops"]) == len(layers)
+    assert 0 < times["kernels_ms"] <= times["run_ms"]
+    nodes = {n.name: n.op_type for n in onnx.load(str(run_dir / "bundle" / "model.onnx")).graph.node}
+    from_model = [x for x in layers if not x["added_by_runtime"]]
+    assert sum(x["share"] for x in from_model) > 0.7
+    assert all(x["name"] in nodes for x in from_model)
+    assert any(nodes[x["name"]] == "Conv" for x in from_model)          # the convolutions are found, fused or not
+
+
+def test_layer_times_name_why_other_backends_have_none():
+    from pathlib import Path
+
+    from edgeml.pipeline import _layer_times
+    from edgeml.record import Row
+    from edgeml.targets.base import Artifact
+
+    row = Row("openvino-int8", "openvino", "int8", "candidate", latency={"p50_ms": 1.0})
+    times = _layer_times(row, Artifact("openvino", "int8", Path("nowhere"), "model.xml"), {}, 2)
+    assert times["layers"] is None and "openvino" in times["reason"]
+    row = Row("tensorrt-int8", "tensorrt", "int8", "candidate", status="predicted")
+    times = _layer_times(row, Artifact("tensorrt", "int8", Path("nowhere"), "model.onnx"), {}, 2)
+    assert times["layers"] is None and "device" in times["reason"]
+
+
+def test_html_is_one_self_contained_file(edgeml_cli, run_dir):
+    result = edgeml_cli("report", run_dir, "--format", "html")
+    assert result.exit_code == 0, result.stderr
+    path = run_dir / "report.html"
+    assert result.stdout.strip() == str(path)
+    page = path.read_text()
+    assert not EXTERNAL.search(page)
+    assert page.count("<svg") == 1 and "Pareto front" in page
+    run = record(run_dir)
+
+    candidates = section(page, "Candidates")
+    assert "<th>p50 ms (measured here)</th>" in candidates and "<th>status</th>" in candidates
+    for r in run["rows"]:
+        assert f"<td>{r['name']}</td>" in candidates or f"<strong>{r['name']}</strong> ✓" in candidates
+    assert 'class="selected"' in candidates and "measured, selected" in candidates
+    assert "skipped: " in candidates
+
+    layers = section(page, "Per-layer time")
+    shares = [float(s) for s in re.findall(r'--share: [\d.]+%">([\d.]+) %</td>', layers)]
+    times = run["layer_times"]
+    assert len(shares) == len(times["layers"]) + len(times["ops"])            # all of them: digits has < 15
+    assert sum(shares) == pytest.approx(200, abs=1)                            # layers, then op types
+    assert all(f"<td>{x['name']}" in layers for x in times["layers"])
+
+    classes = section(page, "Per-class accuracy")
+    assert re.findall(r'<tr(?: class="flagged")?><td>(\d+)</td>', classes) == [str(c) for c in range(10)]
+
+
+def test_a_class_that_drops_is_flagged(edgeml_cli, run_dir, tmp_path):
+    def drop_class_7(run):
+        chosen = next(r for r in run["rows"] if r["selected"])
+        chosen["metrics"]["per_class"]["7"] -= 0.3
+    folder = edited_copy(run_dir, tmp_path, drop_class_7)
+    md = edgeml_cli("report", folder).stdout
+    per_class = md[md.index("## Per-class accuracy"):md.index("## Per-layer time")]
+    assert "**class 7**" in per_class and "flagged" in per_class
+    assert re.search(r"\| 7 \| [\d.]+ % \| [\d.]+ % \| \+[\d.]+ pt \| yes \|", per_class)
+
+    assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
+    classes = section((folder / "report.html").read_text(), "Per-class accuracy")
+    flagged = re.findall(r'<tr class="flagged"><td>(\d+)</td>', classes)
+    assert flagged == ["7"] and "<strong>class 7</strong>" in classes
+
+
+def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tmp_path):
+    def add_search(run):
+        plain = next(r for r in run["rows"] if r["name"] == "onnxruntime-int8")
+        trials = [Trial((), 0.90, 0.08, 0.02, 180_000, "all layers quantized"),
+                  Trial(("node_linear",), 0.975, 0.005, 0.021, 190_000, "fallback step 1", pareto=True)]
+        result = SearchResult(trials[1], True, "budget met",
+                              [{"layer": "node_linear", "op": "Gemm", "drop_when_only_this_is_int8": 0.07},
+                               {"layer": "node_conv2d", "op": "Conv", "drop_when_only_this_is_int8": 0.001}],
+                              trials, 3.2)
+        run["tuning"]["onnxruntime-int8"] = {**result.to_dict(), "metric": "accuracy", "data": "calibration data",
+                                             "row": "onnxruntime-int8-mixed"}
+        run["rows"].append({**plain, "name": "onnxruntime-int8-mixed", "precision": "int8+fp32", "selected": False})
+    folder = edited_copy(run_dir, tmp_path, add_search)
+    md = edgeml_cli("report", folder).stdout
+    assert "## Accuracy budget: onnxruntime-int8" in md
+    assert "| node_linear | Gemm | +7.00 pt |" in md and "onnxruntime-int8-mixed" in md
+
+    assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
+    search = section((folder / "report.html").read_text(), "Accuracy budget: onnxruntime-int8")
+    assert "<th>accuracy drop when only this layer is INT8</th>" in search
+    assert search.index("node_linear") < search.index("node_conv2d")       # most sensitive first
+
+
+def test_device_only_rows_get_their_own_panel(edgeml_cli, run_dir, tmp_path):
+    def on_device(run):
+        run["profile"] = {"name": "orin", "display_name": "Jetson Orin"}
+        for r in run["rows"]:
+            r["predicted"] = {"ms": 0.5}
+        row = next(r for r in run["rows"] if r["name"] == "onnxruntime-fp16")
+        row.update(status="predicted", latency=None, reason="runs on the device")
+    folder = edited_copy(run_dir, tmp_path, on_device)
+    assert edgeml_cli("report", folder, "--format", "html", "-o", tmp_path / "x.html").exit_code == 0
+    page = (tmp_path / "x.html").read_text()
+    assert "Predicted for Jetson Orin: an estimate, not measured" in page and "right-hand panel" in page
+    assert "<th>p50 ms (predicted, orin)</th>" in page and "predicted, within budget" in page
+
+
+@pytest.mark.parametrize("case", ["missing", "no record", "bad json", "other record"])
+def test_errors_are_one_line(edgeml_cli, tmp_path, case):
+    folder = tmp_path / "run"
+    if case != "missing":
+        folder.mkdir()
+    if case == "bad json":
+        (folder / "report.json").write_text('{"rows": [')
+    if case == "other record":
+        (folder / "report.json").write_text('{"command": "prune"}')
+    result = edgeml_cli("report", folder, "--format", "html")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert not (folder / "report.html").exists()
