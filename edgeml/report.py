@@ -255,7 +255,13 @@ def tuning_notes(tuning: dict) -> list[str]:
 
 
 def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
+    """One build per layer (its quality drop alone in INT8), or one pass (its local error: how much the
+    relative error of its output exceeds that of its input in the fully quantized model)."""
     metric = tuning["metric"]
+    if "local_error" in tuning["sensitivity"][0]:
+        header = ["layer", "op", "local error in the fully quantized model (output minus input relative error)"]
+        return header, [[s["layer"], s["op"], f"{s['local_error']:+.4f}"]
+                        for s in sorted(tuning["sensitivity"], key=lambda s: -s["local_error"])]
     header = ["layer", "op", f"{metric} drop when only this layer is INT8"]
     return header, [[s["layer"], s["op"], _drop(s["drop_when_only_this_is_int8"], metric)]
                     for s in sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])]

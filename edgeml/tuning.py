@@ -51,7 +51,13 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
         artifacts[excluded] = artifact
         return Trial(excluded, quality, reference_quality - quality, latency.p50_ms, artifact.size_bytes, purpose)
 
-    result = search(layers, evaluate, max_drop, seconds)
+    def local_errors() -> dict[str, float]:
+        step.describe(f"{candidate.name}: accuracy budget, ranking {len(layers)} layers by local error")
+        full = artifacts[()]
+        return candidate.local_errors(full.folder / full.entry, tuning, layers)
+
+    result = search(layers, evaluate, max_drop, seconds,
+                    local_errors=local_errors if candidate.local_errors is not None else None)
     best = artifacts[result.best.excluded]
     for excluded, artifact in artifacts.items():
         if excluded != result.best.excluded:

@@ -86,6 +86,9 @@ class Candidate:
     # For builds that honour BuildContext.int8.exclude: lists the (node name, op type) layers
     # the accuracy-budget search may keep in float, one at a time.
     layers: Callable[[Path], list[tuple[str, str]]] | None = None
+    # For models with many layers: (the fully quantized build's model file, calibration data, layers)
+    # -> each layer's local error in it, which ranks layers in one pass instead of one build each.
+    local_errors: Callable[[Path, Dataset, list[tuple[str, str]]], dict[str, float]] | None = None
     opt_in: bool = False             # built only when --quantizer names its quantizer
     # For artifacts whose runtime lives on the device (TensorRT builds its engine there): the backend
     # that runs the same model file here to check its quality (ONNX Runtime on the QDQ model). When

@@ -178,7 +178,7 @@ CPU = Target(
                   method="the exported ONNX model as it is"),
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated",
-                  quantizer="ort", layers=ort_quant.compute_layers),
+                  quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors),
         Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
                          "at run time",

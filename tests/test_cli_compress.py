@@ -131,3 +131,19 @@ def test_optimize_chains_prune_distill_and_quantize_from_a_recipe(edgeml_cli, tm
         (out / "bundle" / "manifest.json").read_text())["lineage"]["recipe"]
     md = (out / "report.md").read_text()
     assert "## Pruning" in md and "## Distillation" in md and "PyTorch stage" in md
+
+
+def test_local_errors_rank_the_heavy_tailed_layers_first(heavy_tailed, digits, tmp_path):
+    """The one-pass ranking large models use finds the layers the per-layer builds find."""
+    from edgeml.compress.quantize import onnxruntime_backend as ort_quant
+    from edgeml.export import export_onnx
+    from edgeml.models import load_model
+
+    onnx_path = tmp_path / "heavy.onnx"
+    export_onnx(load_model(str(heavy_tailed), None, ()), onnx_path, {"input": digits.validation.inputs["input"][:2]})
+    ort_quant.run(onnx_path, tmp_path / "int8.onnx", digits.validation)
+    layers = ort_quant.compute_layers(onnx_path)
+    errors = ort_quant.local_errors(tmp_path / "int8.onnx", digits.validation, layers)
+    assert set(errors) == {name for name, _ in layers}
+    ranked = sorted(errors, key=lambda name: -errors[name])
+    assert {dict(layers)[name] for name in ranked[:2]} == {"Gemm"}, errors

@@ -6,6 +6,11 @@ sensitive layers are then kept in float one at a time, most sensitive first, unt
 is met or the time budget runs out. (Leaving one layer out instead misses pairs: a heavy-tailed
 activation is quantized both as its producer's output and as its consumer's input.)
 
+Models with many layers (more than `TRIALS_UP_TO`) would need one build per layer; when the
+caller can measure each layer's local error in the fully quantized model in one pass, layers are
+ranked by that instead, and the number of most sensitive layers kept in float is found by
+doubling and then bisection (a few builds, not one per layer).
+
 Every configuration tried is kept, so the caller can show the Pareto set of latency against
 quality. The algorithm is backend-free: `evaluate` builds and measures.
 """
@@ -15,6 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
+
+TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
 
 
 @dataclass
@@ -34,7 +41,8 @@ class SearchResult:
     best: Trial
     met: bool
     stopped: str                                     # budget met | all layers tried | time budget
-    sensitivity: list[dict] = field(default_factory=list)   # layer, op, drop when only it is INT8
+    # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass)
+    sensitivity: list[dict] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -45,12 +53,14 @@ class SearchResult:
 
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
-           max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
+           max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None,
+           local_errors: Callable[[], dict[str, float]] | None = None) -> SearchResult:
     """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
 
     `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose)` builds the
     model with those layers in float and measures it. `seconds` bounds the whole search (the
-    configuration being measured when it runs out is finished).
+    configuration being measured when it runs out is finished). `local_errors()`, when given,
+    measures each layer's error in the fully quantized model, for models with many layers.
     """
     started = time.monotonic()
     trials: list[Trial] = []
@@ -76,6 +86,9 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     if full.drop <= max_drop:
         return finish("budget met", [])
 
+    if local_errors is not None and len(layers) > TRIALS_UP_TO:
+        return _bisect(layers, local_errors(), trial, out_of_time, finish, max_drop)
+
     names = tuple(name for name, _ in layers)
     sensitivity = []
     for name, op in layers:
@@ -96,6 +109,36 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         if t.drop <= max_drop:
             return finish("budget met", sensitivity)
     return finish("all layers tried", sensitivity)
+
+
+def _bisect(layers, errors: dict[str, float], trial, out_of_time, finish, max_drop: float) -> SearchResult:
+    """Keep the k layers with the largest local error in float, for the smallest k that meets the budget:
+    k = 1, 2, 4, ... until one does, then bisection between the last two."""
+    sensitivity = [{"layer": name, "op": op, "local_error": errors.get(name, 0.0)} for name, op in layers]
+    ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: -s["local_error"])]
+
+    def within(k: int) -> bool:
+        return trial(tuple(ranked[:k]), f"{k} layer(s) with the largest local error in float").drop <= max_drop
+
+    failed, met, k = 0, None, 1
+    while met is None:
+        if out_of_time():
+            return finish("time budget", sensitivity)
+        if within(k):
+            met = k
+        elif k == len(ranked):
+            return finish("all layers tried", sensitivity)
+        else:
+            failed, k = k, min(2 * k, len(ranked))
+    while met - failed > 1:
+        if out_of_time():
+            return finish("time budget", sensitivity)
+        middle = (failed + met) // 2
+        if within(middle):
+            met = middle
+        else:
+            failed = middle
+    return finish("budget met", sensitivity)
 
 
 def _mark_pareto(trials: list[Trial]) -> None:

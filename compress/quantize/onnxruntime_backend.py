@@ -133,3 +133,75 @@ def _root_logging_kept() -> Iterator[None]:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def local_errors(quantized: Path, calibration: Dataset, layers: list[tuple[str, str]],
+                 samples: int = 16) -> dict[str, float]:
+    """How much each compute layer's own quantization costs in the fully quantized model: the larger
+    of the Q/DQ noise on its input activation and on its output (mean per-channel relative error of
+    the dequantized tensor against the float tensor it came from), over `samples` calibration samples.
+
+    One run of the model instead of one build per layer: what ranks layers in large models. Keeping
+    a layer in float removes exactly those Q/DQ pairs.
+    """
+    import onnx
+
+    graph = onnx.load(str(quantized)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    quantize_of = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    dequantize_of = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    names = dict(layers)
+    pairs: dict[str, list[tuple[str, str]]] = {}       # layer -> (float tensor, its Q/DQ value)
+    for node in graph.node:
+        if node.name not in names:
+            continue
+        pairs[node.name] = []
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            pairs[node.name].append((q.input[0], node.input[0]))
+        out = dequantize_of.get(quantize_of.get(node.output[0], ""))
+        if out is not None:
+            pairs[node.name].append((node.output[0], out))
+    tensors = sorted({t for layer in pairs.values() for pair in layer for t in pair})
+    with tempfile.TemporaryDirectory() as tmp:
+        values = _tensor_values(quantized, tensors, calibration, min(samples, len(calibration)),
+                                Path(tmp) / "exposed.onnx")
+    return {layer: max((_noise(values[f], values[d]) for f, d in layer_pairs), default=0.0)
+            for layer, layer_pairs in pairs.items()}
+
+
+def _noise(reference, got) -> float:
+    """Mean over channels (axis 1) of each channel's relative error: a few huge channels cannot hide
+    the others being crushed to zero."""
+    import numpy as np
+
+    axis = 1 if reference.ndim > 1 else 0
+    f = np.moveaxis(reference, axis, 0).reshape(reference.shape[axis], -1)
+    q = np.moveaxis(got, axis, 0).reshape(got.shape[axis], -1)
+    norms = np.linalg.norm(f, axis=1)
+    live = norms > 1e-12
+    return float(np.mean(np.linalg.norm(q - f, axis=1)[live] / norms[live])) if live.any() else 0.0
+
+
+def _tensor_values(model: Path, names: list[str], data: Dataset, count: int, scratch: Path) -> dict:
+    """The values `names` take in `model` on the first `count` samples of `data` (graph inputs: the data
+    itself), one sample per run (models may have a fixed batch of 1)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(model))
+    produced = {o for n in proto.graph.node for o in n.output}
+    present = {o.name for o in proto.graph.output}
+    extra = [n for n in names if n in produced and n not in present]
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra)
+    onnx.save(proto, str(scratch))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(scratch), options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    runs = [session.run(outputs, data.feeds(i, i + 1)) for i in range(count)]
+    values = {name: np.concatenate([run[k] for run in runs]) for k, name in enumerate(outputs)}
+    values.update({name: data.inputs[name][:count] for name in names if name in data.inputs})
+    return values

@@ -67,3 +67,35 @@ def test_time_budget_bounds_the_search():
     assert result.stopped == "time budget" and not result.met
     assert len(result.trials) < 1 + len(LAYERS) + len(LAYERS)
     assert time.monotonic() - started < 0.12 + 0.2          # finishes the trial running when time is up
+
+
+def many_layers(count):
+    return [(f"conv{i}", "Conv") for i in range(count)]
+
+
+def test_many_layers_are_ranked_by_local_error_and_bisected():
+    layers = many_layers(40)
+    costs = {name: 0.0001 for name, _ in layers}
+    for i in range(11):                      # eleven sensitive layers; the rest cost almost nothing
+        costs[f"conv{3 * i}"] = 0.01
+    errors = {name: cost + 0.001 * (i % 3) for i, (name, cost) in enumerate(costs.items())}
+    result = search(layers, quality_model(costs), 0.01, 60, local_errors=lambda: errors)
+    assert result.met and result.stopped == "budget met"
+    assert set(result.best.excluded) == {f"conv{3 * i}" for i in range(11)}
+    assert {s["layer"]: s["local_error"] for s in result.sensitivity} == errors
+    # all quantized, then k = 1, 2, 4, 8, 16 (met), then bisection 12 (met), 10, 11 (met): 9 builds, not 40+
+    assert [len(t.excluded) for t in result.trials] == [0, 1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_few_layers_keep_one_build_per_layer_even_with_local_errors():
+    costs = {"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}
+    result = search(LAYERS, quality_model(costs), 0.01, 60, local_errors=lambda: {})
+    assert "drop_when_only_this_is_int8" in result.sensitivity[0]
+
+
+def test_bisection_says_when_no_prefix_meets_the_budget():
+    layers = many_layers(20)
+    result = search(layers, quality_model({name: 0.05 for name, _ in layers}), -1.0, 60,
+                    local_errors=lambda: {name: 1.0 for name, _ in layers})
+    assert not result.met and result.stopped == "all layers tried"
+    assert [len(t.excluded) for t in result.trials] == [0, 1, 2, 4, 8, 16, 20]
