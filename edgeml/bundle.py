@@ -1,30 +1,67 @@
-"""The bundle: the selected artifact plus a manifest that says what it is and what it measured.
+"""The bundle: the selected artifact, its reference vectors, a runner, and a manifest that says what it is.
 
-`manifest.json` lists every file with its sha256 and size, the inputs and outputs, the
-preprocessing, the backend and runtime settings needed to run it, the metrics measured at
-build time and the lineage (source model and data hashes, edgeml version).
+`manifest.json` (format 2, described by manifest.schema.json) lists every file with its sha256 and
+size, the inputs and outputs, the preprocessing, the backend and the runtime versions it needs,
+the metrics measured at build time, the lineage (source model and data hashes, recipe, seeds,
+edgeml version) and the reference vectors (edgeml.reference). `run.py` (a copy of
+edgeml/bundle_runner.py) runs the bundle with its runtime and numpy alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from edgeml import reference
 from edgeml.hashing import sha256_file
 from edgeml.record import Row, Run
 from edgeml.specs import TensorSpec
-from edgeml.targets.base import Artifact
+from edgeml.targets import BACKENDS
+from edgeml.targets.base import Artifact, package_version
+from edgeml.targets.tensorrt import ENGINE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+RUNNER = "run.py"
+# What a device writes into a bundle after the fact (build_engine.sh: the engine and trtexec's timing
+# cache); `verify` does not count them as files added to the bundle.
+DEVICE_FILES = {"tensorrt": [ENGINE, "timing.cache"]}
+HERE = Path(__file__).parent                 # manifest.schema.json and bundle_runner.py are package data
+
+
+@dataclass
+class Judged:
+    """What judged an artifact at build time: the backend that ran it here (the artifact's own, or its
+    `check_with` for runtimes that run on the device only), on which file, and its first outputs."""
+    backend: str
+    version: str | None
+    entry: str
+    outputs: list[np.ndarray]
+
+
+def schema() -> dict:
+    return json.loads((HERE / "manifest.schema.json").read_text())
 
 
 def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
-                 inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 preprocessing: dict | None) -> dict:
-    """Move `artifact` into `folder` and write its manifest; return the manifest."""
+                 inputs: list[TensorSpec], outputs: list[TensorSpec], preprocessing: dict | None,
+                 reference_inputs: dict[str, np.ndarray], judged: Judged) -> dict:
+    """Move `artifact` into `folder`, add reference.npz and run.py, write the manifest; return the manifest.
+
+    `reference_inputs` are the first evaluation samples and `judged.outputs` the outputs they gave.
+    """
     os.rename(artifact.folder, folder)
     artifact.folder = folder
+    tolerance = reference.tolerance(artifact.precision, artifact.runtime_config)
+    reference.write_reference(folder / reference.REFERENCE, reference_inputs,
+                              {spec.name: out for spec, out in zip(outputs, judged.outputs)}, tolerance)
+    shutil.copyfile(HERE / "bundle_runner.py", folder / RUNNER)
+    (folder / RUNNER).chmod(0o755)
     files = [{"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
              for p in artifact.files]
     manifest = {
@@ -34,7 +71,8 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         "created": run.created,
         "target": run.target,
         "candidate": row.name,
-        "backend": {"name": artifact.backend, "version": row.backend_version},
+        "backend": {"name": artifact.backend, "version": row.backend_version,
+                    "requires": _requires(artifact, row)},
         "precision": artifact.precision,
         "entry": artifact.entry,
         "runtime_config": artifact.runtime_config,
@@ -55,13 +93,42 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         "next_step": row.reason if row.status in ("predicted", "needs device") else None,
         "lineage": {
             "source": {k: run.source[k] for k in ("kind", "name", "sha256")},
+            "exporter": (run.export or {}).get("exporter"),
             "calibration_data_sha256": run.data["calibration"]["sha256"],
             "evaluation_data_sha256": run.data["evaluation"]["sha256"],
             "training_data_sha256": (run.data.get("training") or {}).get("sha256"),
             "recipe": run.config["recipe"],
-            "seed": run.config["recipe"]["seed"],
+            "seeds": _seeds(run),
         },
+        "reference": {
+            "file": reference.REFERENCE,
+            "samples": len(next(iter(reference_inputs.values()))),
+            "inputs": "the first samples of the evaluation data, as the model takes them",
+            "outputs_from": {"backend": judged.backend, "version": judged.version, "entry": judged.entry},
+            "tolerance": tolerance,
+            "comparison": reference.COMPARISON,
+        },
+        "run": {"script": RUNNER, "check": f"python {RUNNER} --check",
+                "infer": f"python {RUNNER} INPUT.npz -o OUTPUT.npz"},
+        "device_files": DEVICE_FILES.get(artifact.backend, []),
         "files": files,
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _requires(artifact: Artifact, row: Row) -> dict[str, str | None]:
+    """Import name -> version of what run.py needs: the runtime the artifact was built and checked with
+    (TensorRT: the version the device profile names, as an engine runs only with its own), and numpy."""
+    module = BACKENDS[artifact.backend].modules[0]
+    version = artifact.runtime_config.get("tensorrt") if artifact.backend == "tensorrt" else row.backend_version
+    return {module: None if version is None else str(version), "numpy": package_version("numpy")}
+
+
+def _seeds(run: Run) -> dict[str, int]:
+    seeds = {"recipe": run.config["recipe"]["seed"]}
+    if run.config.get("example") == "digits":
+        from edgeml.examples import SEED
+
+        seeds["example"] = SEED
+    return seeds

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from edgeml.errors import EdgemlError
 from edgeml.profiling import measure_latency
+from edgeml.reference import REFERENCE, max_relative_error, read_reference
 from edgeml.targets.base import Artifact
-from edgeml.targets.tensorrt import ENGINE, REFERENCE, max_relative_error, read_reference
+from edgeml.targets.tensorrt import ENGINE
 from edgeml.targets.tensorrt_backend import TENSORRT, EngineRunner, build_plan
 
 NOT_INSTALLED = ("TensorRT is not installed here: run build_engine.sh on the device (it needs trtexec), or install "

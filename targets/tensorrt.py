@@ -4,9 +4,9 @@ A TensorRT engine only runs on the GPU model and TensorRT version that built it,
 build here makes the inputs of that build, in one folder:
 - `model.onnx`: the ONNX model the engine is built from (FP16, QDQ INT8, or FP32 for the DLA);
 - `build_engine.sh`: trtexec with the flags the device profile calls for;
-- `calibration.cache` (DLA only): activation scales in TensorRT's calibration cache format;
-- `reference.npz`: a few calibration inputs, the outputs ONNX Runtime gives for them here and the
-  tolerance, to check the engine on the device (`edgeml build-engine`).
+- `calibration.cache` (DLA only): activation scales in TensorRT's calibration cache format.
+The bundle adds `reference.npz` (edgeml.reference): evaluation inputs and the outputs ONNX Runtime
+gave for them here, to check the engine on the device (`edgeml build-engine`).
 Quality is measured here with ONNX Runtime on the same ONNX model (`Candidate.check_with`); for
 the DLA, whose INT8 is implicit, on a QDQ model with the same activation ranges. Latency is only
 predicted from the device profile.
@@ -22,31 +22,26 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.compress.quantize import Int8Config, float16
-from edgeml.compress.quantize.onnxruntime_backend import METHODS, prepare
+from edgeml.compress.quantize.onnxruntime_backend import METHODS, calibration_reader, prepare
 from edgeml.data import Dataset
 from edgeml.errors import TargetError
 from edgeml.models import onnx_input_specs
 from edgeml.profiles import Profile
+from edgeml.reference import REFERENCE
 from edgeml.specs import TensorSpec
 from edgeml.targets.base import Artifact, BuildContext, Candidate
-from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, OrtRunner
+from edgeml.targets.onnxruntime_backend import ONNXRUNTIME
 from edgeml.targets.tensorrt_backend import TENSORRT
 
 ENGINE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
-REFERENCE = "reference.npz"
-REFERENCE_SAMPLES = 8
 DLA_CORE = 0
-# The largest |engine - ONNX Runtime| allowed on the device, as a fraction of the output's largest |value|.
-# TensorRT picks its own kernels and fusions, so its rounding differs from ONNX Runtime's; INT8 steps
-# amplify that, and on the DLA TensorRT also chooses which layers run in INT8.
-TOLERANCE = {"fp16": 0.02, "int8": 0.05, "int8-dla": 0.1}
 
 
 def _fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
     float16.run(model, out / "model.onnx")
-    return _finish(Artifact(TENSORRT.name, "fp16", out, "model.onnx"), ctx, "tensorrt-fp16", TOLERANCE["fp16"])
+    return _finish(Artifact(TENSORRT.name, "fp16", out, "model.onnx"), ctx, "tensorrt-fp16")
 
 
 def _int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -55,7 +50,7 @@ def _int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
         prepared = Path(tmp) / "prepared.onnx"
         prepare(model, prepared)
         quantize(prepared, out / "model.onnx", ctx.calibration, ctx.int8)
-    return _finish(Artifact(TENSORRT.name, "int8", out, "model.onnx"), ctx, "tensorrt-int8", TOLERANCE["int8"])
+    return _finish(Artifact(TENSORRT.name, "int8", out, "model.onnx"), ctx, "tensorrt-int8")
 
 
 def _int8_dla(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -70,7 +65,7 @@ def _int8_dla(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     write_calibration_cache(ranges, out / CALIBRATION_CACHE, profile.runtimes["tensorrt"])
     artifact = Artifact(TENSORRT.name, "int8", out, "model.onnx", runtime_config={
         "dla_core": DLA_CORE, "calibration_cache": CALIBRATION_CACHE, "check_entry": "model_qdq.onnx"})
-    return _finish(artifact, ctx, "tensorrt-int8-dla", TOLERANCE["int8-dla"])
+    return _finish(artifact, ctx, "tensorrt-int8-dla")
 
 
 def dla_unsuited(profile: Profile | None) -> str | None:
@@ -92,27 +87,13 @@ def quantize(prepared: Path, output: Path, calibration: Dataset, config: Int8Con
     symmetric INT8 weights, biases left in float (TensorRT dequantizes no INT32) and a Q/DQ pair
     for each consumer (TensorRT cannot share one between layers).
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.samples = iter(range(min(len(calibration), config.max_calibration_samples)))
-
-        def get_next(self):
-            i = next(self.samples, None)
-            return None if i is None else calibration.feeds(i, i + 1)
 
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         ranges = Path(tmp) / "ranges.json"
         quantize_static(
-            str(prepared), str(output), Reader(),
+            str(prepared), str(output), calibration_reader(calibration, config),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,
@@ -147,8 +128,8 @@ def tensorrt_version_number(version: str) -> int:
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
-def _finish(artifact: Artifact, ctx: BuildContext, candidate: str, tolerance: float) -> Artifact:
-    """Add the build settings to `artifact`, then build_engine.sh and reference.npz beside its model."""
+def _finish(artifact: Artifact, ctx: BuildContext, candidate: str) -> Artifact:
+    """Add the build settings to `artifact`, then build_engine.sh beside its model."""
     profile = ctx.profile
     artifact.runtime_config.update(
         shapes=_dynamic_shapes(artifact.folder / artifact.entry, ctx.calibration),
@@ -158,7 +139,6 @@ def _finish(artifact: Artifact, ctx: BuildContext, candidate: str, tolerance: fl
     script = artifact.folder / "build_engine.sh"
     script.write_text(build_script(artifact, profile, candidate))
     script.chmod(0o755)
-    write_reference(artifact, ctx.calibration, tolerance)
     return artifact
 
 
@@ -225,32 +205,6 @@ def build_script(artifact: Artifact, profile: Profile | None, candidate: str) ->
         f'"$trtexec" \\\n  {args}',
         "",
     ])
-
-
-def write_reference(artifact: Artifact, calibration: Dataset, tolerance: float) -> None:
-    """reference.npz: `input/<name>` and `output/<name>` arrays and `tolerance` (see read_reference)."""
-    model = artifact.folder / artifact.runtime_config.get("check_entry", artifact.entry)
-    runner = OrtRunner(model, 1)
-    names = [o.name for o in runner.session.get_outputs()]
-    feeds = calibration.feeds(0, REFERENCE_SAMPLES)
-    runs = [runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
-    outputs = {name: np.concatenate(column) for name, column in zip(names, zip(*runs))}
-    np.savez(artifact.folder / REFERENCE, tolerance=np.float64(tolerance),
-             **{f"input/{k}": v for k, v in feeds.items()}, **{f"output/{k}": v for k, v in outputs.items()})
-
-
-def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """(inputs, outputs, tolerance) of a reference.npz, inputs and outputs by tensor name."""
-    with np.load(path) as data:
-        part = {kind: {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(kind + "/")}
-                for kind in ("input", "output")}
-        return part["input"], part["output"], float(data["tolerance"])
-
-
-def max_relative_error(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
-    """The largest |output - reference| over all outputs, each relative to its reference's largest |value|."""
-    return max(float(np.abs(outputs[name].astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
-               for name, ref in reference.items())
 
 
 def _trtexec_names_fit(model: Path) -> str | None:

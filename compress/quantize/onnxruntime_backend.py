@@ -21,29 +21,29 @@ from edgeml.data import Dataset
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
-def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> Path:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def calibration_reader(calibration: Dataset, config: Int8Config):
+    """onnxruntime's CalibrationDataReader over the first `config.max_calibration_samples` samples."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            n = min(len(calibration), config.max_calibration_samples)
-            self.samples = iter(range(n))
+            self.samples = iter(range(min(len(calibration), config.max_calibration_samples)))
 
         def get_next(self):
             i = next(self.samples, None)
             return None if i is None else calibration.feeds(i, i + 1)
 
+    return Reader()
+
+
+def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         prepare(model, prepared)
         quantize_static(
-            str(prepared), str(output), Reader(),
+            str(prepared), str(output), calibration_reader(calibration, config),
             quant_format=QuantFormat.QDQ,
             per_channel=config.per_channel,
             activation_type=QuantType.QInt8,
