@@ -110,9 +110,11 @@ run_options = _options(
 @click.option("--train-data", type=click.Path(), help="Training data for pruning and distillation (labels optional).")
 @data_options
 @run_options
+@click.option("--track", type=click.Choice(["mlflow"]),
+              help="Log the run to MLflow (MLFLOW_TRACKING_URI, else ./mlruns); needs edgeml[track].")
 @click.pass_context
 def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, calib_data, eval_data, train_data,
-             preprocess, out, force, **flags):
+             preprocess, out, force, track, **flags):
     """Compress and compile MODEL for a target, measure every candidate, bundle the best.
 
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
@@ -121,12 +123,16 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
     from edgeml.progress import Reporter
     from edgeml.recipe import Recipe, load_recipe, make_recipe
 
+    if track:
+        from edgeml.tracking import check_tracker
+
+        check_tracker(track)
     base = make_recipe(**load_recipe(recipe)) if recipe else Recipe()
     run = edgeml.optimize(
         model, recipe=base, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
         calib_data=calib_data, eval_data=eval_data, train_data=train_data, preprocess=preprocess, out=out,
         force=force, reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
-        **_settings(base, flags))
+        track=track, **_settings(base, flags))
     click.echo((Path(run.output) / "report.md").read_text())
     click.echo(f"Wrote {run.output}/ (bundle/, recipe.yaml, report.json, report.md)")
 
@@ -378,11 +384,18 @@ def build_engine(bundle, out):
               help="Markdown, one self-contained HTML file with plots, or the run record as is.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Write to this file  [default: stdout; html: RUN_DIR/report.html]")
-def report(run_dir, fmt, out):
+@click.option("--merge", type=click.Path(path_type=Path), metavar="FILE",
+              help="A device_report.json from `edgeml profile`: adds the latency measured on the device.")
+def report(run_dir, fmt, out, merge):
     """Render the report of RUN_DIR, the OUT folder of `edgeml optimize`, from its report.json."""
-    from edgeml.report import load_run, render_markdown
+    import json
+
+    from edgeml.report import load_device_report, load_run, merge_device_report, render_markdown
 
     run, text = load_run(run_dir)
+    if merge is not None:
+        run = merge_device_report(run, load_device_report(merge))
+        text = json.dumps(run, indent=2) + "\n"
     if fmt == "html":
         from edgeml.report_html import render_html
 
@@ -397,6 +410,97 @@ def report(run_dir, fmt, out):
     except OSError as e:
         raise EdgemlError(f"cannot write {out}: {e.strerror or first_line(e)}") from e
     click.echo(str(out))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, metavar="ssh://USER@HOST[:PORT]/PATH | DIR",
+              help="The folder the bundle goes into (as BUNDLE's own name there).")
+@click.option("-i", "--identity", type=click.Path(path_type=Path), help="SSH private key file.")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="Passed to ssh/scp/rsync as -o KEY=VALUE; repeatable.")
+@click.option("--verify-remote", is_flag=True, help="Then run the bundle's `run.py --check` there.")
+def ship(bundle, to, identity, ssh_options, verify_remote):
+    """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
+    then check every file there against the manifest's sha256. Run it again to resume an
+    interrupted copy: files already there intact are not sent again."""
+    from edgeml.ship import ship as run_ship
+
+    options = {}
+    for item in ssh_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EdgemlError(f"--ssh-option {item}: use KEY=VALUE, e.g. StrictHostKeyChecking=accept-new")
+        options[key.strip()] = value
+    result = run_ship(bundle, to, identity=identity, ssh_options=options, verify_remote=verify_remote)
+    click.echo(f"shipped {bundle} to {result.destination} ({result.transfer})")
+    click.echo(f"sent: {', '.join(result.sent) or 'nothing'}")
+    if result.kept:
+        click.echo(f"already there, intact: {', '.join(result.kept)}")
+    click.echo(f"verified: {result.verified} files match the manifest's sha256")
+    if result.remote_check is not None:
+        click.echo(f"reference check: {result.remote_check}")
+
+
+@cli.command("profile")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--threads", type=int, help="Inference threads  [default: all logical cores]")
+@click.option("--measure-seconds", type=float, default=1.0, show_default=True, help="Minimum timed seconds.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("device_report.json"), show_default=True,
+              help="The device report (JSON).")
+def profile_command(bundle, threads, measure_seconds, out):
+    """Time BUNDLE's artifact on this machine (the device) with its own runtime, batch 1, and write a
+    device report that `edgeml report RUN_DIR --merge` puts next to the build's numbers."""
+    from edgeml.device_profile import profile_bundle, write_device_report
+
+    result = profile_bundle(bundle, threads=threads, measure_seconds=measure_seconds)
+    latency, machine = result["latency"], result["machine"]
+    lo, hi = latency["p50_ci95_ms"]
+    click.echo(f"{result['bundle']['candidate']} ({result['runtime']['name']} {result['runtime']['version']}) on "
+               f"{machine['cpu']} ({machine['architecture']}), {result['threads']} thread(s)")
+    click.echo(f"input: {result['input']}")
+    click.echo(f"p50 {latency['p50_ms']:.4f} ms (95% CI {lo:.4f}-{hi:.4f}), p90 {latency['p90_ms']:.4f} ms, "
+               f"p99 {latency['p99_ms']:.4f} ms, {latency['throughput_per_s']:.0f} inferences/s "
+               f"({latency['runs']} runs)")
+    click.echo(f"wrote {write_device_report(result, out)}")
+
+
+@cli.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="The archive, e.g. model.edgeml.tar.gz")
+def pack(bundle_dir, out):
+    """Pack BUNDLE_DIR (OUT/bundle of `edgeml optimize`) into one .tar.gz, written atomically. The same
+    bundle always gives the same bytes (sorted entries, no times, owners or other metadata)."""
+    from edgeml.pack import pack as pack_bundle
+
+    click.echo(str(pack_bundle(bundle_dir, out)))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+def verify(bundle):
+    """Check BUNDLE (a bundle folder, or a .tar.gz from `edgeml pack`): the manifest against its schema,
+    every file's size and sha256, no file added, and the reference vectors run with the runtime found
+    here. Exits 0 when everything matches, 1 when a check fails, 2 when BUNDLE cannot be used."""
+    from edgeml.verify import verify as verify_bundle
+
+    result = verify_bundle(bundle)
+    manifest = result.manifest
+    table = Table("check", "result", "detail",
+                  title=f"{bundle}: {manifest['candidate']} ({manifest['backend']['name']} "
+                  f"{manifest['precision']}, target {manifest['target']})", title_justify="left")
+    for c in result.checks:
+        table.add_row(c.name, "ok" if c.passed else "[red]FAILED[/red]", c.detail)
+    _table_console().print(table)
+    if result.checked_with:
+        click.echo(result.checked_with)
+    if not result.passed:
+        click.echo(f"FAILED: {', '.join(result.failed)}")
+        sys.exit(1)
+    if result.not_run:
+        raise EdgemlError(f"the files match the manifest, but the reference vectors cannot run here: {result.not_run}")
+    click.echo("verified: the files match the manifest and the outputs match the reference vectors")
 
 
 def _table_console() -> Console:

@@ -24,7 +24,7 @@ import numpy as np
 import edgeml
 from edgeml import data as data_mod
 from edgeml import plan
-from edgeml.bundle import write_bundle
+from edgeml.bundle import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
 from edgeml.errors import EdgemlError, TargetError, first_line
@@ -35,6 +35,7 @@ from edgeml.profiling import MeasureConfig, machine_info, measure_latency
 from edgeml.progress import Reporter
 from edgeml.recipe import Recipe, dump_recipe, load_recipe, make_recipe
 from edgeml.record import Row, Run
+from edgeml.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.report import render_markdown
 from edgeml.selection import select
 from edgeml.specs import TensorSpec
@@ -59,14 +60,14 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
              calib_data: str | Path | None = None, eval_data: str | Path | None = None,
              train_data: str | Path | None = None, preprocess: str | None = None,
              out: str | Path | None = None, force: bool = False, reporter: Reporter | None = None,
-             debug: bool = False, **settings: Any) -> Run:
+             debug: bool = False, track: str | None = None, **settings: Any) -> Run:
     """Optimize `model` for a target; write OUT/bundle/, OUT/report.json and OUT/report.md.
 
     `model` is a path (ONNX, .pt2, TorchScript), a `package.module:factory` string (with
     `weights`), or a torch.nn.Module; or pass `example="digits"` for the built-in example.
     `recipe` (a Recipe or a YAML file) holds the settings; keyword `settings` (the Recipe's
     fields: target, precision, prune, max_accuracy_drop, threads, ...) override it.
-    Returns the run record.
+    `track="mlflow"` logs the finished run to MLflow (see edgeml.tracking). Returns the run record.
     """
     recipe = _recipe(recipe, settings)
     _check_arguments(model, example, data, split, calib_data, eval_data, train_data)
@@ -154,6 +155,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                                max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
         reference_on_calibration = None
         artifacts: dict[str, Artifact] = {}
+        judged: dict[str, Judged] = {}
         for candidate in candidates:
             missing = candidate.missing()
             row = Row(candidate.name, candidate.backend.name, candidate.precision, "candidate",
@@ -175,9 +177,9 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 continue
             with reporter.step(f"Candidate {candidate.name}") as step:
                 try:
-                    artifact = _build_and_measure(row, candidate, local, onnx_path, work / candidate.name, context,
-                                                  evaluation, reference, ref_row.metrics[metric], metric, batch,
-                                                  fixed, sample, threads, measure, step)
+                    artifact, judged[candidate.name] = _build_and_measure(
+                        row, candidate, local, onnx_path, work / candidate.name, context, evaluation, reference,
+                        ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure, step)
                     artifacts[candidate.name] = artifact
                     row.predicted = plan.predict(onnx_path, profile, candidate.computes_in or candidate.precision,
                                                  recipe.threads,
@@ -195,9 +197,9 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                         mixed = _mixed_row(candidate, tuned, run, row)
                         if mixed is not None:
                             step.describe(f"{mixed.name}: evaluating")
-                            _measure_artifact(mixed, candidate, local, tuned.artifact, evaluation, reference,
-                                              ref_row.metrics[metric], metric, batch, fixed, sample, threads,
-                                              measure)
+                            judged[mixed.name] = _measure_artifact(
+                                mixed, candidate, local, tuned.artifact, evaluation, reference,
+                                ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure)
                             artifacts[mixed.name] = tuned.artifact
                             mixed.predicted = plan.predict(onnx_path, profile, mixed.precision,
                                                            recipe.threads)
@@ -219,7 +221,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             if not run.selection["within_budget"]:
                 reporter.warn(run.selection["reason"])
             run.bundle = write_bundle(staging / "bundle", artifacts[chosen.name], chosen, run, onnx_inputs,
-                                      onnx_outputs, calibration.preprocessing or evaluation.preprocessing)
+                                      onnx_outputs, calibration.preprocessing or evaluation.preprocessing,
+                                      evaluation.feeds(0, REFERENCE_SAMPLES), judged[chosen.name])
             run.layer_times = _layer_times(chosen, artifacts[chosen.name], sample, threads)
             shutil.rmtree(work)
         run.steps = list(reporter.steps)
@@ -229,6 +232,10 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         (staging / "report.json").write_text(json.dumps(record, indent=2) + "\n")
         (staging / "report.md").write_text(render_markdown(record))
         (staging / "recipe.yaml").write_text(dump_recipe(recipe))
+    if track is not None:
+        from edgeml.tracking import track as track_run
+
+        track_run(run, out, track, reporter)
     return run
 
 
@@ -262,36 +269,34 @@ def _build_and_measure(row: Row, candidate: Candidate, local: bool, onnx_path: P
                        context: BuildContext,
                        evaluation: Dataset, reference: list[np.ndarray], reference_quality: float, metric: str,
                        batch: int, fixed: bool, sample: dict, threads: int, measure: MeasureConfig,
-                       step) -> Artifact:
+                       step) -> tuple[Artifact, Judged]:
     step.describe(f"{candidate.name}: building")
     started = time.perf_counter()
     artifact = candidate.build(onnx_path, folder, context)
     row.build_seconds = round(time.perf_counter() - started, 3)
     step.describe(f"{candidate.name}: evaluating")
-    _measure_artifact(row, candidate, local, artifact, evaluation, reference, reference_quality, metric, batch, fixed,
-                      sample, threads, measure)
-    return artifact
+    return artifact, _measure_artifact(row, candidate, local, artifact, evaluation, reference, reference_quality,
+                                       metric, batch, fixed, sample, threads, measure)
 
 
 def _measure_artifact(row: Row, candidate: Candidate, local: bool, artifact: Artifact, evaluation: Dataset,
                       reference: list[np.ndarray], reference_quality: float, metric: str, batch: int,
-                      fixed: bool, sample: dict, threads: int, measure: MeasureConfig) -> None:
-    """Judge `artifact` on the evaluation data and profile it, into `row`.
+                      fixed: bool, sample: dict, threads: int, measure: MeasureConfig) -> Judged:
+    """Judge `artifact` on the evaluation data and profile it, into `row`; return what judged it.
 
     An artifact whose runtime is only on the device is judged here with the candidate's
     `check_with` backend on the same model file, and not profiled: its latency is predicted.
     """
     row.size_bytes = artifact.size_bytes
-    if local:
-        runner = candidate.backend.open(artifact, threads)
-    else:
-        check = replace(artifact, entry=artifact.runtime_config.get("check_entry", artifact.entry))
-        runner = candidate.check_with.open(check, threads)
+    backend = candidate.backend if local else candidate.check_with
+    checked = artifact if local else replace(artifact, entry=artifact.runtime_config.get("check_entry", artifact.entry))
+    runner = backend.open(checked, threads)
     outputs = predict(runner, evaluation, batch, fixed)
     row.metrics = compare(outputs, reference, evaluation.labels)
     row.quality_drop = reference_quality - row.metrics[metric]
     if local:
         _profile(row, runner, sample, measure, _artifact_memory_spec(artifact, threads))
+    return Judged(backend.name, backend.version(), checked.entry, [o[:REFERENCE_SAMPLES] for o in outputs])
 
 
 def _device_status(row: Row, candidate: Candidate, target: Target) -> None:

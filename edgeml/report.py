@@ -51,6 +51,8 @@ def render_markdown(run: dict) -> str:
 
     lines += ["", latency_note(machine), ""]
     lines += markdown_table(*latency_table(run))
+    if run.get("device_report"):
+        lines += ["", "## Measured on the device", "", device_note(run), ""] + markdown_table(*device_table(run))
     lines += _per_class(run)
     lines += _layer_times(run.get("layer_times"))
 
@@ -79,6 +81,62 @@ def render_markdown(run: dict) -> str:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
     lines += ["", "## Machine", ""] + [f"- {m}" for m in machine_notes(run)] + [""]
     return "\n".join(lines)
+
+
+def load_device_report(path: Path) -> dict:
+    """A device report written by `edgeml profile`."""
+    try:
+        device = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgemlError(f"cannot read the device report {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(device, dict) or device.get("format") != "edgeml-device-report":
+        raise EdgemlError(f"{path} is not a device report: write one with `edgeml profile BUNDLE` on the device")
+    return device
+
+
+def merge_device_report(run: dict, device: dict) -> dict:
+    """The run with `device_report` added, when the device timed this run's bundled artifact."""
+    bundle = run.get("bundle") or {}
+    entry = next((f["sha256"] for f in bundle.get("files", []) if f["path"] == bundle.get("entry")), None)
+    timed = device["bundle"]
+    if timed["candidate"] != bundle.get("candidate") or timed["entry_sha256"] != entry:
+        raise EdgemlError(f"the device report timed {timed['candidate']} ({timed['entry']} sha256 "
+                          f"{timed['entry_sha256'][:12]}), not this run's bundle ({bundle.get('candidate')}, "
+                          f"sha256 {(entry or '?')[:12]}): profile the bundle of this run")
+    return {**run, "device_report": device}
+
+
+def device_note(run: dict) -> str:
+    device = run["device_report"]
+    machine = device["machine"]
+    return (f"{device['bundle']['candidate']}, this run's bundle, timed by `edgeml profile` on {machine['cpu']} "
+            f"({machine['architecture']}, {machine['os']}) with {device['runtime']['name']} "
+            f"{device['runtime']['version']}, {device['threads']} thread(s), batch 1, {device['latency']['runs']} "
+            f"runs after warm-up, on {device['created']}; input: {device['input']}. The ratio is the device's p50 "
+            "divided by the row's.")
+
+
+def device_table(run: dict) -> tuple[list[str], list[list[str]]]:
+    """The device's latency next to the build machine's measurement and the prediction, for the bundled row."""
+    device = run["device_report"]["latency"]
+    chosen = next(r for r in run["rows"] if r["name"] == run["device_report"]["bundle"]["candidate"])
+    header = ["latency", "where", "threads", "p50 ms (95% CI)", "p90 ms", "device p50 / this"]
+    lo, hi = device["p50_ci95_ms"]
+    table = [["**measured on the device**", run["device_report"]["machine"]["cpu"],
+              str(run["device_report"]["threads"]), f"{_ms(device['p50_ms'])} ({_ms(lo)}–{_ms(hi)})",
+              _ms(device["p90_ms"]), DASH]]
+    if chosen["latency"] is not None:
+        built = chosen["latency"]
+        lo, hi = built["p50_ci95_ms"]
+        table.append(["measured at build time", run["machine"]["cpu"], str(run["machine"]["threads"]),
+                      f"{_ms(built['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(built["p90_ms"]),
+                      f"{device['p50_ms'] / built['p50_ms']:.2f}x"])
+    predicted = (chosen.get("predicted") or {}).get("ms")
+    if predicted is not None:
+        table.append([f"predicted ({run['profile']['name']})", run["profile"]["display_name"],
+                      str(run["config"]["recipe"]["threads"] or DASH), _ms(predicted), DASH,
+                      f"{device['p50_ms'] / predicted:.2f}x"])
+    return header, table
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -52,6 +52,9 @@ def render_html(run: dict) -> str:
 
     body += ["<h2>Latency against quality</h2>", _tradeoff_plot(run)]
     body += ["<h2>Latency</h2>", _paragraph(report.latency_note(run["machine"])), _table(*report.latency_table(run))]
+    if run.get("device_report"):
+        body += ["<h2>Measured on the device</h2>", _paragraph(report.device_note(run)),
+                 _table(*report.device_table(run))]
 
     layer_times = run.get("layer_times")
     if layer_times:
