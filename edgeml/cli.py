@@ -13,6 +13,7 @@ import edgeml
 from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError, first_line
+from edgeml.evaluate import METRICS
 from edgeml.recipe import PRECISIONS, QUANTIZERS
 
 
@@ -80,6 +81,9 @@ quantize_options = _options(
                  help="INT8 calibration (onnxruntime)  [default: minmax]"),
     click.option("--max-accuracy-drop", type=float,
                  help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]"),
+    click.option("--metric", type=click.Choice(METRICS),
+                 help="Quality measure of the budget: accuracy (labels), agreement (top-1 with the original), "
+                      "cosine (embeddings, any output)  [default: auto]"),
     click.option("--tuning-budget", metavar="DURATION",
                  help="Time bound of the accuracy-budget search: 90s, 10m, 1h  [default: 5m]"),
 )
@@ -144,6 +148,7 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
 @click.option("--precision", type=click.Choice(PRECISIONS), help="Candidates to build  [default: auto = all]")
 @click.option("--max-accuracy-drop", type=float,
               help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]")
+@click.option("--metric", type=click.Choice(METRICS), help="Quality measure of the budget  [default: auto]")
 @data_options
 @run_options
 @click.pass_context
@@ -293,7 +298,7 @@ def _default_out(model, example, suffix: str) -> Path:
     return Path("edgeml-out") / f"{name}-{suffix}"
 
 
-RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_method", "max_accuracy_drop",
+RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_method", "metric", "max_accuracy_drop",
                 "tuning_budget", "distill", "seed", "threads", "measure_seconds")
 
 

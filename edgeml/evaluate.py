@@ -32,9 +32,25 @@ def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool
     return [np.concatenate(column) for column in zip(*parts)]
 
 
-def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None) -> str:
+METRICS = ("auto", "accuracy", "agreement", "cosine")
+
+
+def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None, requested: str = "auto") -> str:
+    """The metric `requested`, checked against the outputs and labels; for "auto", accuracy when
+    labels exist, else agreement for classifier-like outputs (2-D, several columns), else cosine.
+    An embedding model also has 2-D outputs: ask for cosine (--metric cosine)."""
     primary = reference[0]
     classifier = primary.ndim == 2 and primary.shape[1] > 1
+    if requested == "cosine":
+        return "cosine"
+    if requested in ("accuracy", "agreement") and not classifier:
+        raise DataError(f"--metric {requested} compares top-1 classes, but the model's first output has shape "
+                        f"{tuple(primary.shape)}, not (samples, classes): use --metric cosine")
+    if requested == "accuracy" and labels is None:
+        raise DataError("--metric accuracy needs labels in the evaluation data (an integer 'labels' array, or an "
+                        "image folder with one sub-folder per class)")
+    if requested == "agreement":
+        return "agreement"
     if classifier and labels is not None:
         if labels.max(initial=0) >= primary.shape[1] or labels.min(initial=0) < 0:
             raise DataError(

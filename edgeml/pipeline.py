@@ -115,7 +115,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             step.describe("Reference: evaluating")
             reference_runner = _reference_runner(source, onnx_path, threads)
             reference = predict(reference_runner, evaluation, batch, fixed)
-            metric = quality_metric(reference, evaluation.labels)
+            metric = quality_metric(reference, evaluation.labels, recipe.metric)
             ref_row = Row("original", backend, "fp32", "reference", backend_version=package_version(backend),
                           method=f"the {source.kind.replace('_', ' ')} as given"
                                  + (", PyTorch eager" if source.is_torch else ", ONNX Runtime"))
@@ -193,7 +193,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                             reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
                         tuned = tune(candidate, onnx_path, work / f"{candidate.name}-tuning", context,
                                      reference_on_calibration, batch, fixed, sample, threads,
-                                     recipe.max_accuracy_drop, recipe.tuning_budget, step)
+                                     recipe.max_accuracy_drop, recipe.tuning_budget, step, metric)
                         mixed = _mixed_row(candidate, tuned, run, row)
                         if mixed is not None:
                             step.describe(f"{mixed.name}: evaluating")

@@ -5,6 +5,7 @@
     precision: auto            # auto | fp32 | fp16 | bf16 | int8 | int4
     quantizer: auto            # auto | ort | openvino | inc (inc: opt-in, PyTorch models only)
     calibration_method: minmax # minmax | entropy | percentile
+    metric: auto               # auto | accuracy | agreement | cosine (what max_accuracy_drop is measured in)
     max_accuracy_drop: 0.01    # 0.01 = 1 point
     tuning_budget: 5m          # bounds the accuracy-budget search: 90s, 10m, 1h
     prune: 0.5                 # or {ratio: 0.5, importance: l1, round_to: 8, global: false, ignore: [...]}
@@ -28,6 +29,7 @@ from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError, first_line
+from edgeml.evaluate import METRICS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "int4")
 QUANTIZERS = ("auto", "ort", "openvino", "inc")
@@ -45,6 +47,7 @@ class Recipe:
     precision: str = "auto"
     quantizer: str = "auto"
     calibration_method: str = "minmax"
+    metric: str = "auto"                       # auto | accuracy | agreement | cosine
     max_accuracy_drop: float = 0.01
     tuning_budget: float = 300.0               # seconds
     prune: StructuredConfig | None = None
@@ -194,6 +197,8 @@ def _check(recipe: Recipe) -> None:
         raise RecipeError(f"{_flag('precision')}: '{recipe.precision}' is not one of {', '.join(PRECISIONS)}")
     if recipe.quantizer not in QUANTIZERS:
         raise RecipeError(f"{_flag('quantizer')}: '{recipe.quantizer}' is not one of {', '.join(QUANTIZERS)}")
+    if recipe.metric not in METRICS:
+        raise RecipeError(f"{_flag('metric')}: '{recipe.metric}' is not one of {', '.join(METRICS)}")
     if recipe.calibration_method not in CALIBRATION_METHODS:
         raise RecipeError(f"{_flag('calibration_method')}: '{recipe.calibration_method}' is not one of "
                           f"{', '.join(CALIBRATION_METHODS)}")

@@ -33,10 +33,14 @@ class Tuned:
 
 def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
-         threads: int, max_drop: float, seconds: float, step: Step) -> Tuned:
-    """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget."""
+         threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto") -> Tuned:
+    """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget.
+
+    `metric` is the run's; accuracy falls back to the automatic choice when the calibration data has no labels.
+    """
     tuning: Dataset = context.calibration
-    metric = quality_metric(reference_outputs, tuning.labels)
+    metric = quality_metric(reference_outputs, tuning.labels,
+                            "auto" if metric == "accuracy" and tuning.labels is None else metric)
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
     layers = candidate.layers(onnx_path)
     artifacts: dict[tuple[str, ...], Artifact] = {}

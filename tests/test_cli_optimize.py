@@ -199,3 +199,22 @@ def test_image_folder_with_split(edgeml_cli, files, digits, tmp_path):
     assert report["data"]["calibration"]["classes"] == [str(c) for c in range(10)]
     assert manifest["preprocessing"] == {"size": [8, 8], "layout": "NCHW", "color": "gray", "scale": 1 / 255,
                                          "mean": [0.0], "std": [1.0]}
+
+
+def test_metric_is_chosen_by_the_user_when_outputs_are_embeddings(edgeml_cli, files, tmp_path):
+    """2-D outputs look like class scores; an embedding model says --metric cosine, and the budget follows."""
+    out = tmp_path / "out"
+    result = edgeml_cli("optimize", files["digits.onnx"], "--precision", "int8", "--metric", "cosine",
+                        "--calib-data", files["calib.npz"], "--eval-data", files["eval.npz"], "-o", out, *QUICK)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["quality_metric"] == "cosine" and report["config"]["recipe"]["metric"] == "cosine"
+    chosen = next(r for r in report["rows"] if r["selected"])
+    assert abs(chosen["quality_drop"] - (1 - chosen["metrics"]["cosine"])) < 1e-6
+    assert "metric: cosine" in (out / "recipe.yaml").read_text()
+
+    np.savez(tmp_path / "unlabelled.npz", input=np.load(files["eval.npz"])["input"])
+    result = edgeml_cli("optimize", files["digits.onnx"], "--metric", "accuracy", "--eval-data",
+                        tmp_path / "unlabelled.npz", "-o", tmp_path / "b", *QUICK)
+    assert result.exit_code == 2 and "--metric accuracy needs labels" in result.stderr
+    assert not (tmp_path / "b").exists()
