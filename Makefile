@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench-setup bench-fashion-mnist bench-mobile bench-roofline clean
+.PHONY: setup demo test bench-setup bench-fashion-mnist bench-mobile bench bench-roofline clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,12 @@ bench-fashion-mnist: setup
 # The mobile target (LiteRT) on the digits example and EfficientNet-Lite0.
 bench-mobile: bench-setup
 	$(BIN)/python -m benchmarks.mobile --threads 1 --measure-seconds 2
+
+# edgeml against ONNX Runtime, OpenVINO/NNCF and Neural Compressor on three models, in one run: writes
+# benchmarks/RESULTS.md and benchmarks/results/peers.json.
+bench: bench-setup
+	test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist
+	$(BIN)/python -m benchmarks.peers --threads 1 --measure-seconds 2 --rounds 3
 
 # Roofline latency prediction against ONNX Runtime measured here.
 bench-roofline: bench-setup
