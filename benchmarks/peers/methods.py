@@ -101,6 +101,7 @@ def _ort_static(ctx: Context) -> Built:
     quant_pre_process(str(ctx.onnx), str(prepared))
     quantize_static(str(prepared), str(out), _reader(ctx.case), quant_format=QuantFormat.QDQ, per_channel=True)
     seconds = time.perf_counter() - started
+    prepared.unlink()
     return Built(OrtRunner(out, ctx.threads), "int8", out.stat().st_size, seconds)
 
 
@@ -112,6 +113,7 @@ def _ort_dynamic(ctx: Context) -> Built:
     quant_pre_process(str(ctx.onnx), str(prepared))
     quantize_dynamic(str(prepared), str(out))
     seconds = time.perf_counter() - started
+    prepared.unlink()
     return Built(OrtRunner(out, ctx.threads), "int8", out.stat().st_size, seconds)
 
 
