@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml import reference
+from edgeml.errors import EdgemlError, first_line
 from edgeml.hashing import sha256_file
 from edgeml.record import Row, Run
 from edgeml.specs import TensorSpec
@@ -132,3 +133,18 @@ def _seeds(run: Run) -> dict[str, int]:
 
         seeds["example"] = SEED
     return seeds
+
+
+def load_manifest(bundle: Path) -> dict:
+    """BUNDLE/manifest.json as a dict, or a one-line error saying why it is not a bundle's manifest."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise EdgemlError(f"{bundle} is not an edgeml bundle (no {MANIFEST} in it): give OUT/bundle of "
+                          "`edgeml optimize`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
+    if not isinstance(manifest, dict):
+        raise EdgemlError(f"{path} is not an edgeml bundle manifest")
+    return manifest

@@ -8,10 +8,10 @@ it, compares the outputs with those ONNX Runtime gave when the bundle was made, 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from edgeml.bundle import load_manifest
 from edgeml.errors import EdgemlError
 from edgeml.profiling import measure_latency
 from edgeml.reference import REFERENCE, max_relative_error, read_reference
@@ -60,13 +60,7 @@ def build_engine(bundle: Path, *, out: Path | None = None) -> dict:
 
 
 def _manifest(bundle: Path) -> dict:
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise EdgemlError(f"{bundle} is not an edgeml bundle (no manifest.json in it)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgemlError(f"cannot read {path}: {e}") from None
+    manifest = load_manifest(bundle)
     backend = manifest.get("backend", {}).get("name")
     if backend != TENSORRT.name:
         raise EdgemlError(f"{bundle} holds a {backend} artifact; build-engine builds the TensorRT engines of "

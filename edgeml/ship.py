@@ -9,7 +9,6 @@ shell reads are built with shlex.quote.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from edgeml.bundle import load_manifest
 from edgeml.errors import EdgemlError, first_line
 from edgeml.hashing import sha256_file
 
@@ -58,16 +58,10 @@ class ShipResult:
 
 def read_manifest(bundle: Path) -> dict:
     """BUNDLE/manifest.json, with the fields ship and profile rely on."""
-    path = Path(bundle) / "manifest.json"
-    if not path.is_file():
-        raise EdgemlError(f"{bundle} is not an edgeml bundle (no manifest.json in it): give OUT/bundle of "
-                          "`edgeml optimize`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
-    if not isinstance(manifest, dict) or not {"files", "entry", "backend", "candidate"} <= manifest.keys():
-        raise EdgemlError(f"{path} is not an edgeml bundle manifest (files, entry, backend or candidate missing)")
+    manifest = load_manifest(bundle)
+    if not {"files", "entry", "backend", "candidate"} <= manifest.keys():
+        raise EdgemlError(f"{Path(bundle) / 'manifest.json'} is not an edgeml bundle manifest (files, entry, "
+                          "backend or candidate missing)")
     return manifest
 
 

@@ -9,13 +9,12 @@ checked like at build time: with the backend that gave its reference outputs, on
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeml.bundle import FORMAT_VERSION, MANIFEST, schema
+from edgeml.bundle import FORMAT_VERSION, MANIFEST, load_manifest, schema
 from edgeml.data import Dataset
 from edgeml.errors import EdgemlError, first_line
 from edgeml.evaluate import predict
@@ -83,13 +82,8 @@ def _verify_folder(folder: Path, threads: int) -> Verification:
 
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
-    if not path.is_file():
-        raise EdgemlError(f"{folder} is not an edgeml bundle (no {MANIFEST} in it)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "edgeml-bundle":
+    manifest = load_manifest(folder)
+    if manifest.get("format") != "edgeml-bundle":
         raise EdgemlError(f"{path} is not an edgeml bundle manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise EdgemlError(f"{path} has format {manifest.get('format_version')}; this edgeml verifies format "
