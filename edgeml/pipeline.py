@@ -153,9 +153,9 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method),
                                source=model_used if model_used.is_torch else None,
                                max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
-        reference_on_calibration = None
         artifacts: dict[str, Artifact] = {}
         judged: dict[str, Judged] = {}
+        repairs: list[tuple[Candidate, Row]] = []       # INT8 candidates that broke the budget
         for candidate in candidates:
             missing = candidate.missing()
             row = Row(candidate.name, candidate.backend.name, candidate.precision, "candidate",
@@ -189,20 +189,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                     if (candidate.layers is not None and local
                             and row.quality_drop > recipe.max_accuracy_drop
                             and exported_drop <= recipe.max_accuracy_drop):
-                        if reference_on_calibration is None:
-                            reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
-                        tuned = tune(candidate, onnx_path, work / f"{candidate.name}-tuning", context,
-                                     reference_on_calibration, batch, fixed, sample, threads,
-                                     recipe.max_accuracy_drop, recipe.tuning_budget, step, metric)
-                        mixed = _mixed_row(candidate, tuned, run, row)
-                        if mixed is not None:
-                            step.describe(f"{mixed.name}: evaluating")
-                            judged[mixed.name] = _measure_artifact(
-                                mixed, candidate, local, tuned.artifact, evaluation, reference,
-                                ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure)
-                            artifacts[mixed.name] = tuned.artifact
-                            mixed.predicted = plan.predict(onnx_path, profile, mixed.precision,
-                                                           recipe.threads)
+                        repairs.append((candidate, row))
                 except EdgemlError:
                     raise
                 except Exception as e:
@@ -210,6 +197,39 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                         raise
                     row.status, row.reason = "failed", f"{type(e).__name__}: {first_line(e)}"
                     step.fail(row.reason)
+
+        # After every candidate is measured, so a search can stop once it cannot beat one within budget.
+        reference_on_calibration = None
+        for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
+            beat = _fastest_within(run.rows, recipe.max_accuracy_drop)
+            if beat is not None and beat[1] <= row.latency["p50_ms"]:
+                run.tuning[candidate.name] = {
+                    "reason": f"{beat[0]} is within the budget and already faster ({beat[1]:.3f} ms) than "
+                              f"{candidate.name} with every layer in INT8 ({row.latency['p50_ms']:.3f} ms)"}
+                continue
+            with reporter.step(f"Accuracy budget: {candidate.name}") as step:
+                try:
+                    if reference_on_calibration is None:
+                        step.describe("Accuracy budget: the original model on the calibration data")
+                        reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
+                    tuned = tune(candidate, onnx_path, work / f"{candidate.name}-tuning", context,
+                                 reference_on_calibration, batch, fixed, sample, threads, recipe.max_accuracy_drop,
+                                 recipe.tuning_budget, step, metric, built=artifacts[candidate.name], beat=beat)
+                    mixed = _mixed_row(candidate, tuned, run, row)
+                    if mixed is not None:
+                        step.describe(f"{mixed.name}: evaluating")
+                        judged[mixed.name] = _measure_artifact(
+                            mixed, candidate, True, tuned.artifact, evaluation, reference,
+                            ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure)
+                        artifacts[mixed.name] = tuned.artifact
+                        mixed.predicted = plan.predict(onnx_path, profile, mixed.precision, recipe.threads)
+                except EdgemlError:
+                    raise
+                except Exception as e:
+                    if debug:
+                        raise
+                    run.tuning[candidate.name] = {"reason": f"the search failed: {type(e).__name__}: {first_line(e)}"}
+                    step.fail(run.tuning[candidate.name]["reason"])
 
         with reporter.step("Select and bundle"):
             run.selection = select(run.rows, recipe.max_accuracy_drop, metric, profile)
@@ -306,6 +326,14 @@ def _device_status(row: Row, candidate: Candidate, target: Target) -> None:
     where = (target.elsewhere and target.elsewhere()) or f"{candidate.backend.name} is not installed here"
     row.reason = (f"{where}: the engine is built and run on the device (bundle/build_engine.sh, or "
                   f"`edgeml build-engine`); quality checked here with {candidate.check_with.name} on the same model")
+
+
+def _fastest_within(rows: list[Row], max_drop: float) -> tuple[str, float] | None:
+    """(name, p50 ms) of the fastest candidate measured here within the budget, if any."""
+    within = [r for r in rows if r.role == "candidate" and r.status == "ok" and r.latency is not None
+              and r.quality_drop is not None and r.quality_drop <= max_drop + 1e-12]
+    best = min(within, key=lambda r: r.latency["p50_ms"], default=None)
+    return None if best is None else (best.name, best.latency["p50_ms"])
 
 
 def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | None:

@@ -72,9 +72,10 @@ def render_markdown(run: dict) -> str:
     lines += _compression(run.get("compression") or {})
     for name, tuning in (run.get("tuning") or {}).items():
         lines += ["", f"## Accuracy budget: {name}", ""] + [f"- {n}" for n in tuning_notes(tuning)]
-        if tuning["sensitivity"]:
+        if tuning.get("sensitivity"):
             lines += [""] + markdown_table(*sensitivity_table(tuning))
-        lines += [""] + markdown_table(*trials_table(tuning))
+        if tuning.get("trials"):
+            lines += [""] + markdown_table(*trials_table(tuning))
     lines += ["", "## Candidates", ""]
     lines += [f"- {r['name']}: {r['method']}" for r in rows]
     if run["warnings"]:
@@ -300,6 +301,9 @@ def op_table(layer_times: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def tuning_notes(tuning: dict) -> list[str]:
+    """What the accuracy-budget search did; a search that did not run has only a `reason`."""
+    if "best" not in tuning:
+        return [f"plain INT8 broke the budget on the evaluation data; no search ran: {tuning['reason']}"]
     best = tuning["best"]
     metric = tuning["metric"]
     outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"

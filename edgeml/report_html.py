@@ -74,9 +74,10 @@ def render_html(run: dict) -> str:
 
     for name, tuning in (run.get("tuning") or {}).items():
         body += [f"<h2>Accuracy budget: {html.escape(name)}</h2>", _list(report.tuning_notes(tuning))]
-        if tuning["sensitivity"]:
+        if tuning.get("sensitivity"):
             body.append(_table(*report.sensitivity_table(tuning)))
-        body.append(_table(*report.trials_table(tuning)))
+        if tuning.get("trials"):
+            body.append(_table(*report.trials_table(tuning)))
 
     body += ["<h2>Candidates: how each was made</h2>", _list([f"{r['name']}: {r['method']}" for r in run["rows"]])]
     if run["warnings"]:

@@ -33,10 +33,13 @@ class Tuned:
 
 def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
-         threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto") -> Tuned:
+         threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
+         built: Artifact | None = None, beat: tuple[str, float] | None = None) -> Tuned:
     """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget.
 
     `metric` is the run's; accuracy falls back to the automatic choice when the calibration data has no labels.
+    `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
+    the fastest candidate already within the budget (see `search`).
     """
     tuning: Dataset = context.calibration
     metric = quality_metric(reference_outputs, tuning.labels,
@@ -48,7 +51,8 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
     def evaluate(excluded: tuple[str, ...], purpose: str) -> Trial:
         step.describe(f"{candidate.name}: accuracy budget, trial {len(artifacts) + 1} ({purpose})")
         settings = replace(context, int8=replace(context.int8, exclude=excluded))
-        artifact = candidate.build(onnx_path, work / f"trial-{len(artifacts):03d}", settings)
+        artifact = built if built is not None and not excluded else \
+            candidate.build(onnx_path, work / f"trial-{len(artifacts):03d}", settings)
         runner = candidate.backend.open(artifact, threads)
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
         latency = measure_latency(lambda: runner.run(sample), TRIAL_MEASURE)
@@ -61,9 +65,9 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
         return candidate.local_errors(full.folder / full.entry, tuning, layers)
 
     result = search(layers, evaluate, max_drop, seconds,
-                    local_errors=local_errors if candidate.local_errors is not None else None)
+                    local_errors=local_errors if candidate.local_errors is not None else None, beat=beat)
     best = artifacts[result.best.excluded]
     for excluded, artifact in artifacts.items():
-        if excluded != result.best.excluded:
+        if excluded != result.best.excluded and artifact is not built:
             shutil.rmtree(artifact.folder, ignore_errors=True)
     return Tuned(result, best, metric)

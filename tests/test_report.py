@@ -190,6 +190,18 @@ def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tm
     assert search.index("node_linear") < search.index("node_conv2d")       # most sensitive first
 
 
+def test_a_search_that_did_not_run_says_why(edgeml_cli, run_dir, tmp_path):
+    reason = "openvino-int8 is within the budget and already faster (0.100 ms) than onnxruntime-int8 (0.200 ms)"
+
+    def skipped(run):
+        run["tuning"]["onnxruntime-int8"] = {"reason": reason}
+    folder = edited_copy(run_dir, tmp_path, skipped)
+    md = edgeml_cli("report", folder).stdout
+    assert f"- plain INT8 broke the budget on the evaluation data; no search ran: {reason}" in md
+    assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
+    assert "no search ran" in section((folder / "report.html").read_text(), "Accuracy budget: onnxruntime-int8")
+
+
 def test_device_only_rows_get_their_own_panel(edgeml_cli, run_dir, tmp_path):
     def on_device(run):
         run["profile"] = {"name": "orin", "display_name": "Jetson Orin"}

@@ -127,7 +127,7 @@ def edgeml_summary(run: Run) -> dict:
                   "reason": r.reason} for r in run.rows],
         "tuning": {name: {"met": t["met"], "stopped": t["stopped"], "seconds": t["seconds"],
                           "trials": len(t["trials"]), "kept_in_float": t["best"]["excluded"]}
-                   for name, t in run.tuning.items()},
+                   if "best" in t else {"reason": t["reason"]} for name, t in run.tuning.items()},
         "steps": run.steps, "warnings": run.warnings,
     }
 

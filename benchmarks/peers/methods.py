@@ -183,7 +183,8 @@ def _edgeml(target: str, **settings) -> Callable[[Context], Built]:
         files = {k: v for k, v in case.files.items() if k != "train_data" or "prune" in settings}
         started = time.perf_counter()
         run = edgeml.optimize(case.model, weights=case.weights, input_shapes=case.input_shapes, target=target,
-                              threads=ctx.threads, max_accuracy_drop=case.max_drop, out=ctx.folder, force=True,
+                              threads=ctx.threads, max_accuracy_drop=case.max_drop, metric=case.metric, out=ctx.folder,
+                              force=True,
                               reporter=Reporter(Console()), **files, **settings)
         seconds = time.perf_counter() - started
         bundle = ctx.folder / "bundle"
@@ -215,12 +216,14 @@ PEERS = (
            "get_config_set_for_tuning()], tolerable_loss=budget), eval_fn, run_fn)`, run in PyTorch eager", _inc),
 )
 EDGEML = (
-    Method("edgeml cpu", "edgeml", "`edgeml.optimize(model, target=\"cpu\", max_accuracy_drop=budget)`",
-           _edgeml("cpu")),
-    Method("edgeml mobile", "edgeml", "`edgeml.optimize(model, target=\"mobile\", max_accuracy_drop=budget)`, "
+    Method("edgeml cpu", "edgeml",
+           "`edgeml.optimize(model, target=\"cpu\", max_accuracy_drop=budget, metric=metric)`", _edgeml("cpu")),
+    Method("edgeml mobile", "edgeml",
+           "`edgeml.optimize(model, target=\"mobile\", max_accuracy_drop=budget, metric=metric)`, "
            "LiteRT measured on this CPU", _edgeml("mobile")),
     Method("edgeml cpu, prune 50 % + distill", "edgeml",
            "`edgeml.optimize(model, target=\"cpu\", prune=0.5, train_data=..., max_accuracy_drop=budget, "
+           "metric=metric, "
            f"distill_config=DistillConfig(max_seconds={DISTILL_SECONDS}))`: distillation is on by default when "
            "pruning with training data; its default 30 epochs (early stopping, patience 5) are cut to the epochs that "
            f"start within {DISTILL_SECONDS} s to keep the run short",

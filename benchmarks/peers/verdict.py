@@ -125,6 +125,9 @@ def why_slower(result: dict, label: str, line: dict, least: float) -> str:
                      "measured it) were within it: " + ", ".join(
                 f"{r['name']} ({metric} {r['metrics'][metric]:.4f}, {r['p50_ms']:.3f} ms)" for r in fits))
     for name, tuning in run["tuning"].items():
+        if "reason" in tuning:
+            text += f"; no accuracy-budget search on {name}: {tuning['reason']}"
+            continue
         text += (f"; its accuracy-budget search on {name} {'met' if tuning['met'] else 'did not meet'} the budget "
                  f"({tuning['stopped']}, {tuning['seconds']:.0f} s, {tuning['trials']} trials)")
     return text + "."

@@ -11,6 +11,10 @@ caller can measure each layer's local error in the fully quantized model in one 
 ranked by that instead, and the number of most sensitive layers kept in float is found by
 doubling and then bisection (a few builds, not one per layer).
 
+When the caller already has a faster configuration within the budget (another candidate), the
+search stops at the first trial that misses the budget and is no faster than it: keeping more
+layers in float only makes it slower.
+
 Every configuration tried is kept, so the caller can show the Pareto set of latency against
 quality. The algorithm is backend-free: `evaluate` builds and measures.
 """
@@ -40,7 +44,7 @@ class Trial:
 class SearchResult:
     best: Trial
     met: bool
-    stopped: str                                     # budget met | all layers tried | time budget
+    stopped: str                 # budget met | all layers tried | time budget | slower than <candidate>
     # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass)
     sensitivity: list[dict] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
@@ -54,13 +58,15 @@ class SearchResult:
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
            max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None,
-           local_errors: Callable[[], dict[str, float]] | None = None) -> SearchResult:
+           local_errors: Callable[[], dict[str, float]] | None = None,
+           beat: tuple[str, float] | None = None) -> SearchResult:
     """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
 
     `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose)` builds the
     model with those layers in float and measures it. `seconds` bounds the whole search (the
     configuration being measured when it runs out is finished). `local_errors()`, when given,
-    measures each layer's error in the fully quantized model, for models with many layers.
+    measures each layer's error in the fully quantized model, for models with many layers. `beat`
+    is (name, p50 ms) of the fastest configuration the caller already has within the budget.
     """
     started = time.monotonic()
     trials: list[Trial] = []
@@ -75,6 +81,12 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     def out_of_time() -> bool:
         return time.monotonic() - started >= seconds
 
+    def hopeless(t: Trial) -> str | None:
+        """Why to stop after `t`: it misses the budget and is already no faster than `beat`."""
+        if beat is not None and t.drop > max_drop and t.p50_ms >= beat[1]:
+            return f"slower than {beat[0]} ({t.p50_ms:.3f} ms >= {beat[1]:.3f} ms)"
+        return None
+
     def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
         _mark_pareto(trials)
         within = [t for t in trials if t.drop <= max_drop + 1e-12]
@@ -86,8 +98,10 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     if full.drop <= max_drop:
         return finish("budget met", [])
 
+    if hopeless(full):
+        return finish(hopeless(full), [])
     if local_errors is not None and len(layers) > TRIALS_UP_TO:
-        return _bisect(layers, local_errors(), trial, out_of_time, finish, max_drop)
+        return _bisect(layers, local_errors(), trial, out_of_time, hopeless, finish, max_drop)
 
     names = tuple(name for name, _ in layers)
     sensitivity = []
@@ -108,24 +122,30 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         t = previous or trial(excluded, f"fallback step {step}: {len(excluded)} layer(s) in float")
         if t.drop <= max_drop:
             return finish("budget met", sensitivity)
+        if hopeless(t):
+            return finish(hopeless(t), sensitivity)
     return finish("all layers tried", sensitivity)
 
 
-def _bisect(layers, errors: dict[str, float], trial, out_of_time, finish, max_drop: float) -> SearchResult:
+def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, finish,
+            max_drop: float) -> SearchResult:
     """Keep the k layers with the largest local error in float, for the smallest k that meets the budget:
     k = 1, 2, 4, ... until one does, then bisection between the last two."""
     sensitivity = [{"layer": name, "op": op, "local_error": errors.get(name, 0.0)} for name, op in layers]
     ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: -s["local_error"])]
 
-    def within(k: int) -> bool:
-        return trial(tuple(ranked[:k]), f"{k} layer(s) with the largest local error in float").drop <= max_drop
+    def attempt(k: int):
+        return trial(tuple(ranked[:k]), f"{k} layer(s) with the largest local error in float")
 
     failed, met, k = 0, None, 1
     while met is None:
         if out_of_time():
             return finish("time budget", sensitivity)
-        if within(k):
+        t = attempt(k)
+        if t.drop <= max_drop:
             met = k
+        elif hopeless(t):
+            return finish(hopeless(t), sensitivity)
         elif k == len(ranked):
             return finish("all layers tried", sensitivity)
         else:
@@ -134,7 +154,7 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, finish, max_dr
         if out_of_time():
             return finish("time budget", sensitivity)
         middle = (failed + met) // 2
-        if within(middle):
+        if attempt(middle).drop <= max_drop:
             met = middle
         else:
             failed = middle
