@@ -4,7 +4,8 @@ Each target is a full `optimize` run (its own folder under OUT, with bundle and 
 table puts every candidate of every target side by side: format, status, size, quality, p50
 and inferences per second. A p50 is labelled with how it was obtained: measured on this machine,
 or predicted for the target's device profile. A target that cannot serve the model here is a
-row that says why, and the others still run.
+row that says why, and the others still run; bad input (the model, its data, the recipe, OUT) is
+the same for every target, so it stops the whole benchmark with its one-line error.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeml.errors import EdgemlError
+from edgeml.errors import DataError, EdgemlError, ExportError, InputSpecError, ModelError, OutputError
 from edgeml.outdir import AtomicOutput
 from edgeml.progress import Reporter
+from edgeml.recipe import RecipeError
 from edgeml.targets import get_target
 
 DASH = "—"
+# Errors in what every target shares: no target could do better.
+SHARED_INPUT_ERRORS = (ModelError, InputSpecError, DataError, ExportError, OutputError, RecipeError)
 
 
 def benchmark(model: Any = None, *, targets: list[str], out: str | Path, force: bool = False,
@@ -35,6 +39,8 @@ def benchmark(model: Any = None, *, targets: list[str], out: str | Path, force: 
             try:
                 run = optimize(model, target=name, out=staging / name, reporter=reporter_factory(),
                                **optimize_args)
+            except SHARED_INPUT_ERRORS:
+                raise
             except EdgemlError as e:
                 results.append({"target": name, "error": str(e), "rows": []})
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +16,14 @@ from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError, first_line
 from edgeml.evaluate import METRICS
+from edgeml.models import safe_loading
 from edgeml.recipe import PRECISIONS, QUANTIZERS
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Group(click.Group):
-    """Turns errors into one line: user errors exit 2, anything else exits 1."""
+    """Turns errors into one line: user errors and a full disk exit 2, anything else exits 1."""
 
     def invoke(self, ctx):
         try:
@@ -36,9 +41,23 @@ class _Group(click.Group):
         except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            full = _full_disk(e)
+            if full is not None:
+                click.echo(f"error: cannot write {full.filename2 or full.filename or 'the output'}: "
+                           f"{os.strerror(full.errno)} (the disk is full, or a file size limit is set)", err=True)
+                sys.exit(2)
             click.echo(f"internal error: {type(e).__name__}: {first_line(e)} "
                        "(rerun with --debug for the traceback, and please report it)", err=True)
             sys.exit(1)
+
+
+def _full_disk(e: BaseException | None) -> OSError | None:
+    """The OSError that `e` is, or was raised from, when a disk, a quota or a file size limit is full."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in FULL_DISK:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 @click.group(cls=_Group)
@@ -59,12 +78,20 @@ def _options(*decorators):
     return apply
 
 
+def _safe(ctx, param, safe: bool) -> None:
+    """--safe holds for the whole command."""
+    ctx.with_resource(safe_loading(safe))
+
+
 model_options = _options(
     click.argument("model", required=False),
     click.option("--example", type=click.Choice(["digits"]), help="Use a built-in example instead of MODEL."),
     click.option("--weights", type=click.Path(), help="state_dict for a package.module:factory MODEL."),
     click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]DIMS[:DTYPE]",
                  help="Input shape, e.g. input:1x3x224x224; repeat per input."),
+    click.option("--safe", is_flag=True, expose_value=False, callback=_safe,
+                 help="Refuse TorchScript and .pt2 files, which are programs (they can run code); take "
+                      "package.module:factory with --weights instead."),
 )
 data_options = _options(
     click.option("--data", type=click.Path(), help="One dataset, split into calibration and evaluation (see --split)."),
@@ -305,6 +332,9 @@ RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_meth
 @cli.command()
 def targets():
     """List targets, their candidates, and whether each can run here."""
+    from rich.markup import escape
+
+    from edgeml.doctor import STATUS_COLOURS, candidate_status
     from edgeml.profiles import default_profile
     from edgeml.targets import TARGETS
 
@@ -315,18 +345,28 @@ def targets():
         table = Table("candidate", "backend", "precision", "quantizer", "status here", title=title,
                       title_justify="left")
         for c in target.candidates:
-            missing = c.missing()
-            if missing:
-                status = f"[red]not installed[/red]: {', '.join(missing)} (pip install '{c.backend.extra}')"
-            elif not target.measures_here(c) and c.check_with is not None:
-                status = (f"[yellow]built here, runs on the device[/yellow] (quality checked with {c.check_with.name}; "
-                          "latency predicted)")
-            elif not target.measures_here(c):
-                status = f"[yellow]not here[/yellow]: {target.elsewhere()}"
-            else:
-                status = f"[green]measured here[/green] ({c.backend.name} {c.backend.version()})"
+            here = candidate_status(target, c)
+            status = f"[{STATUS_COLOURS[here['status']]}]{here['status']}[/]: {escape(here['detail'])}"
             table.add_row(c.name, c.backend.name, c.precision, c.quantizer or "", status)
         console.print(table)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Tables, or one JSON object for scripts.")
+def doctor(fmt):
+    """Show what edgeml can use here: the runtime packages installed (or the extra that adds them), this
+    machine's CPU features, memory and GPUs, and whether each target's candidates are measured here,
+    checked here with their latency predicted, or not served."""
+    import json
+
+    from edgeml.doctor import gather, render
+
+    report = gather()
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        render(report, _table_console())
 
 
 @cli.group()

@@ -208,6 +208,8 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
                 a = a.astype(want)
             else:
                 raise DataError(f"{dataset.source}: '{spec.name}' is {a.dtype}, the model takes {want}")
+        if a.dtype.kind == "f":
+            _check_finite(a, dataset.source, spec.name)
         if count is not None and len(a) != count:
             raise DataError(f"{dataset.source}: inputs have different sample counts")
         count = len(a)
@@ -224,6 +226,14 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
             )
         labels = labels.astype(np.int64)
     return replace(dataset, inputs=inputs, labels=labels)
+
+
+def _check_finite(a: np.ndarray, source: str, name: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))[0])
+        raise DataError(f"{source}: '{name}' holds {int(bad.sum())} NaN or infinite value(s) (first in sample "
+                        f"{first}); models are calibrated and judged on finite inputs only")
 
 
 def split(dataset: Dataset, calibration_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:

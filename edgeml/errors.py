@@ -1,7 +1,7 @@
 """Errors a user can cause and fix.
 
-Everything raised from this family is printed by the CLI as one line and exits with code 2;
-any other exception is an internal error (exit code 1).
+Everything raised from this family is printed by the CLI as one line and exits with code 2, as
+does an OSError for a full disk; any other exception is an internal error (exit code 1).
 """
 
 import re

@@ -2,16 +2,26 @@
 
 The result is a `SourceModel` that says what the model is, where it came from (hash), and what
 its inputs are; PyTorch kinds carry a callable module for export and for the reference row.
+
+TorchScript and ExportedProgram files are programs: they load after a warning on stderr, or are
+refused inside `safe_loading()` (the CLI's --safe). Checkpoints load with weights_only=True, and
+other pickles are never loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import logging
 import pickle
 import re
 import sys
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,18 @@ from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.specs import TensorSpec, parse_input_shape, reconcile
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".ptl", ".jit")
+_SAFE = ContextVar("edgeml_safe_loading", default=False)
+
+
+@contextmanager
+def safe_loading(safe: bool = True) -> Iterator[None]:
+    """While inside, `load_model` refuses TorchScript and ExportedProgram files instead of warning."""
+    token = _SAFE.set(safe)
+    try:
+        yield
+    finally:
+        _SAFE.reset(token)
 
 
 @dataclass
@@ -81,14 +103,17 @@ def _from_path_or_factory(text: str, weights, given: list[TensorSpec]) -> Source
         raise ModelError(f"model file not found: {path}")
     if not path.is_file():
         raise ModelError(f"model path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty")
 
     if path.suffix.lower() == ".onnx":
         return _from_onnx(path, given)
-    if zipfile.is_zipfile(path):
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         if path.suffix.lower() == ".pt2" or any(n.endswith("/archive_format") for n in names):
-            return _from_exported_program(path, given)
+            return _from_exported_program(path, names, given)
         if any("/code/" in n for n in names):
             return _from_torchscript(path, given)
         if any(n.endswith("data.pkl") for n in names):
@@ -96,9 +121,43 @@ def _from_path_or_factory(text: str, weights, given: list[TensorSpec]) -> Source
                 f"{path} is a torch.save checkpoint, which edgeml does not unpickle; give the "
                 "architecture as package.module:factory and this file with --weights"
             )
-    if path.suffix.lower() == ".pt2":
-        return _from_exported_program(path, given)  # not a zip: let torch say what is wrong
+    if _is_pickle(path):
+        raise ModelError(f"{path} is a pickle, which can run code when loaded; edgeml does not unpickle models: give "
+                         "the architecture as package.module:factory and a plain state_dict with --weights")
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        raise ModelError(f"{path} is a zip archive, but not a .pt2 ExportedProgram, a TorchScript model or a "
+                         "torch.save checkpoint" if is_zip else
+                         f"{path} is not a zip archive: the file is truncated or corrupt (.pt2 and TorchScript "
+                         "files are zip archives)")
     return _from_onnx(path, given)
+
+
+def _is_pickle(path: Path) -> bool:
+    """Pickle protocol 2 and later (torch.save's legacy format included) start with PROTO."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == pickle.PROTO[0] and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
+
+
+def _untrusted(path: Path, what: str, risk: str) -> None:
+    """Refuse a program file under --safe; otherwise warn before it is loaded."""
+    if _SAFE.get():
+        raise ModelError(f"{path} is {what}, {risk}; --safe refuses it: give the architecture as "
+                         "package.module:factory and its state_dict with --weights")
+    print(f"warning: {path} is {what}, {risk}: load it only from a source you trust (--safe refuses it)",
+          file=sys.stderr)
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Keep a library's log records off stderr (torch logs a traceback before it raises)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _from_onnx(path: Path, given: list[TensorSpec]) -> SourceModel:
@@ -106,11 +165,32 @@ def _from_onnx(path: Path, given: list[TensorSpec]) -> SourceModel:
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, OSError...
+        raise ModelError(f"{path} is not a valid ONNX model ({first_line(e)})") from e
+    _check_external_data(proto, path)
+    try:
         onnx.checker.check_model(str(path))
-    except Exception as e:  # onnx raises DecodeError, ValidationError, OSError...
+    except Exception as e:  # ValidationError, and others for unusual models
         raise ModelError(f"{path} is not a valid ONNX model ({first_line(e)})") from e
     specs = reconcile(onnx_input_specs(proto), given)
     return SourceModel("onnx", path.stem, sha256_file(path), specs, path=path)
+
+
+def _check_external_data(proto, path: Path) -> None:
+    """Tensors kept in files beside the model must stay in its folder (no `..`, absolute path or link out)."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    folder = path.parent.resolve()
+    for tensor in _get_all_tensors(proto):
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        data = path.parent / location
+        if not data.resolve().is_relative_to(folder):
+            raise ModelError(f"{path}: tensor '{tensor.name}' keeps its data in '{location}', outside the model's "
+                             "folder; edgeml reads external data only from inside it")
+        if not data.is_file():
+            raise ModelError(f"{path}: tensor '{tensor.name}' keeps its data in '{location}', which does not exist")
 
 
 def onnx_input_specs(proto) -> list[TensorSpec]:
@@ -136,11 +216,14 @@ def _value_specs(values) -> list[TensorSpec]:
     return specs
 
 
-def _from_exported_program(path: Path, given: list[TensorSpec]) -> SourceModel:
+def _from_exported_program(path: Path, names: list[str], given: list[TensorSpec]) -> SourceModel:
     import torch
 
+    _check_schema(path, names)
+    _untrusted(path, "an ExportedProgram", "a serialised program")
     try:
-        program = torch.export.load(str(path))
+        with _quiet("torch.export"):
+            program = torch.export.load(str(path))
     except Exception as e:
         raise ModelError(
             f"cannot load ExportedProgram {path} ({first_line(e)}); it must be written by "
@@ -160,9 +243,33 @@ def _from_exported_program(path: Path, given: list[TensorSpec]) -> SourceModel:
                        reconcile(specs, given), path=path, module=program)
 
 
+def _check_schema(path: Path, names: list[str]) -> None:
+    """Name the torch release that wrote a .pt2 file when this torch cannot read its schema."""
+    import torch
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    programs = [n for n in names if n.endswith("/models/model.json")]
+    if not programs:
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            written = json.loads(archive.read(programs[0]))
+        major, minor = written["schema_version"]["major"], written["schema_version"]["minor"]
+    except (OSError, zipfile.BadZipFile, ValueError, TypeError, KeyError):
+        return  # torch.export.load says what is wrong
+    if major != SCHEMA_VERSION[0]:
+        ours = torch.__version__.split("+")[0]
+        raise ModelError(
+            f"{path} was written by torch {written.get('torch_version', '(unknown)')} (export schema {major}.{minor}); "
+            f"this torch {ours} reads schema {SCHEMA_VERSION[0]}.x: export it again with torch {ours}, or give "
+            "package.module:factory with --weights"
+        )
+
+
 def _from_torchscript(path: Path, given: list[TensorSpec]) -> SourceModel:
     import torch
 
+    _untrusted(path, "a TorchScript program", "which can run code when loaded")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
@@ -208,7 +315,9 @@ def _load_weights(module, path: Path) -> None:
     import torch
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():        # torch warns about pickle protocols it may not support
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelError(
             f"{path} holds Python objects, not just tensors; edgeml loads weights with "

@@ -20,6 +20,7 @@ with `yaml.safe_load` only; unknown keys and wrong types are errors, never ignor
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -95,9 +96,11 @@ def load_recipe(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping of settings, not {type(data).__name__}")
     try:
-        return parse_settings(data)
+        settings = parse_settings(data)
+        make_recipe(**settings)                # every value checked here, so that the error names the file
     except RecipeError as e:
         raise RecipeError(f"recipe {path}: {e}") from None
+    return settings
 
 
 def parse_settings(data: dict) -> dict:
@@ -105,7 +108,7 @@ def parse_settings(data: dict) -> dict:
     known = {f.name for f in fields(Recipe)} - {"distill_config"}
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
-        raise RecipeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise RecipeError(f"unknown setting(s) {_keys(unknown)}; known: {', '.join(sorted(known))}")
     settings = dict(data)
     if "tuning_budget" in settings:
         settings["tuning_budget"] = parse_duration(settings["tuning_budget"])
@@ -131,7 +134,7 @@ def make_recipe(base: Recipe = Recipe(), **settings: Any) -> Recipe:
 def parse_duration(value: Any) -> float:
     """Seconds from 90, "90s", "10m", "1h" or "1h30m"."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = value
     else:
         text = str(value).strip().lower()
         parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?", text)
@@ -139,9 +142,9 @@ def parse_duration(value: Any) -> float:
             raise RecipeError(f"tuning budget '{value}' is not a duration (e.g. 90s, 10m, 1h)")
         h, m, s = (float(g) if g else 0.0 for g in parts.groups())
         seconds = h * 3600 + m * 60 + s
-    if seconds <= 0:
-        raise RecipeError(f"tuning budget must be positive, got '{value}'")
-    return seconds
+    if not _finite(seconds) or seconds <= 0:
+        raise RecipeError(f"tuning budget must be positive and finite, got '{value}'")
+    return float(seconds)
 
 
 def _prune(value: Any) -> StructuredConfig | None:
@@ -178,21 +181,25 @@ def _build(cls, values: dict, key: str):
     unknown = sorted(set(map(str, values)) - known)
     if unknown:
         names = sorted(("global" if k == "global_pruning" else k) for k in known)
-        raise RecipeError(f"{key}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        raise RecipeError(f"{key}: unknown setting(s) {_keys(unknown)}; known: {', '.join(names)}")
     for f in fields(cls):
         if f.name in values:
-            _check_type(f"{key}.{f.name}", values[f.name], f.default)
+            _check_type(f"{key}.{f.name}", values[f.name], f)
     try:
         return cls(**values)
     except EdgemlError as e:
         raise RecipeError(f"{key}: {e}") from None
 
 
+def _keys(keys: list[str]) -> str:
+    """Keys as written, quoted where they are not plain words (a key may hold spaces or a line break)."""
+    return ", ".join(k if k.isidentifier() else repr(k) for k in keys)
+
+
 def _check(recipe: Recipe) -> None:
-    defaults = Recipe()
     for f in fields(Recipe):
         if f.name not in ("prune", "distill", "distill_config"):
-            _check_type(_flag(f.name), getattr(recipe, f.name), getattr(defaults, f.name))
+            _check_type(_flag(f.name), getattr(recipe, f.name), f)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"{_flag('precision')}: '{recipe.precision}' is not one of {', '.join(PRECISIONS)}")
     if recipe.quantizer not in QUANTIZERS:
@@ -213,10 +220,22 @@ def _check(recipe: Recipe) -> None:
         raise RecipeError(f"{_flag('threads')} must be int, got {recipe.threads!r}")
     if recipe.threads is not None and recipe.threads < 1:
         raise RecipeError(f"{_flag('threads')} must be at least 1, got {recipe.threads}")
+    for name in ("tuning_budget", "measure_seconds"):
+        if not _finite(getattr(recipe, name)):
+            raise RecipeError(f"{_flag(name)} must be a finite number, got {getattr(recipe, name)!r}")
     if recipe.measure_seconds <= 0:
         raise RecipeError(f"{_flag('measure_seconds')} must be positive, got {recipe.measure_seconds}")
+    if not 0 <= recipe.seed < 2**32:
+        raise RecipeError(f"{_flag('seed')} must be a whole number from 0 to 2**32 - 1, got {recipe.seed}")
     if recipe.distill not in DISTILL_MODES:
         raise RecipeError(f"distill: give true, false or auto, not {recipe.distill!r}")
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:                      # an int too large for a float
+        return False
 
 
 def _flag(name: str) -> str:
@@ -224,11 +243,12 @@ def _flag(name: str) -> str:
     return f"{name} (--{name.replace('_', '-')})"
 
 
-def _check_type(name: str, value: Any, default: Any) -> None:
-    """Values must have the type of the setting's default (ints are accepted for floats)."""
-    if value is None or default is None:
+def _check_type(name: str, value: Any, setting) -> None:
+    """Values must have the type of the setting's default (ints are accepted for floats); None only where
+    the setting's type allows it. A setting whose default is None is checked on its own."""
+    if (value is None and "None" in str(setting.type)) or setting.default is None:
         return
-    expected = type(default)
+    expected = type(setting.default)
     ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True

@@ -41,32 +41,52 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 
 
-_SPEC = re.compile(r"^(?:(?P<name>[A-Za-z_][\w.:/-]*?):)?(?P<dims>[\w?]+(?:[x,][\w?]+)*)(?::(?P<dtype>\w+))?$")
+_SPEC = re.compile(r"^(?:(?P<name>[A-Za-z_][\w.:/-]*?):)?(?P<dims>[\w?]+(?:[x,][\w?]+)*)(?::(?P<dtype>\w+))?$",
+                   re.ASCII)
+_DIM_NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+_X = re.compile(r"(?<=[\d?])x|x(?=[\d?])")   # an x next to a size or ? separates; inside a name it is a letter
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64")
 
 
 def parse_input_shape(text: str) -> TensorSpec:
-    """Parse `[name:]1x3x224x224[:dtype]`; a dimension may be a name (`batch`) or `?`."""
+    """Parse `[name:]1x3x224x224[:dtype]`; a dimension may be a name (`batch`) or `?`.
+
+    Dimensions are separated by `,` when the text has one, else by an `x` next to a size or `?`
+    (`1xmax_len` is 1 and max_len; `batch,seq` needs the comma).
+    """
     m = _SPEC.match(text.strip())
     if not m:
         raise InputSpecError(
-            f"cannot read --input-shape '{text}': expected [name:]DIMxDIMx...[:dtype], "
+            f"cannot read --input-shape {text!r}: expected [name:]DIMxDIMx...[:dtype], "
             "e.g. input:1x3x224x224 or ids:1x128:int64"
         )
-    dims: list[Dim] = []
-    for part in re.split(r"[x,]", m["dims"]):
-        if part.isdigit():
-            if int(part) <= 0:
-                raise InputSpecError(f"--input-shape '{text}': dimensions must be positive")
-            dims.append(int(part))
-        else:
-            dims.append(None if part == "?" else part)
+    parts = m["dims"].split(",") if "," in m["dims"] else _X.split(m["dims"])
+    dims = tuple(_dim(part, text) for part in parts)
     dtype = None
     if m["dtype"]:
         try:
             dtype = np.dtype(m["dtype"]).name
-        except TypeError:
-            raise InputSpecError(f"--input-shape '{text}': unknown dtype '{m['dtype']}'") from None
-    return TensorSpec(m["name"] or "", tuple(dims), dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise InputSpecError(f"--input-shape {text!r}: unknown dtype '{m['dtype']}'") from None
+        if dtype not in DTYPES:
+            raise InputSpecError(f"--input-shape {text!r}: '{m['dtype']}' is not a numeric dtype "
+                                 f"({', '.join(DTYPES)})")
+    return TensorSpec(m["name"] or "", dims, dtype)
+
+
+def _dim(part: str, text: str) -> Dim:
+    if part.isdigit():
+        if int(part) <= 0:
+            raise InputSpecError(f"--input-shape {text!r}: dimensions must be positive")
+        return int(part)
+    if part == "?":
+        return None
+    if not part:
+        raise InputSpecError(f"--input-shape {text!r}: empty dimension (a separator at an end, or two in a row)")
+    if not _DIM_NAME.fullmatch(part):
+        raise InputSpecError(f"--input-shape {text!r}: dimension '{part}' is not a size, '?' or a name")
+    return part
 
 
 def reconcile(model_specs: list[TensorSpec] | None, given: list[TensorSpec],

@@ -8,6 +8,7 @@ docs read the same table.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -130,12 +131,21 @@ def missing_modules(modules: tuple[str, ...]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """Module name to the pip packages that provide it (a scan of every installed package: done once)."""
+    return importlib.metadata.packages_distributions()
+
+
 def package_version(module: str) -> str | None:
     """The installed version of the package that provides `module`, or None."""
     try:
         return importlib.metadata.version(module)
     except importlib.metadata.PackageNotFoundError:
         pass
+    distributions = _distributions().get(module)      # e.g. mlflow from mlflow-skinny
+    if distributions:
+        return importlib.metadata.version(distributions[0])
     try:
         return getattr(importlib.import_module(module), "__version__", None)
     except ImportError:

@@ -35,3 +35,13 @@ def test_benchmark_refuses_unknown_target_before_work(edgeml_cli, files, tmp_pat
     out = tmp_path / "bench"
     result = edgeml_cli("benchmark", files["digits.onnx"], "--targets", "cpu,phone", "-o", out)
     assert result.exit_code == 2 and "unknown target 'phone'" in result.stderr and not out.exists()
+
+
+def test_benchmark_stops_on_a_bad_model_for_every_target(edgeml_cli, files, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(files["digits.onnx"].read_bytes()[:200])
+    out = tmp_path / "bench"
+    result = edgeml_cli("benchmark", broken, "--targets", "cpu,jetson", "--calib-data", files["calib.npz"],
+                        "--eval-data", files["eval.npz"], "-o", out)
+    assert result.exit_code == 2 and "is not a valid ONNX model" in result.stderr, result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".bench*"))

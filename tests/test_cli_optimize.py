@@ -181,7 +181,7 @@ def test_targets_lists_cpu_candidates(edgeml_cli):
     for target in ("mobile", "jetson", "gpu"):
         assert f"{target}:" in result.stdout
     if importlib.util.find_spec("tensorrt") is None:
-        assert "built here, runs on the device" in result.stdout
+        assert "checked here, latency predicted" in result.stdout
 
 
 def test_image_folder_with_split(edgeml_cli, files, digits, tmp_path):

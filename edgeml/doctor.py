@@ -1,0 +1,187 @@
+"""`edgeml doctor`: what this machine offers edgeml, in one report.
+
+Three parts: the runtime and backend packages (version, or the extra that installs them), this
+machine (CPU, the instruction sets inference uses, memory, GPUs), and for each candidate of each
+target whether it is measured here, checked here with its latency predicted, or not served here.
+The candidate statuses follow the rules of the optimize pipeline (Candidate.missing,
+Target.measures_here, Candidate.check_with); rules that need a model or a profile are not applied.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import edgeml
+from edgeml.errors import first_line
+from edgeml.profiling import machine_info
+from edgeml.targets import TARGETS
+from edgeml.targets.base import Candidate, Target, missing_modules, package_version
+from edgeml.targets.jetson import TEGRA_RELEASE
+from edgeml.targets.tensorrt_backend import TENSORRT
+
+# (pip package, import name, what installs it)
+PACKAGES = (
+    ("torch", "torch", "edgeml"),
+    ("onnx", "onnx", "edgeml"),
+    ("onnxruntime", "onnxruntime", "edgeml"),
+    ("openvino", "openvino", "edgeml[cpu]"),
+    ("nncf", "nncf", "edgeml[cpu]"),
+    ("ai-edge-litert", "ai_edge_litert", "edgeml[tflite]"),
+    ("ai-edge-quantizer", "ai_edge_quantizer", "edgeml[tflite]"),
+    ("litert-torch", "litert_torch", "edgeml[tflite]"),
+    ("neural-compressor-pt", "neural_compressor", "edgeml[inc]"),
+    ("mlflow-skinny", "mlflow", "edgeml[track]"),
+    ("tensorrt", "tensorrt", TENSORRT.extra),
+)
+# /proc/cpuinfo flags that inference runtimes pick kernels by: x86 (flags) and Arm (Features).
+CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+                "amx_bf16", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+CPUINFO = Path("/proc/cpuinfo")
+MEASURED, CHECKED, NOT_SERVED = "measured here", "checked here, latency predicted", "not served here"
+STATUS_COLOURS = {MEASURED: "green", CHECKED: "yellow", NOT_SERVED: "red"}
+
+
+def gather() -> dict:
+    """The whole report as plain data (what `edgeml doctor --format json` prints)."""
+    return {"edgeml": edgeml.__version__, "packages": packages(), "machine": machine(), "targets": targets()}
+
+
+def packages() -> list[dict]:
+    rows = []
+    for name, module, extra in PACKAGES:
+        installed = not missing_modules((module,))
+        rows.append({"package": name, "module": module, "installed": installed,
+                     "version": package_version(module) if installed else None, "extra": extra,
+                     "details": _runtime_details(module) if installed else {}})
+    return rows
+
+
+def _runtime_details(module: str) -> dict:
+    """Where an installed runtime can run: ONNX Runtime's execution providers, OpenVINO's devices."""
+    try:
+        if module == "onnxruntime":
+            import onnxruntime
+
+            return {"execution_providers": onnxruntime.get_available_providers()}
+        if module == "openvino":
+            import openvino
+
+            return {"devices": openvino.Core().available_devices}
+    except Exception as e:  # a broken runtime install raises anything on import or on probing
+        return {"error": [f"{type(e).__name__}: {first_line(e)}"]}
+    return {}
+
+
+def machine() -> dict:
+    info = {key: value for key, value in machine_info(threads=0).items() if key != "threads"}
+    return {**info, "cpu_features": cpu_features(), "memory_bytes": memory_bytes(), "gpus": gpus()}
+
+
+def cpu_features(cpuinfo: Path = CPUINFO) -> list[str] | None:
+    """The CPU_FEATURES the first CPU of `cpuinfo` lists, or None when the file or its flag line is missing."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return [f for f in CPU_FEATURES if f in flags]
+    return None
+
+
+def memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gpus() -> list[dict]:
+    """CUDA devices torch sees, and the Jetson board release (/etc/nv_tegra_release) when there is one."""
+    found = []
+    if not missing_modules(("torch",)):
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                found.append({"kind": "cuda", "name": f"cuda:{i} {props.name}", "memory_bytes": props.total_memory})
+    if TEGRA_RELEASE.exists():
+        release = TEGRA_RELEASE.read_text().splitlines()[0].lstrip("# ")
+        found.append({"kind": "jetson", "name": f"Jetson ({release})", "memory_bytes": None})
+    return found
+
+
+def targets() -> list[dict]:
+    return [{"name": t.name, "description": t.description,
+             "candidates": [{"name": c.name, "backend": c.backend.name, "precision": c.precision,
+                             **candidate_status(t, c), "opt_in": c.opt_in}
+                            for c in t.candidates]}
+            for t in TARGETS.values()]
+
+
+def candidate_status(target: Target, candidate: Candidate) -> dict:
+    """The status of `candidate` on this machine and why, by the pipeline's rules for a model that suits it."""
+    missing = candidate.missing()
+    if missing:
+        return {"status": NOT_SERVED,
+                "detail": f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"}
+    if target.measures_here(candidate):
+        return {"status": MEASURED, "detail": f"{candidate.backend.name} {candidate.backend.version()}"}
+    if candidate.check_with is not None:
+        where = (target.elsewhere and target.elsewhere()) or f"{candidate.backend.name} is not installed here"
+        return {"status": CHECKED, "detail": f"{where}: runs on the device; quality checked with "
+                                             f"{candidate.check_with.name} {candidate.check_with.version()}"}
+    return {"status": NOT_SERVED, "detail": target.elsewhere()}
+
+
+def render(report: dict, console: Console) -> None:
+    packages_table = Table("package", "version", "installed by", "details", title="Installed packages",
+                           title_justify="left")
+    for p in report["packages"]:
+        version = (p["version"] or "version unknown") if p["installed"] else "[red]not installed[/red]"
+        details = "; ".join(f"{key.replace('_', ' ')}: {', '.join(values)}" for key, values in p["details"].items())
+        packages_table.add_row(p["package"], version, escape(p["extra"]), escape(details))
+    console.print(packages_table)
+
+    m = report["machine"]
+    features = m["cpu_features"]
+    machine_table = Table(title="This machine", title_justify="left", show_header=False)
+    for label, value in (
+        ("CPU", f"{m['cpu']} ({m['architecture']})"),
+        ("logical cores", str(m["logical_cores"])),
+        ("CPU features", "unknown" if features is None else ", ".join(features) or "none"),
+        ("memory", _gib(m["memory_bytes"])),
+        ("GPUs", "; ".join(_gpu(g) for g in m["gpus"]) or "none"),
+        ("OS", m["os"]),
+        ("Python", m["python"]),
+        ("edgeml", report["edgeml"]),
+    ):
+        machine_table.add_row(label, escape(value))
+    console.print(machine_table)
+
+    targets_table = Table("target", "candidate", "precision", "status here", "detail", title="Targets",
+                          title_justify="left",
+                          caption="Candidates that do not suit a model or a device profile are skipped by optimize.",
+                          caption_justify="left")
+    for t in report["targets"]:
+        for c in t["candidates"]:
+            name = c["name"] + (" (opt-in)" if c["opt_in"] else "")
+            status = f"[{STATUS_COLOURS[c['status']]}]{c['status']}[/]"
+            targets_table.add_row(t["name"], name, c["precision"], status, escape(c["detail"]))
+    console.print(targets_table)
+
+
+def _gib(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / 2**30:.1f} GiB"
+
+
+def _gpu(gpu: dict) -> str:
+    return gpu["name"] + ("" if gpu["memory_bytes"] is None else f", {_gib(gpu['memory_bytes'])}")

@@ -1,0 +1,104 @@
+"""`edgeml doctor`: installed runtimes, this machine, and what each target can do here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from edgeml.cli import cli
+from edgeml.doctor import CHECKED, CPU_FEATURES, CPUINFO, MEASURED, NOT_SERVED, PACKAGES, cpu_features
+from edgeml.targets.jetson import TEGRA_RELEASE
+from edgeml.targets.tensorrt_backend import TENSORRT
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    result = CliRunner().invoke(cli, ["doctor", "--format", "json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    return json.loads(result.stdout)
+
+
+def candidates(report: dict, target: str) -> dict[str, dict]:
+    return {c["name"]: c for t in report["targets"] if t["name"] == target for c in t["candidates"]}
+
+
+def test_onnxruntime_reported_with_its_version_and_providers(report):
+    packages = {p["package"]: p for p in report["packages"]}
+    assert list(packages) == [name for name, _, _ in PACKAGES]
+    onnxruntime = packages["onnxruntime"]
+    assert onnxruntime["installed"] and onnxruntime["version"] == ort.__version__
+    assert onnxruntime["details"]["execution_providers"] == ort.get_available_providers()
+    assert packages["tensorrt"]["installed"] == (importlib.util.find_spec("tensorrt") is not None)
+
+
+def test_cpu_onnxruntime_candidates_are_measured_here(report):
+    ort_candidates = [c for c in candidates(report, "cpu").values() if c["backend"] == "onnxruntime"]
+    assert len(ort_candidates) >= 2
+    assert all(c["status"] == MEASURED for c in ort_candidates), ort_candidates
+    assert all(c["detail"] == f"onnxruntime {ort.__version__}" for c in ort_candidates)
+
+
+@pytest.mark.skipif(TEGRA_RELEASE.exists(), reason="on a Jetson its TensorRT candidates may be measured")
+def test_jetson_tensorrt_candidates_are_not_measured_here(report):
+    jetson = candidates(report, "jetson")
+    assert set(jetson) == {"tensorrt-fp16", "tensorrt-int8", "tensorrt-int8-dla"}
+    for c in jetson.values():
+        assert c["status"] == CHECKED, c
+        assert "not a Jetson" in c["detail"] and f"onnxruntime {ort.__version__}" in c["detail"]
+
+
+def test_gpu_candidates_follow_this_machines_cuda(report):
+    import torch
+
+    cuda = torch.cuda.is_available()
+    gpu = candidates(report, "gpu")
+    assert gpu["torch-cuda-fp16"]["status"] == (MEASURED if cuda else NOT_SERVED)
+    assert len(report["machine"]["gpus"]) == (torch.cuda.device_count() if cuda else 0) + TEGRA_RELEASE.exists()
+
+
+def test_cpu_features_match_proc_cpuinfo(report):
+    features = report["machine"]["cpu_features"]
+    if not CPUINFO.exists():
+        assert features is None
+        return
+    match = re.search(r"^(?:flags|Features)\s*:(.*)$", CPUINFO.read_text(), re.MULTILINE)
+    flags = set(match.group(1).split())
+    assert features == [f for f in CPU_FEATURES if f in flags]
+
+
+def test_cpu_features_of_an_arm_cpuinfo_and_of_none(tmp_path):
+    arm = tmp_path / "cpuinfo"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 108.00\n"
+                   "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp i8mm bf16\n")
+    assert cpu_features(arm) == ["asimd", "asimdhp", "asimddp", "i8mm", "bf16"]
+    assert cpu_features(tmp_path / "absent") is None
+
+
+def test_extras_are_those_of_pyproject():
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    groups = {"edgeml": project["dependencies"],
+              **{f"edgeml[{name}]": reqs for name, reqs in project["optional-dependencies"].items()}}
+    for package, _, extra in PACKAGES:
+        if package == "tensorrt":
+            assert extra == TENSORRT.extra
+            continue
+        names = {re.match(r"[A-Za-z0-9._-]+", req).group().lower() for req in groups[extra]}
+        assert package in names, (package, extra)
+
+
+def test_tables_name_every_section_and_extra():
+    result = CliRunner().invoke(cli, ["doctor"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for text in ("Installed packages", "This machine", "Targets", "CPU features", "edgeml[cpu]", "edgeml[tflite]",
+                 f"onnxruntime {ort.__version__}"):
+        assert text in result.stdout, text
+    assert "\x1b[" not in result.stdout
