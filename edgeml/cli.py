@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from pathlib import Path
@@ -14,12 +13,10 @@ from rich.table import Column, Table
 import edgeml
 from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
-from edgeml.errors import EdgemlError, first_line
+from edgeml.errors import FULL_DISK, EdgemlError, first_line
 from edgeml.evaluate import METRICS
 from edgeml.models import safe_loading
 from edgeml.recipe import PRECISIONS, QUANTIZERS
-
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Group(click.Group):
@@ -120,6 +117,10 @@ run_options = _options(
     click.option("--seed", type=int, help="Seed for splits, random inputs and training  [default: 0]"),
     click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-TARGET]"),
     click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+    click.option("--cache-dir", type=click.Path(),
+                 help="Cache of exported models and builds  [default: $EDGEML_CACHE_DIR, else ~/.cache/edgeml]"),
+    click.option("--cache/--no-cache", default=True, help="Restore the export and builds from the cache, and add "
+                                                          "them to it  [default: on]"),
 )
 
 
@@ -163,7 +164,7 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
         model, recipe=base, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
         calib_data=calib_data, eval_data=eval_data, train_data=train_data, preprocess=preprocess, out=out,
         force=force, reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
-        track=track, **_settings(base, flags))
+        track=track, cache=flags["cache"], cache_dir=flags["cache_dir"], **_settings(base, flags))
     click.echo((Path(run.output) / "report.md").read_text())
     click.echo(f"Wrote {run.output}/ (bundle/, recipe.yaml, report.json, report.md)")
 
@@ -225,7 +226,7 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
         calib_data=calib_data, eval_data=eval_data, preprocess=preprocess, force=force,
         out=out or _default_out(model, example, "quantized"),
         reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
-        **_settings(Recipe(), flags))
+        cache=flags["cache"], cache_dir=flags["cache_dir"], **_settings(Recipe(), flags))
     click.echo((Path(run.output) / "report.md").read_text())
     click.echo(f"Wrote {run.output}/ (bundle/, recipe.yaml, report.json, report.md)")
 

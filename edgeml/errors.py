@@ -4,6 +4,7 @@ Everything raised from this family is printed by the CLI as one line and exits w
 does an OSError for a full disk; any other exception is an internal error (exit code 1).
 """
 
+import errno
 import re
 
 
@@ -40,3 +41,6 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(e).__name__
+
+# OSError numbers of a full disk, a full quota or a file size limit: the user's to fix (exit 2).
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

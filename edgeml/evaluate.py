@@ -35,7 +35,8 @@ def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool
 METRICS = ("auto", "accuracy", "agreement", "cosine")
 
 
-def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None, requested: str = "auto") -> str:
+def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None, requested: str = "auto",
+                   source: str | None = None) -> str:
     """The metric `requested`, checked against the outputs and labels; for "auto", accuracy when
     labels exist, else agreement for classifier-like outputs (2-D, several columns), else cosine.
     An embedding model also has 2-D outputs: ask for cosine (--metric cosine)."""
@@ -54,7 +55,7 @@ def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None, reque
     if classifier and labels is not None:
         if labels.max(initial=0) >= primary.shape[1] or labels.min(initial=0) < 0:
             raise DataError(
-                f"labels range {labels.min()}..{labels.max()}, but the model scores "
+                (f"{source}: " if source else "") + f"labels range {labels.min()}..{labels.max()}, but the model scores "
                 f"{primary.shape[1]} classes (0..{primary.shape[1] - 1})"
             )
         return "accuracy"

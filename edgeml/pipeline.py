@@ -3,33 +3,43 @@
     load model -> load data -> export to ONNX + parity check (PyTorch models)
       -> reference row (the original) -> for each candidate of the target: build, validate,
       profile -> select -> bundle + report, all written atomically into OUT.
+
+The export and every build go through the cache (edgeml.cache), keyed by what determines them,
+so a rerun restores them; validation and profiling always run anew.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import inspect
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import edgeml
+from edgeml import cache as caching
 from edgeml import data as data_mod
 from edgeml import plan
 from edgeml.bundle import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
-from edgeml.errors import EdgemlError, TargetError, first_line
+from edgeml.errors import FULL_DISK, EdgemlError, TargetError, first_line
 from edgeml.evaluate import compare, predict, quality_metric
-from edgeml.models import SourceModel, load_model, onnx_input_specs, onnx_output_specs
+from edgeml.hashing import sha256_arrays, sha256_file
+from edgeml.models import SourceModel, load_model, safe_loading, onnx_input_specs, onnx_output_specs
 from edgeml.outdir import AtomicOutput
 from edgeml.profiling import MeasureConfig, machine_info, measure_latency
 from edgeml.progress import Reporter
@@ -60,14 +70,19 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
              calib_data: str | Path | None = None, eval_data: str | Path | None = None,
              train_data: str | Path | None = None, preprocess: str | None = None,
              out: str | Path | None = None, force: bool = False, reporter: Reporter | None = None,
-             debug: bool = False, track: str | None = None, **settings: Any) -> Run:
+             debug: bool = False, track: str | None = None, cache: bool = True,
+             cache_dir: str | Path | None = None, cache_max_bytes: int | None = None, safe: bool = False,
+             **settings: Any) -> Run:
     """Optimize `model` for a target; write OUT/bundle/, OUT/report.json and OUT/report.md.
 
     `model` is a path (ONNX, .pt2, TorchScript), a `package.module:factory` string (with
     `weights`), or a torch.nn.Module; or pass `example="digits"` for the built-in example.
     `recipe` (a Recipe or a YAML file) holds the settings; keyword `settings` (the Recipe's
     fields: target, precision, prune, max_accuracy_drop, threads, ...) override it.
-    `track="mlflow"` logs the finished run to MLflow (see edgeml.tracking). Returns the run record.
+    `track="mlflow"` logs the finished run to MLflow (see edgeml.tracking). With `cache` on, the exported
+    ONNX model and the candidates' builds are kept in `cache_dir` (default: edgeml.cache.cache_dir(); at most
+    `cache_max_bytes`, default $EDGEML_CACHE_MAX_BYTES or 5 GiB) and restored by a rerun. `safe=True` refuses
+    TorchScript and ExportedProgram files (programs that can run code when loaded). Returns the run record.
     """
     recipe = _recipe(recipe, settings)
     _check_arguments(model, example, data, split, calib_data, eval_data, train_data)
@@ -76,11 +91,14 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
     threads = recipe.threads or os.cpu_count() or 1
     measure = MeasureConfig(seconds=recipe.measure_seconds)
     reporter = reporter or Reporter()
+    store = caching.Cache((cache_dir or caching.cache_dir()) if cache else None,
+                          caching.max_bytes() if cache_max_bytes is None else cache_max_bytes)
     config = {
         "model": _describe_arg(model), "example": example, "weights": _str(weights),
         "input_shapes": list(input_shapes), "data": _str(data), "split": split, "calib_data": _str(calib_data),
         "eval_data": _str(eval_data), "train_data": _str(train_data), "preprocess": preprocess,
         "recipe": recipe.to_dict(), "threads": threads, "measure": asdict(measure),
+        "cache": None if store.folder is None else str(store.folder),
     }
     out = Path(out) if out else Path("edgeml-out") / f"{example or _default_name(model)}-{recipe.target}"
 
@@ -88,7 +106,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         with reporter.step("Load model" if example is None else "Prepare the digits example"):
             source, calibration, evaluation, train = _load(model, example, weights, input_shapes, data, split,
                                                            calib_data, eval_data, train_data, preprocess,
-                                                           recipe.seed, reporter)
+                                                           recipe.seed, reporter, safe)
         candidates = _candidates(tgt, recipe)
         if not source.is_torch and all(c.needs_source for c in candidates):
             raise TargetError(f"target '{tgt.name}' converts PyTorch models and MODEL is ONNX: give the PyTorch "
@@ -104,7 +122,12 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         work.mkdir()
         stages = _compress(source, recipe, calibration, train, run, reporter)
         model_used = stages[-1][1] if stages else source
-        onnx_path = _onnx_model(model_used, evaluation, work, run, reporter)
+        source_key = _source_key(model_used) if model_used.is_torch else None
+        if model_used.is_torch and source_key is None and store.folder is not None:
+            reporter.warn("the model's code is not in a file, so it cannot be hashed: nothing of this run is "
+                          "cached")
+            store, run.config["cache"] = caching.Cache(None), None
+        onnx_path = _onnx_model(model_used, source_key, evaluation, work, run, reporter, store)
         plan.check_fits(profile, onnx_path)
         onnx_inputs, onnx_outputs = _onnx_specs(onnx_path)
         batch, fixed = _eval_batch(onnx_inputs)
@@ -115,7 +138,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             step.describe("Reference: evaluating")
             reference_runner = _reference_runner(source, onnx_path, threads)
             reference = predict(reference_runner, evaluation, batch, fixed)
-            metric = quality_metric(reference, evaluation.labels, recipe.metric)
+            metric = quality_metric(reference, evaluation.labels, recipe.metric, evaluation.source)
             ref_row = Row("original", backend, "fp32", "reference", backend_version=package_version(backend),
                           method=f"the {source.kind.replace('_', ' ')} as given"
                                  + (", PyTorch eager" if source.is_torch else ", ONNX Runtime"))
@@ -153,6 +176,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method),
                                source=model_used if model_used.is_torch else None,
                                max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
+        build = partial(_build, onnx_path=onnx_path, store=store,
+                        identity={"onnx": _onnx_digest(onnx_path), "source": source_key, "seed": recipe.seed})
         artifacts: dict[str, Artifact] = {}
         judged: dict[str, Judged] = {}
         repairs: list[tuple[Candidate, Row]] = []       # INT8 candidates that broke the budget
@@ -178,7 +203,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             with reporter.step(f"Candidate {candidate.name}") as step:
                 try:
                     artifact, judged[candidate.name] = _build_and_measure(
-                        row, candidate, local, onnx_path, work / candidate.name, context, evaluation, reference,
+                        row, candidate, local, build, work / candidate.name, context, evaluation, reference,
                         ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure, step)
                     artifacts[candidate.name] = artifact
                     row.predicted = plan.predict(onnx_path, profile, candidate.computes_in or candidate.precision,
@@ -193,7 +218,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 except EdgemlError:
                     raise
                 except Exception as e:
-                    if debug:
+                    if debug or (isinstance(e, OSError) and e.errno in FULL_DISK):
                         raise
                     row.status, row.reason = "failed", f"{type(e).__name__}: {first_line(e)}"
                     step.fail(row.reason)
@@ -214,7 +239,9 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                         reference_on_calibration = predict(reference_runner, calibration, batch, fixed)
                     tuned = tune(candidate, onnx_path, work / f"{candidate.name}-tuning", context,
                                  reference_on_calibration, batch, fixed, sample, threads, recipe.max_accuracy_drop,
-                                 recipe.tuning_budget, step, metric, built=artifacts[candidate.name], beat=beat)
+                                 recipe.tuning_budget, step, metric, built=artifacts[candidate.name], beat=beat,
+                                 build=build)
+                    step.cached = bool(tuned.restored) and len(tuned.restored) == tuned.builds
                     mixed = _mixed_row(candidate, tuned, run, row)
                     if mixed is not None:
                         step.describe(f"{mixed.name}: evaluating")
@@ -226,7 +253,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 except EdgemlError:
                     raise
                 except Exception as e:
-                    if debug:
+                    if debug or (isinstance(e, OSError) and e.errno in FULL_DISK):
                         raise
                     run.tuning[candidate.name] = {"reason": f"the search failed: {type(e).__name__}: {first_line(e)}"}
                     step.fail(run.tuning[candidate.name]["reason"])
@@ -285,14 +312,38 @@ def _candidates(target: Target, recipe: Recipe) -> list[Candidate]:
     return chosen
 
 
-def _build_and_measure(row: Row, candidate: Candidate, local: bool, onnx_path: Path, folder: Path,
+def _build(candidate: Candidate, folder: Path, context: BuildContext, *, onnx_path: Path, store: caching.Cache,
+           identity: dict) -> tuple[Artifact, bool]:
+    """`candidate`'s build of `onnx_path` into `folder`, or the same build restored from the cache; and
+    whether it was restored. `identity` names the model and the seed; the key adds what the build is given
+    (calibration data, INT8 settings including the layers kept in float, budget, device profile) and the
+    versions of the packages that build it."""
+    modules = candidate.backend.modules + candidate.needs + (candidate.check_with.modules if candidate.check_with
+                                                             else ())
+    name = caching.entry_name(
+        f"build-{candidate.name}", **identity, calibration=context.calibration.sha256, int8=asdict(context.int8),
+        max_accuracy_drop=context.max_accuracy_drop,
+        profile=None if context.profile is None else context.profile.to_dict(),
+        packages={m: package_version(m) for m in sorted(set(PACKAGES + modules))})
+
+    def make() -> dict:
+        artifact = candidate.build(onnx_path, folder, context)
+        return {"backend": artifact.backend, "precision": artifact.precision, "entry": artifact.entry,
+                "runtime_config": artifact.runtime_config}
+    stored, restored = store.fetch(name, folder, make)
+    return Artifact(folder=folder, **stored), restored
+
+
+def _build_and_measure(row: Row, candidate: Candidate, local: bool,
+                       build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], folder: Path,
                        context: BuildContext,
                        evaluation: Dataset, reference: list[np.ndarray], reference_quality: float, metric: str,
                        batch: int, fixed: bool, sample: dict, threads: int, measure: MeasureConfig,
                        step) -> tuple[Artifact, Judged]:
     step.describe(f"{candidate.name}: building")
     started = time.perf_counter()
-    artifact = candidate.build(onnx_path, folder, context)
+    artifact, row.cached = build(candidate, folder, context)
+    step.cached = row.cached
     row.build_seconds = round(time.perf_counter() - started, 3)
     step.describe(f"{candidate.name}: evaluating")
     return artifact, _measure_artifact(row, candidate, local, artifact, evaluation, reference, reference_quality,
@@ -345,13 +396,15 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | 
         "data": "calibration data: ranges, sensitivity and the budget check during the search; "
                 "evaluation data: the final numbers in the candidate table",
         "row": f"{candidate.name}-mixed" if kept else None,
+        "cached_builds": len(tuned.restored),
     }
     if not kept:
         return None
     mixed = Row(f"{candidate.name}-mixed", candidate.backend.name, f"{candidate.precision}+fp32", "candidate",
                 method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 to meet the "
                        f"accuracy budget: {', '.join(kept)}",
-                backend_version=row.backend_version, build_seconds=round(result.seconds, 3))
+                backend_version=row.backend_version, build_seconds=round(result.seconds, 3),
+                cached=kept in tuned.restored)
     run.rows.append(mixed)
     return mixed
 
@@ -371,7 +424,7 @@ def _check_arguments(model, example, data, split, calib_data, eval_data, train_d
 
 
 def _load(model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess, seed,
-          reporter: Reporter) -> tuple[SourceModel, Dataset, Dataset, Dataset | None]:
+          reporter: Reporter, safe: bool) -> tuple[SourceModel, Dataset, Dataset, Dataset | None]:
     if example is not None:
         from edgeml.examples import digits_example, digits_source
 
@@ -382,7 +435,8 @@ def _load(model, example, weights, input_shapes, data, split, calib_data, eval_d
                             "evaluation = test split, training = train split")
         return source, ex.validation, ex.test, ex.train
 
-    source = load_model(model, weights, input_shapes)
+    with safe_loading() if safe else contextlib.nullcontext():
+        source = load_model(model, weights, input_shapes)
     if source.kind == "factory" and source.path is None:
         reporter.warn(f"no --weights given: using the weights {model}() creates")
 
@@ -448,20 +502,55 @@ def _compress(source: SourceModel, recipe: Recipe, calibration: Dataset, train: 
     return stages
 
 
-def _onnx_model(source: SourceModel, evaluation: Dataset, work: Path, run: Run, reporter: Reporter) -> Path:
-    """The ONNX model the candidates are built from: the given file, or the export."""
+def _onnx_model(source: SourceModel, source_key: dict | None, evaluation: Dataset, work: Path, run: Run,
+                reporter: Reporter, store: caching.Cache) -> Path:
+    """The ONNX model the candidates are built from: the given file, or the export (restored from the cache
+    when the same model, example inputs and exporter versions made it before)."""
     if not source.is_torch:
         return source.path
     from edgeml.export import export_onnx
 
-    path = work / "exported.onnx"
-    with reporter.step("Export to ONNX"):
-        example = {k: data_mod.at_least_two(v) for k, v in evaluation.feeds(0, 2).items()}
+    folder = work / "export"                    # with the external data files the exporter may write
+    path = folder / "exported.onnx"
+    example = {k: data_mod.at_least_two(v) for k, v in evaluation.feeds(0, 2).items()}
+    name = caching.entry_name("export", source=source_key, example=sha256_arrays(example),
+                              packages={p: package_version(p) for p in ("torch", "onnx", "onnxscript")})
+
+    def make() -> dict:
+        folder.mkdir()
         result = export_onnx(source, path, example)
-    for note in result.notes:
+        return {"exporter": result.exporter, "output_names": result.output_names, "notes": result.notes}
+    with reporter.step("Export to ONNX") as step:
+        exported, step.cached = store.fetch(name, folder, make)
+    for note in exported["notes"]:
         reporter.warn(note)
-    run.export = {"exporter": result.exporter, "output_names": result.output_names, "notes": result.notes}
+    run.export = {**exported, "cached": step.cached}
     return path
+
+
+def _source_key(source: SourceModel) -> dict | None:
+    """What identifies a PyTorch model in cache keys: its hash and inputs and, for Python code (a module's
+    class, a factory), the hash of the files that define it; None when one is not in a file."""
+    key = {"kind": source.kind, "sha256": source.sha256, "inputs": [s.to_dict() for s in source.inputs]}
+    if source.kind in ("factory", "module"):
+        names = {type(source.module).__module__}
+        if source.kind == "factory":
+            names.add(source.reload["model"].split(":")[0])
+        try:
+            key["code"] = {name: sha256_file(Path(inspect.getsourcefile(sys.modules[name]))) for name in sorted(names)}
+        except (KeyError, TypeError, OSError):
+            return None
+    return key
+
+
+def _onnx_digest(path: Path) -> dict[str, str]:
+    """sha256 of an ONNX model file and of each external data file it names."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    external = {e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                for e in t.external_data if e.key == "location"}
+    return {name: sha256_file(path.parent / name) for name in sorted(external | {path.name})}
 
 
 def _onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -18,6 +18,7 @@ class Step:
     def __init__(self, progress: Progress | None, task):
         self._progress, self._task = progress, task
         self.failure: str | None = None
+        self.cached = False          # its result was restored from the cache
 
     def fail(self, reason: str) -> None:
         """Mark the step as failed without stopping the run (shown with a cross)."""
@@ -64,11 +65,13 @@ class Reporter:
             if self._progress is not None:
                 self._progress.remove_task(task)
         seconds = time.perf_counter() - start
-        self.steps.append({"step": title, "seconds": round(seconds, 3), "failure": handle.failure})
+        self.steps.append({"step": title, "seconds": round(seconds, 3), "failure": handle.failure,
+                           "cached": handle.cached})
         if handle.failure:
             self.warnings.append(f"{title}: {handle.failure}")
         if self.console is not None:
-            mark = f"[red]✗[/red] {title}: {handle.failure}" if handle.failure else f"[green]✓[/green] {title}"
+            mark = (f"[red]✗[/red] {title}: {handle.failure}" if handle.failure else
+                    f"[green]✓[/green] {title}" + (" (cached)" if handle.cached else ""))
             self.console.print(f"{mark} [dim]({seconds:.1f} s)[/dim]")
 
     def warn(self, message: str) -> None:

@@ -28,7 +28,8 @@ class Row:
     predicted: dict | None = None              # roofline prediction for the profile's device (never measured)
     size_bytes: int | None = None
     peak_memory_bytes: int | None = None
-    build_seconds: float | None = None
+    build_seconds: float | None = None         # the time to build it, or to restore it from the cache
+    cached: bool = False                       # its build was restored from the cache
     selected: bool = False
 
 

@@ -62,7 +62,8 @@ def render_markdown(run: dict) -> str:
     if run["export"]:
         exp = run["export"]
         lines += ["", "## Export and parity", "",
-                  f"- exported with torch.onnx.export ({exp['exporter']} exporter)"]
+                  f"- exported with torch.onnx.export ({exp['exporter']} exporter)"
+                  + (" (from cache)" if exp.get("cached") else "")]
         lines += [f"- {n}" for n in exp["notes"]]
         parity = exp.get("parity")
         if parity:
@@ -239,7 +240,8 @@ def latency_table(run: dict) -> tuple[list[str], list[list[str]]]:
             r["name"], f"{_ms(lat['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(lat["p99_ms"]),
             str(lat["runs"]), f"{lat['throughput_per_s']:.0f}",
             _mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
-            f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH,
+            (f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH)
+            + (" (from cache)" if r.get("cached") else ""),
         ])
     return header, table
 
@@ -311,8 +313,10 @@ def tuning_notes(tuning: dict) -> list[str]:
                "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
                f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
                f"{_drop(best['drop'], metric)} on the calibration data")
+    cached = tuning.get("cached_builds")
     return [(f"plain INT8 broke the budget on the evaluation data; the search {outcome}, "
-             f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"),
+             f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
+             + (f" ({cached} build(s) from cache)" if cached else "")),
             f"{tuning['data']}; {metric} there"]
 
 

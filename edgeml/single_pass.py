@@ -123,7 +123,7 @@ def _record(command: str, source: SourceModel, result: SourceModel, evaluation: 
             outputs = {name: predict(open_source(m, torch.get_num_threads()), evaluation, BATCH)
                        for name, m in models.items()}
             reference = outputs["original"]
-            metric = quality_metric(reference, evaluation.labels)
+            metric = quality_metric(reference, evaluation.labels, source=evaluation.source)
             record["evaluation"] = {"data": evaluation.describe(), "metric": metric,
                                     "models": {name: compare(o, reference, evaluation.labels)
                                                for name, o in outputs.items()}}

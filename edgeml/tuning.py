@@ -8,6 +8,7 @@ briefly. The evaluation data is kept for judging the result, never for choosing 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,17 +30,21 @@ class Tuned:
     result: SearchResult
     artifact: Artifact          # the best configuration's build
     metric: str                 # the quality metric on the tuning data
+    builds: int                 # configurations built for the search (the reused full INT8 build not counted)
+    restored: set[tuple[str, ...]]   # those whose build came from the cache (layers kept in float)
 
 
 def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
-         built: Artifact | None = None, beat: tuple[str, float] | None = None) -> Tuned:
+         built: Artifact | None = None, beat: tuple[str, float] | None = None, *,
+         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]]) -> Tuned:
     """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget.
 
     `metric` is the run's; accuracy falls back to the automatic choice when the calibration data has no labels.
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
-    the fastest candidate already within the budget (see `search`).
+    the fastest candidate already within the budget (see `search`). `build(candidate, folder, context)` makes
+    each configuration: (artifact, whether it was restored from the cache).
     """
     tuning: Dataset = context.calibration
     metric = quality_metric(reference_outputs, tuning.labels,
@@ -47,12 +52,18 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
     layers = candidate.layers(onnx_path)
     artifacts: dict[tuple[str, ...], Artifact] = {}
+    builds, restored = [], set()                 # the configurations built, and those the cache gave
 
     def evaluate(excluded: tuple[str, ...], purpose: str) -> Trial:
         step.describe(f"{candidate.name}: accuracy budget, trial {len(artifacts) + 1} ({purpose})")
         settings = replace(context, int8=replace(context.int8, exclude=excluded))
-        artifact = built if built is not None and not excluded else \
-            candidate.build(onnx_path, work / f"trial-{len(artifacts):03d}", settings)
+        if built is not None and not excluded:
+            artifact = built
+        else:
+            artifact, cached = build(candidate, work / f"trial-{len(artifacts):03d}", settings)
+            builds.append(excluded)
+            if cached:
+                restored.add(excluded)
         runner = candidate.backend.open(artifact, threads)
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
         latency = measure_latency(lambda: runner.run(sample), TRIAL_MEASURE)
@@ -70,4 +81,4 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
     for excluded, artifact in artifacts.items():
         if excluded != result.best.excluded and artifact is not built:
             shutil.rmtree(artifact.folder, ignore_errors=True)
-    return Tuned(result, best, metric)
+    return Tuned(result, best, metric, len(builds), restored)

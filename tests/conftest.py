@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
-    """Keep the example's trained weights out of the user's cache."""
+    """Keep the example's trained weights and the runs' cached exports and builds out of the user's cache:
+    one cache for the session, shared by every test that does not name its own."""
     os.environ["EDGEML_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 

@@ -316,10 +316,10 @@ CASES = [
          2, r"distillation: .*data\.npz has 1 sample\(s\); at least 2 are needed"),
     Case("labels out of range", lambda t, f: _onnx(
         f, "--eval-data", _npz(t, input=_images(4), labels=np.array([0, 1, 2, 7]))),
-         2, r"labels range 0\.\.7, but the model scores 3 classes \(0\.\.2\)"),
+         2, r"data\.npz: labels range 0\.\.7, but the model scores 3 classes \(0\.\.2\)"),
     Case("negative labels", lambda t, f: _onnx(
         f, "--eval-data", _npz(t, input=_images(4), labels=np.array([0, -1, 2, 1]))),
-         2, r"labels range -1\.\.2, but the model scores 3 classes"),
+         2, r"data\.npz: labels range -1\.\.2, but the model scores 3 classes"),
     Case("training labels out of range", lambda t, f: _factory(
         "--distill", "--train-data", _npz(t, input=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([0, 1, 2, 10]))),
          2, r"distillation: .*data\.npz \(training split, rest\) labels must be 3 class indices from 0 to 9"),
@@ -453,6 +453,15 @@ def test_torch_programs_load_after_a_warning(tiny, tmp_path):
         assert "load it only from a source you trust" in lines[0] and "--safe" in lines[0]
         assert result.exit_code == 2 and lines[-1] == f"error: data not found: {tmp_path / 'no.npz'}"
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_python_api_refuses_programs_when_safe(tiny, tmp_path):
+    import edgeml
+    from edgeml.errors import ModelError
+
+    with pytest.raises(ModelError, match="--safe refuses it"):
+        edgeml.optimize(str(tiny["tiny.pt2"]), safe=True, out=tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zz_results_table():

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-FLAGS = ["--precision", "int8", "--threads", "1", "--measure-seconds", "0.05"]
+FLAGS = ["--precision", "int8", "--threads", "1", "--measure-seconds", "0.05", "--no-cache"]   # builds, not restores
 
 
 def _optimize(out, *args) -> dict:
