@@ -3,8 +3,9 @@
 The peers follow each tool's documented default recipe; `Method.call` says which call was used. The
 ONNX-based peers all start from one FP32 export (`torch.onnx.export`, dynamo exporter, symbolic batch,
 via `edgeml.export.export_onnx`); its time is the ONNX Runtime FP32 row's build time and is not counted
-again in the others. edgeml's rows are whole `edgeml.optimize` calls, timed from the PyTorch model to
-the bundle, whose artifact is then loaded through `edgeml.targets.BACKENDS`.
+again in the others. edgeml's rows are whole `edgeml.optimize` calls with its build cache off (a cold
+run), timed from the PyTorch model to the bundle, whose artifact is then loaded through
+`edgeml.targets.BACKENDS`.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def _edgeml(target: str, **settings) -> Callable[[Context], Built]:
         started = time.perf_counter()
         run = edgeml.optimize(case.model, weights=case.weights, input_shapes=case.input_shapes, target=target,
                               threads=ctx.threads, max_accuracy_drop=case.max_drop, metric=case.metric, out=ctx.folder,
-                              force=True,
+                              force=True, cache=False,
                               reporter=Reporter(Console()), **files, **settings)
         seconds = time.perf_counter() - started
         bundle = ctx.folder / "bundle"
