@@ -48,8 +48,8 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
          "distillation when asked, and writing the bundle."),
         ("- **Size**: the model's files on disk (ONNX; OpenVINO IR .xml + .bin; .tflite; .pt2; PyTorch eager: the "
          "state_dict's tensors; edgeml: the bundle's model files, without its reference.npz and run.py)."),
-        ("- **edgeml**: each call gets the model's budget as `max_accuracy_drop`, its metric as `metric`, and the same calibration and "
-         "evaluation data; its bundle's artifact is loaded through `edgeml.targets.BACKENDS[name].open(Artifact(...))` "
+        ("- **edgeml**: each call gets the model's budget as `max_accuracy_drop`, its metric as `metric`, and the "
+         "same calibration and evaluation data; its bundle's artifact is loaded through `edgeml.targets.BACKENDS[name].open(Artifact(...))` "
          "and timed in the same rounds as the peers. edgeml judges its candidates on the `eval_data` it is given "
          "(here the evaluation data) to pick one; the peers' recipes are fixed, and INC tunes on the calibration data."),
         "",
