@@ -54,10 +54,9 @@ def quality_metric(reference: list[np.ndarray], labels: np.ndarray | None, reque
         return "agreement"
     if classifier and labels is not None:
         if labels.max(initial=0) >= primary.shape[1] or labels.min(initial=0) < 0:
-            raise DataError(
-                (f"{source}: " if source else "") + f"labels range {labels.min()}..{labels.max()}, but the model scores "
-                f"{primary.shape[1]} classes (0..{primary.shape[1] - 1})"
-            )
+            where = f"{source}: " if source else ""
+            raise DataError(f"{where}labels range {labels.min()}..{labels.max()}, but the model scores "
+                            f"{primary.shape[1]} classes (0..{primary.shape[1] - 1})")
         return "accuracy"
     return "agreement" if classifier else "cosine"
 

@@ -242,7 +242,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                                  recipe.tuning_budget, step, metric, built=artifacts[candidate.name], beat=beat,
                                  build=build)
                     step.cached = bool(tuned.restored) and len(tuned.restored) == tuned.builds
-                    mixed = _mixed_row(candidate, tuned, run, row)
+                    # A mixed row that misses the budget matters only when no candidate is within it.
+                    mixed = _mixed_row(candidate, tuned, run, row, needed=tuned.result.met or beat is None)
                     if mixed is not None:
                         step.describe(f"{mixed.name}: evaluating")
                         judged[mixed.name] = _measure_artifact(
@@ -387,10 +388,10 @@ def _fastest_within(rows: list[Row], max_drop: float) -> tuple[str, float] | Non
     return None if best is None else (best.name, best.latency["p50_ms"])
 
 
-def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | None:
-    """Record the search; a new row when it kept layers in float (None when nothing changed)."""
+def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool) -> Row | None:
+    """Record the search; a new row when it kept layers in float and the row is `needed` (else None)."""
     result = tuned.result
-    kept = result.best.excluded
+    kept = result.best.excluded if needed else ()
     run.tuning[candidate.name] = {
         **result.to_dict(), "metric": tuned.metric,
         "data": "calibration data: ranges, sensitivity and the budget check during the search; "
@@ -401,8 +402,9 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row) -> Row | 
     if not kept:
         return None
     mixed = Row(f"{candidate.name}-mixed", candidate.backend.name, f"{candidate.precision}+fp32", "candidate",
-                method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 to meet the "
-                       f"accuracy budget: {', '.join(kept)}",
+                method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 "
+                       + ("to meet the accuracy budget" if result.met else "(the closest to the budget it found)")
+                       + f": {', '.join(kept)}",
                 backend_version=row.backend_version, build_seconds=round(result.seconds, 3),
                 cached=kept in tuned.restored)
     run.rows.append(mixed)

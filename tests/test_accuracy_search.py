@@ -24,11 +24,19 @@ def test_bisection_keeps_the_fewest_layers_that_meet_the_budget():
 def test_search_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
     alone = search(LAYERS, evaluate, 0.031, 60, local_errors=lambda: ERRORS)
     beaten = search(LAYERS, evaluate, 0.031, 60, local_errors=lambda: ERRORS, beat=("other", 1.15))
-    assert not beaten.met and beaten.stopped.startswith("slower than other")
+    assert beaten.stopped.startswith("slower than other") and beaten.best.p50_ms >= 1.15
     assert len(beaten.trials) < len(alone.trials)
-    assert all(t.p50_ms < 1.15 for t in beaten.trials[:-1])     # it stopped at the first one too slow
+    bisection = [t for t in beaten.trials if "largest local error" in t.purpose]
+    assert [t.p50_ms < 1.15 for t in bisection] == [True, False]    # it stopped at the first one too slow
 
 
 def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
     result = search(LAYERS, evaluate, 0.031, 60, local_errors=lambda: ERRORS, beat=("other", 5.0))
     assert result.met and result.best.p50_ms < 5.0
+
+
+def test_search_stops_when_even_every_layer_in_float_misses_the_budget():
+    result = search(LAYERS, lambda excluded, purpose: evaluate((), purpose), 0.031, 60,
+                    local_errors=lambda: ERRORS)
+    assert not result.met and result.stopped.startswith("out of reach: with all 24 layers in float")
+    assert [t.purpose for t in result.trials] == ["all layers quantized", "all 24 layers in float"]

@@ -32,26 +32,27 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
         "",
         "How it is measured:",
         "",
-        (f"- **Latency**: per model, every method is timed once per round, {args.rounds} rounds, the order rotated each "
-         f"round (`edgeml.profiling.measure_latency`: warm-up, then at least {args.measure_seconds:g} s of single "
-         "calls). p50 is the median of the rounds' p50s, p90 the median of their p90s; the 95% CIs (of p50s and of "
-         "speed-ups) are a two-level bootstrap: rounds, then each round's calls, paired by round between methods. "
-         "Every round's p50 is in results/peers.json."),
-        ("- **Quality**: on held-out data that no tool calibrated or tuned on (per model below), against PyTorch FP32. "
-         "The budgets were fixed before the run; a method outside its budget is marked ✗ and is never the fastest "
-         "peer."),
+        (f"- **Latency**: per model, every method is timed once per round, {args.rounds} rounds, the order rotated "
+         f"each round (`edgeml.profiling.measure_latency`: warm-up, then at least {args.measure_seconds:g} s of "
+         "single calls). p50 is the median of the rounds' p50s, p90 the median of their p90s; the 95% CIs (of p50s "
+         "and of speed-ups) are a two-level bootstrap: rounds, then each round's calls, paired by round between "
+         "methods. Every round's p50 is in results/peers.json."),
+        ("- **Quality**: on held-out data that no tool calibrated or tuned on (per model below), against PyTorch "
+         "FP32. The budgets were fixed before the run; a method outside its budget is marked ✗ and is never the "
+         "fastest peer."),
         ("- **Build s**: the wall time the tool took to make its model. The ONNX-based peers start from one FP32 "
          "export (`torch.onnx.export`, dynamo), whose time is the ONNX Runtime FP32 row's and is not counted again. "
-         "edgeml's rows are the whole `edgeml.optimize` call, with its build cache off: loading the model, export and parity check, the "
-         "reference row, building, judging and timing (1 s each, plus a memory probe in a fresh process) every "
-         "candidate of the target, the accuracy-budget search when a candidate misses the budget, pruning and "
-         "distillation when asked, and writing the bundle."),
+         "edgeml's rows are the whole `edgeml.optimize` call, with its build cache off: loading the model, export "
+         "and parity check, the reference row, building, judging and timing (1 s each, plus a memory probe in a "
+         "fresh process) every candidate of the target, the accuracy-budget search when a candidate misses the "
+         "budget, pruning and distillation when asked, and writing the bundle."),
         ("- **Size**: the model's files on disk (ONNX; OpenVINO IR .xml + .bin; .tflite; .pt2; PyTorch eager: the "
          "state_dict's tensors; edgeml: the bundle's model files, without its reference.npz and run.py)."),
         ("- **edgeml**: each call gets the model's budget as `max_accuracy_drop`, its metric as `metric`, and the "
-         "same calibration and evaluation data; its bundle's artifact is loaded through `edgeml.targets.BACKENDS[name].open(Artifact(...))` "
-         "and timed in the same rounds as the peers. edgeml judges its candidates on the `eval_data` it is given "
-         "(here the evaluation data) to pick one; the peers' recipes are fixed, and INC tunes on the calibration data."),
+         "same calibration and evaluation data; its bundle's artifact is loaded through "
+         "`edgeml.targets.BACKENDS[name].open(Artifact(...))` and timed in the same rounds as the peers. edgeml "
+         "judges its candidates on the `eval_data` it is given (here the evaluation data) to pick one; the peers' "
+         "recipes are fixed, and INC tunes on the calibration data."),
         "",
         "## Headline",
         "",

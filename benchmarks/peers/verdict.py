@@ -76,7 +76,8 @@ def targets(results: list[dict]) -> list[dict]:
             speed = line.get("speedup")
             ok = speed is not None and speed["ratio"] >= least and bool(line["within_budget"])
             met &= ok
-            measured = "—" if speed is None else f"{speed['ratio']:.2f}x ({speed['ci95'][0]:.2f}–{speed['ci95'][1]:.2f})"
+            measured = ("—" if speed is None else
+                        f"{speed['ratio']:.2f}x ({speed['ci95'][0]:.2f}–{speed['ci95'][1]:.2f})")
             parts.append(f"{result['title']}: {measured}"
                          + ("" if line["within_budget"] or line["status"] != "ok" else " (outside budget)"))
             if not ok:

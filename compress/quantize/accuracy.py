@@ -11,6 +11,9 @@ caller can measure each layer's local error in the fully quantized model in one 
 ranked by that instead, and the number of most sensitive layers kept in float is found by
 doubling and then bisection (a few builds, not one per layer).
 
+Before any of that, one build keeps every layer in float: when even that misses the budget (the
+loss is in ops the search does not control), no search can meet it, and it stops there.
+
 When the caller already has a faster configuration within the budget (another candidate), the
 search stops at the first trial that misses the budget and is no faster than it: keeping more
 layers in float only makes it slower.
@@ -44,7 +47,8 @@ class Trial:
 class SearchResult:
     best: Trial
     met: bool
-    stopped: str                 # budget met | all layers tried | time budget | slower than <candidate>
+    # budget met | all layers tried | time budget | out of reach: ... | slower than <candidate> ...
+    stopped: str
     # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass)
     sensitivity: list[dict] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
@@ -100,10 +104,13 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
     if hopeless(full):
         return finish(hopeless(full), [])
+    names = tuple(name for name, _ in layers)
+    ceiling = trial(names, f"all {len(names)} layers in float")
+    if ceiling.drop > max_drop:
+        return finish(f"out of reach: with all {len(names)} layers in float the drop is still {ceiling.drop:.4f}", [])
     if local_errors is not None and len(layers) > TRIALS_UP_TO:
         return _bisect(layers, local_errors(), trial, out_of_time, hopeless, finish, max_drop)
 
-    names = tuple(name for name, _ in layers)
     sensitivity = []
     for name, op in layers:
         if out_of_time():
@@ -129,16 +136,16 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
 def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, finish,
             max_drop: float) -> SearchResult:
-    """Keep the k layers with the largest local error in float, for the smallest k that meets the budget:
-    k = 1, 2, 4, ... until one does, then bisection between the last two."""
+    """Keep the k layers with the largest local error in float, for the smallest k that meets the budget
+    (all of them do): k = 1, 2, 4, ... until one does, then bisection between the last two."""
     sensitivity = [{"layer": name, "op": op, "local_error": errors.get(name, 0.0)} for name, op in layers]
     ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: -s["local_error"])]
 
     def attempt(k: int):
         return trial(tuple(ranked[:k]), f"{k} layer(s) with the largest local error in float")
 
-    failed, met, k = 0, None, 1
-    while met is None:
+    failed, met, k = 0, len(ranked), 1
+    while k < met:
         if out_of_time():
             return finish("time budget", sensitivity)
         t = attempt(k)
@@ -146,10 +153,8 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
             met = k
         elif hopeless(t):
             return finish(hopeless(t), sensitivity)
-        elif k == len(ranked):
-            return finish("all layers tried", sensitivity)
         else:
-            failed, k = k, min(2 * k, len(ranked))
+            failed, k = k, 2 * k
     while met - failed > 1:
         if out_of_time():
             return finish("time budget", sensitivity)
