@@ -14,3 +14,13 @@ def test_python_api_returns_the_record_the_cli_renders(digits, tmp_path, capsys)
     assert run.reference.peak_memory_bytes is None
     assert "not measured" in (tmp_path / "out" / "report.md").read_text()
     assert any("no evaluation data" in w for w in run.warnings)
+
+
+def test_evaluation_batches_shrink_for_large_inputs():
+    from edgeml.pipeline import _eval_batch
+    from edgeml.specs import TensorSpec
+
+    assert _eval_batch([TensorSpec("x", (None, 1, 28, 28), "float32")]) == (32, False)
+    assert _eval_batch([TensorSpec("x", (None, 3, 224, 224), "float32")]) == (3, False)
+    assert _eval_batch([TensorSpec("ids", (None, 128), "int64"), TensorSpec("mask", ("b", 128), "int64")]) == (32, False)
+    assert _eval_batch([TensorSpec("x", (4, 3, 224, 224), "float32")]) == (4, True)
