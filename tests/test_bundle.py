@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from archives import link, malicious
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
@@ -222,22 +222,6 @@ def test_verify_checks_the_manifest(copy, tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.stderr
     (tmp_path / "empty").mkdir()
     assert cli("verify", tmp_path / "empty").exit_code == 2
-
-
-def malicious(path: Path, member: tarfile.TarInfo, data: bytes = b"x") -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo("bundle/manifest.json")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"{}"))
-        member.size = len(data) if member.isfile() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
-    return path
-
-
-def link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info
 
 
 def device(name: str) -> tarfile.TarInfo:

@@ -10,7 +10,6 @@ that carry code (pickles, YAML tags) also check that the code never ran.
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from archives import link, malicious
 from click.testing import CliRunner
 
 MARKER = "PWNED"
@@ -193,20 +193,7 @@ def _recipe(tmp: Path, text: str) -> Path:
 
 
 def _archive(tmp: Path, member: tarfile.TarInfo, data: bytes = b"x") -> Path:
-    path = tmp / "x.edgeml.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        manifest = tarfile.TarInfo("bundle/manifest.json")
-        manifest.size = 2
-        tar.addfile(manifest, io.BytesIO(b"{}"))
-        member.size = len(data) if member.isfile() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
-    return path
-
-
-def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info
+    return malicious(tmp / "x.edgeml.tar.gz", member, data)
 
 
 def _existing_out(tmp: Path, tiny) -> list:
@@ -383,9 +370,9 @@ CASES = [
          lambda t, f: ["verify", _archive(t, tarfile.TarInfo(str(t / ESCAPED)))],
          2, r"refusing member '/.*/edgeml-escaped': absolute path"),
     Case("archive link leaving the folder",
-         lambda t, f: ["verify", _archive(t, _link("bundle/up", f"../../{ESCAPED}"))],
+         lambda t, f: ["verify", _archive(t, link("bundle/up", f"../../{ESCAPED}"))],
          2, r"refusing member 'bundle/up': a link \(to '\.\./\.\./edgeml-escaped'\)"),
-    Case("archive hard link", lambda t, f: ["verify", _archive(t, _link("bundle/h", "/etc/passwd", tarfile.LNKTYPE))],
+    Case("archive hard link", lambda t, f: ["verify", _archive(t, link("bundle/h", "/etc/passwd", tarfile.LNKTYPE))],
          2, r"refusing member 'bundle/h': a link \(to '/etc/passwd'\)"),
     Case("truncated archive", lambda t, f: ["verify", _write(t / "x.tar.gz", _archive(t, tarfile.TarInfo(
         "bundle/a")).read_bytes()[:60])], 2, r"cannot read .*x\.tar\.gz as a \.tar\.gz"),
