@@ -36,14 +36,15 @@ def test_keeps_the_most_sensitive_layers_in_float_until_the_budget_is_met():
     ranked = [s["layer"] for s in sorted(result.sensitivity, key=lambda s: -s["drop_when_only_this_is_int8"])]
     assert ranked == ["fc1", "fc2", "conv1", "conv2"]
     assert [s["drop_when_only_this_is_int8"] for s in result.sensitivity] == [0.002, 0.001, 0.03, 0.02]
-    # all quantized, one sensitivity trial per layer, then fallback steps {fc1} and {fc1, fc2}
-    assert [len(t.excluded) for t in result.trials] == [0, 3, 3, 3, 3, 1, 2]
+    # all quantized, all in float, one sensitivity trial per layer, then fallback steps {fc1} and {fc1, fc2}
+    assert [len(t.excluded) for t in result.trials] == [0, 4, 3, 3, 3, 3, 1, 2]
 
 
-def test_says_when_the_budget_cannot_be_met_and_returns_the_best_found():
+def test_stops_when_even_every_layer_in_float_misses_the_budget():
     costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
     result = search(LAYERS, quality_model(costs), -1.0, 60)        # a budget nothing meets
-    assert not result.met and result.stopped == "all layers tried"
+    assert not result.met and result.stopped.startswith("out of reach: with all 4 layers in float")
+    assert [len(t.excluded) for t in result.trials] == [0, 4]      # no sensitivity builds
     assert result.best.drop == min(t.drop for t in result.trials)
 
 
@@ -64,8 +65,9 @@ def test_time_budget_bounds_the_search():
     costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
     started = time.monotonic()
     result = search(LAYERS, quality_model(costs, delay=0.05), 0.0, 0.12)
-    assert result.stopped == "time budget" and not result.met
-    assert len(result.trials) < 1 + len(LAYERS) + len(LAYERS)
+    assert result.stopped == "time budget"
+    assert result.best.excluded == tuple(name for name, _ in LAYERS)  # only all-in-float met the budget so far
+    assert len(result.trials) < 2 + len(LAYERS) + len(LAYERS)
     assert time.monotonic() - started < 0.12 + 0.2          # finishes the trial running when time is up
 
 
@@ -83,8 +85,9 @@ def test_many_layers_are_ranked_by_local_error_and_bisected():
     assert result.met and result.stopped == "budget met"
     assert set(result.best.excluded) == {f"conv{3 * i}" for i in range(11)}
     assert {s["layer"]: s["local_error"] for s in result.sensitivity} == errors
-    # all quantized, then k = 1, 2, 4, 8, 16 (met), then bisection 12 (met), 10, 11 (met): 9 builds, not 40+
-    assert [len(t.excluded) for t in result.trials] == [0, 1, 2, 4, 8, 16, 12, 10, 11]
+    # all quantized, all in float, then k = 1, 2, 4, 8, 16 (met), then bisection 12 (met), 10, 11 (met):
+    # 10 builds, not 40+
+    assert [len(t.excluded) for t in result.trials] == [0, 40, 1, 2, 4, 8, 16, 12, 10, 11]
 
 
 def test_few_layers_keep_one_build_per_layer_even_with_local_errors():
@@ -93,9 +96,18 @@ def test_few_layers_keep_one_build_per_layer_even_with_local_errors():
     assert "drop_when_only_this_is_int8" in result.sensitivity[0]
 
 
-def test_bisection_says_when_no_prefix_meets_the_budget():
-    layers = many_layers(20)
-    result = search(layers, quality_model({name: 0.05 for name, _ in layers}), -1.0, 60,
-                    local_errors=lambda: {name: 1.0 for name, _ in layers})
-    assert not result.met and result.stopped == "all layers tried"
-    assert [len(t.excluded) for t in result.trials] == [0, 1, 2, 4, 8, 16, 20]
+def test_bisection_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
+    layers = many_layers(24)
+    costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
+    alone = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs)
+    beaten = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, beat=("other", 11.5))
+    assert beaten.stopped.startswith("slower than other") and len(beaten.trials) < len(alone.trials)
+    bisection = [t.p50_ms for t in beaten.trials if "largest local error" in t.purpose]
+    assert bisection == [11.0, 12.0]                  # k = 1, then k = 2 is no faster than 11.5 ms: stop
+
+
+def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
+    layers = many_layers(24)
+    costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
+    result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, beat=("other", 20.0))
+    assert result.met and set(result.best.excluded) == {"conv3", "conv11", "conv17"}
