@@ -178,19 +178,22 @@ def _from_onnx(path: Path, given: list[TensorSpec]) -> SourceModel:
 
 def _check_external_data(proto, path: Path) -> None:
     """Tensors kept in files beside the model must stay in its folder (no `..`, absolute path or link out)."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
     folder = path.parent.resolve()
-    for tensor in _get_all_tensors(proto):
-        if not uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+    for name, location in external_data(proto):
         data = path.parent / location
         if not data.resolve().is_relative_to(folder):
-            raise ModelError(f"{path}: tensor '{tensor.name}' keeps its data in '{location}', outside the model's "
+            raise ModelError(f"{path}: tensor '{name}' keeps its data in '{location}', outside the model's "
                              "folder; edgeml reads external data only from inside it")
         if not data.is_file():
-            raise ModelError(f"{path}: tensor '{tensor.name}' keeps its data in '{location}', which does not exist")
+            raise ModelError(f"{path}: tensor '{name}' keeps its data in '{location}', which does not exist")
+
+
+def external_data(proto) -> list[tuple[str, str]]:
+    """(tensor name, file) of every tensor of an ONNX model whose data is kept in a file beside it."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [(t.name, next((e.value for e in t.external_data if e.key == "location"), ""))
+            for t in _get_all_tensors(proto) if uses_external_data(t)]
 
 
 def onnx_input_specs(proto) -> list[TensorSpec]:

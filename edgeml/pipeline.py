@@ -40,7 +40,7 @@ from edgeml.data import Dataset
 from edgeml.errors import FULL_DISK, EdgemlError, TargetError, first_line
 from edgeml.evaluate import compare, predict, quality_metric
 from edgeml.hashing import sha256_arrays, sha256_file
-from edgeml.models import SourceModel, load_model, safe_loading, onnx_input_specs, onnx_output_specs
+from edgeml.models import SourceModel, external_data, load_model, onnx_input_specs, onnx_output_specs, safe_loading
 from edgeml.outdir import AtomicOutput
 from edgeml.profiling import MeasureConfig, machine_info, measure_latency
 from edgeml.progress import Reporter
@@ -48,7 +48,7 @@ from edgeml.recipe import Recipe, dump_recipe, load_recipe, make_recipe
 from edgeml.record import Row, Run
 from edgeml.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.report import render_markdown
-from edgeml.selection import select
+from edgeml.selection import fastest_measured, select
 from edgeml.specs import TensorSpec
 from edgeml.targets import get_target
 from edgeml.targets.base import Artifact, BuildContext, Candidate, Runner, Target, package_version
@@ -218,10 +218,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                             and row.quality_drop > recipe.max_accuracy_drop
                             and exported_drop <= recipe.max_accuracy_drop):
                         repairs.append((candidate, row))
-                except EdgemlError:
-                    raise
                 except Exception as e:
-                    if debug or (isinstance(e, OSError) and e.errno in FULL_DISK):
+                    if _fatal(e, debug):
                         raise
                     row.status, row.reason = "failed", f"{type(e).__name__}: {first_line(e)}"
                     step.fail(row.reason)
@@ -229,7 +227,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         # After every candidate is measured, so a search can stop once it cannot beat one within budget.
         reference_on_calibration = None
         for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
-            beat = _fastest_within(run.rows, recipe.max_accuracy_drop)
+            fastest = fastest_measured(run.rows, recipe.max_accuracy_drop)
+            beat = None if fastest is None else (fastest.name, fastest.latency["p50_ms"])
             if beat is not None and beat[1] <= row.latency["p50_ms"]:
                 run.tuning[candidate.name] = {
                     "reason": f"{beat[0]} is within the budget and already faster ({beat[1]:.3f} ms) than "
@@ -254,10 +253,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                             ref_row.metrics[metric], metric, batch, fixed, sample, threads, measure)
                         artifacts[mixed.name] = tuned.artifact
                         mixed.predicted = plan.predict(onnx_path, profile, mixed.precision, recipe.threads)
-                except EdgemlError:
-                    raise
                 except Exception as e:
-                    if debug or (isinstance(e, OSError) and e.errno in FULL_DISK):
+                    if _fatal(e, debug):
                         raise
                     run.tuning[candidate.name] = {"reason": f"the search failed: {type(e).__name__}: {first_line(e)}"}
                     step.fail(run.tuning[candidate.name]["reason"])
@@ -374,6 +371,12 @@ def _measure_artifact(row: Row, candidate: Candidate, local: bool, artifact: Art
     return Judged(backend.name, backend.version(), checked.entry, [o[:REFERENCE_SAMPLES] for o in outputs])
 
 
+def _fatal(e: Exception, debug: bool) -> bool:
+    """Whether an error in one candidate (or its search) ends the run: the user's to fix (EdgemlError, a full
+    disk), or anything under --debug. Other errors fail that candidate only."""
+    return debug or isinstance(e, EdgemlError) or (isinstance(e, OSError) and e.errno in FULL_DISK)
+
+
 def _device_status(row: Row, candidate: Candidate, target: Target) -> None:
     """A row that runs on the device only: quality checked here, latency predicted (or unknown)."""
     predicted = row.predicted is not None and row.predicted.get("ms") is not None
@@ -381,14 +384,6 @@ def _device_status(row: Row, candidate: Candidate, target: Target) -> None:
     where = (target.elsewhere and target.elsewhere()) or f"{candidate.backend.name} is not installed here"
     row.reason = (f"{where}: the engine is built and run on the device (bundle/build_engine.sh, or "
                   f"`edgeml build-engine`); quality checked here with {candidate.check_with.name} on the same model")
-
-
-def _fastest_within(rows: list[Row], max_drop: float) -> tuple[str, float] | None:
-    """(name, p50 ms) of the fastest candidate measured here within the budget, if any."""
-    within = [r for r in rows if r.role == "candidate" and r.status == "ok" and r.latency is not None
-              and r.quality_drop is not None and r.quality_drop <= max_drop + 1e-12]
-    best = min(within, key=lambda r: r.latency["p50_ms"], default=None)
-    return None if best is None else (best.name, best.latency["p50_ms"])
 
 
 def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool) -> Row | None:
@@ -552,9 +547,7 @@ def _onnx_digest(path: Path) -> dict[str, str]:
     """sha256 of an ONNX model file and of each external data file it names."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    external = {e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-                for e in t.external_data if e.key == "location"}
+    external = {location for _, location in external_data(onnx.load(str(path), load_external_data=False))}
     return {name: sha256_file(path.parent / name) for name in sorted(external | {path.name})}
 
 

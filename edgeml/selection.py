@@ -23,10 +23,8 @@ def select(rows: list[Row], max_drop: float, metric: str, profile: Profile | Non
     for r in candidates:
         r.within_budget = r.quality_drop <= max_drop + 1e-12
     summary = {"max_accuracy_drop": max_drop, "metric": metric}
-    measured = [r for r in candidates if r.within_budget and r.status == "ok"]
     on_device = [r for r in candidates if r.within_budget and r.status != "ok"]
-    if measured:
-        chosen = min(measured, key=lambda r: r.latency["p50_ms"])
+    if chosen := fastest_measured(candidates, max_drop):
         basis = "measured"
         reason = f"the fastest candidate (p50 measured here) whose {metric} drop is within {max_drop:g}"
     elif on_device:
@@ -47,6 +45,12 @@ def select(rows: list[Row], max_drop: float, metric: str, profile: Profile | Non
     chosen.selected = True
     return {**summary, "candidate": chosen.name, "within_budget": basis != "quality", "basis": basis,
             "reason": reason}
+
+
+def fastest_measured(rows: list[Row], max_drop: float) -> Row | None:
+    """The candidate measured here with the lowest p50 whose quality drop is within `max_drop`, if any."""
+    within = [r for r in rows if r.role == "candidate" and r.status == "ok" and r.quality_drop <= max_drop + 1e-12]
+    return min(within, key=lambda r: r.latency["p50_ms"], default=None)
 
 
 def _predicted_ms(row: Row) -> float:

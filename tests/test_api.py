@@ -22,5 +22,6 @@ def test_evaluation_batches_shrink_for_large_inputs():
 
     assert _eval_batch([TensorSpec("x", (None, 1, 28, 28), "float32")]) == (32, False)
     assert _eval_batch([TensorSpec("x", (None, 3, 224, 224), "float32")]) == (3, False)
-    assert _eval_batch([TensorSpec("ids", (None, 128), "int64"), TensorSpec("mask", ("b", 128), "int64")]) == (32, False)
+    tokens = [TensorSpec("ids", (None, 128), "int64"), TensorSpec("mask", ("b", 128), "int64")]
+    assert _eval_batch(tokens) == (32, False)
     assert _eval_batch([TensorSpec("x", (4, 3, 224, 224), "float32")]) == (4, True)

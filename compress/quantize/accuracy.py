@@ -47,7 +47,7 @@ class Trial:
 class SearchResult:
     best: Trial
     met: bool
-    # budget met | all layers tried | time budget | out of reach: ... | slower than <candidate> ...
+    # budget met | time budget | out of reach: ... | slower than <candidate> ...
     stopped: str
     # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass)
     sensitivity: list[dict] = field(default_factory=list)
@@ -102,8 +102,8 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     if full.drop <= max_drop:
         return finish("budget met", [])
 
-    if hopeless(full):
-        return finish(hopeless(full), [])
+    if why := hopeless(full):
+        return finish(why, [])
     names = tuple(name for name, _ in layers)
     ceiling = trial(names, f"all {len(names)} layers in float")
     if ceiling.drop > max_drop:
@@ -121,7 +121,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     ranked += [name for name, _ in layers if name not in ranked]   # unmeasured ones last, in graph order
 
     excluded: tuple[str, ...] = ()
-    for step, name in enumerate(ranked, 1):
+    for step, name in enumerate(ranked[:-1], 1):      # the last step is the all-in-float build, within budget
         if out_of_time():
             return finish("time budget", sensitivity)
         excluded += (name,)
@@ -129,9 +129,9 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         t = previous or trial(excluded, f"fallback step {step}: {len(excluded)} layer(s) in float")
         if t.drop <= max_drop:
             return finish("budget met", sensitivity)
-        if hopeless(t):
-            return finish(hopeless(t), sensitivity)
-    return finish("all layers tried", sensitivity)
+        if why := hopeless(t):
+            return finish(why, sensitivity)
+    return finish("budget met", sensitivity)
 
 
 def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, finish,
@@ -151,8 +151,8 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
         t = attempt(k)
         if t.drop <= max_drop:
             met = k
-        elif hopeless(t):
-            return finish(hopeless(t), sensitivity)
+        elif why := hopeless(t):
+            return finish(why, sensitivity)
         else:
             failed, k = k, 2 * k
     while met - failed > 1:
