@@ -332,14 +332,20 @@ RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_meth
 
 @cli.command()
 def targets():
-    """List targets, their candidates, and whether each can run here."""
+    """List targets, their candidates, and whether each can run here (on this CPU's features, which
+    $EDGEML_CPU_FEATURES overrides)."""
     from rich.markup import escape
 
+    from edgeml import cpu_features
     from edgeml.doctor import STATUS_COLOURS, candidate_status
     from edgeml.profiles import default_profile
     from edgeml.targets import TARGETS
 
     console = _table_console()
+    cpu = cpu_features.describe()
+    features = "unknown" if cpu["features"] is None else ", ".join(cpu["features"]) or "none"
+    console.print(escape(f"CPU features: {features} ({cpu['features_from']}); "
+                         f"INT8 scheme: {cpu['int8_scheme']['name']}"))
     for target in TARGETS.values():
         profile = default_profile(target.name)
         title = f"{target.name}: {target.description}" + (f" (default profile: {profile})" if profile else "")

@@ -1,22 +1,24 @@
 """`edgeml doctor`: what this machine offers edgeml, in one report.
 
 Three parts: the runtime and backend packages (version, or the extra that installs them), this
-machine (CPU, the instruction sets inference uses, memory, GPUs), and for each candidate of each
-target whether it is measured here, checked here with its latency predicted, or not served here.
-The candidate statuses follow the rules of the optimize pipeline (Candidate.missing,
-Target.measures_here, Candidate.check_with); rules that need a model or a profile are not applied.
+machine (CPU, the instruction sets inference uses and where edgeml.cpu_features found them (detected
+or assumed from $EDGEML_CPU_FEATURES), the INT8 scheme they call for, memory, GPUs), and for each
+candidate of each target whether it is measured here, skipped on this CPU, checked here with its
+latency predicted, or not served here. The candidate statuses follow the rules of the optimize
+pipeline (Candidate.missing, Target.measures_here, Candidate.check_with, and `applies` rules that read
+only the CPU); rules that need a model or a profile are not applied.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 import edgeml
+from edgeml import cpu_features
 from edgeml.errors import first_line
 from edgeml.profiling import machine_info
 from edgeml.targets import TARGETS
@@ -38,12 +40,9 @@ PACKAGES = (
     ("mlflow-skinny", "mlflow", "edgeml[track]"),
     ("tensorrt", "tensorrt", TENSORRT.extra),
 )
-# /proc/cpuinfo flags that inference runtimes pick kernels by: x86 (flags) and Arm (Features).
-CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
-                "amx_bf16", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
-CPUINFO = Path("/proc/cpuinfo")
 MEASURED, CHECKED, NOT_SERVED = "measured here", "checked here, latency predicted", "not served here"
-STATUS_COLOURS = {MEASURED: "green", CHECKED: "yellow", NOT_SERVED: "red"}
+SKIPPED = "skipped on this CPU"        # its `applies` rule reads only the CPU (cpu_features.CpuRule), and fails
+STATUS_COLOURS = {MEASURED: "green", CHECKED: "yellow", NOT_SERVED: "red", SKIPPED: "red"}
 
 
 def gather() -> dict:
@@ -79,21 +78,9 @@ def _runtime_details(module: str) -> dict:
 
 def machine() -> dict:
     info = {key: value for key, value in machine_info(threads=0).items() if key != "threads"}
-    return {**info, "cpu_features": cpu_features(), "memory_bytes": memory_bytes(), "gpus": gpus()}
-
-
-def cpu_features(cpuinfo: Path = CPUINFO) -> list[str] | None:
-    """The CPU_FEATURES the first CPU of `cpuinfo` lists, or None when the file or its flag line is missing."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags = set(value.split())
-            return [f for f in CPU_FEATURES if f in flags]
-    return None
+    cpu = cpu_features.describe()
+    return {**info, "cpu_features": cpu["features"], "cpu_features_from": cpu["features_from"],
+            "int8_scheme": cpu["int8_scheme"], "memory_bytes": memory_bytes(), "gpus": gpus()}
 
 
 def memory_bytes() -> int | None:
@@ -133,6 +120,10 @@ def candidate_status(target: Target, candidate: Candidate) -> dict:
     if missing:
         return {"status": NOT_SERVED,
                 "detail": f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"}
+    if isinstance(candidate.applies, cpu_features.CpuRule) and target.measures_here(candidate):
+        unsuited = candidate.applies()
+        if unsuited:                  # optimize skips it for every model, with this reason
+            return {"status": SKIPPED, "detail": unsuited}
     if target.measures_here(candidate):
         return {"status": MEASURED, "detail": f"{candidate.backend.name} {candidate.backend.version()}"}
     if candidate.check_with is not None:
@@ -152,12 +143,14 @@ def render(report: dict, console: Console) -> None:
     console.print(packages_table)
 
     m = report["machine"]
-    features = m["cpu_features"]
+    features, scheme = m["cpu_features"], m["int8_scheme"]
     machine_table = Table(title="This machine", title_justify="left", show_header=False)
     for label, value in (
         ("CPU", f"{m['cpu']} ({m['architecture']})"),
         ("logical cores", str(m["logical_cores"])),
-        ("CPU features", "unknown" if features is None else ", ".join(features) or "none"),
+        ("CPU features", "unknown" if features is None else f"{', '.join(features) or 'none'} "
+                                                               f"({m['cpu_features_from']})"),
+        ("INT8 scheme", f"{scheme['name']}: {scheme['reason']}"),
         ("memory", _gib(m["memory_bytes"])),
         ("GPUs", "; ".join(_gpu(g) for g in m["gpus"]) or "none"),
         ("OS", m["os"]),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml import cpu_features
 from edgeml.profiles import Profile, ProfileError
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
@@ -248,7 +249,7 @@ def measure_host(threads: int, size: int = 1024, copy_mb: int = 256, repeats: in
         except RuntimeError:       # no int8 GEMM kernel in this torch build
             pass
         seconds["int8"] = min(int8)
-        if _has_bf16():
+        if cpu_features.has_bf16():       # else a bf16 GEMM is emulated, not a peak
             a16, b16 = torch.from_numpy(a32).bfloat16(), torch.from_numpy(b32).bfloat16()
             seconds["bf16"] = _best_seconds(lambda: a16 @ b16, repeats)
         src = torch.ones(copy_mb * 2**20 // 4)
@@ -298,17 +299,6 @@ def _ort_seconds(op: str, a: np.ndarray, b: np.ndarray, threads: int, repeats: i
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return _best_seconds(lambda: session.run(None, {"A": a, "B": b}), repeats)
-
-
-def _has_bf16() -> bool:
-    """BF16 instructions (AVX512-BF16, AMX, Arm BF16): without them a bf16 GEMM is emulated, not a peak."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith(("flags", "Features"))), [])
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 def _memory_gb() -> float:

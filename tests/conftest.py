@@ -1,4 +1,5 @@
-"""Shared fixtures: the digits CNN trained once per session, saved in every MODEL format."""
+"""Shared fixtures: the digits CNN trained once per session, saved in every MODEL format; the CLI run
+in-process; a CPU with given features (assume_cpu)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ def files(digits, tmp_path_factory) -> dict[str, Path]:
     np.savez(d / "calib.npz", input=digits.validation.inputs["input"], labels=digits.validation.labels)
     np.savez(d / "eval.npz", input=digits.test.inputs["input"], labels=digits.test.labels)
     return {p.name: p for p in d.iterdir()}
+
+
+@pytest.fixture
+def assume_cpu(monkeypatch):
+    """Make edgeml assume a CPU with the given /proc/cpuinfo flags, for this test only (and the
+    subprocesses it starts), through $EDGEML_CPU_FEATURES; edgeml.cpu_features reads it on every call.
+
+        def test_x(assume_cpu):
+            assume_cpu("avx2", "fma")                                        # AVX2 only: no VNNI, no BF16
+            assume_cpu("avx2", "avx512f", "avx512_vnni", "avx512_bf16")      # AVX-512 with VNNI and BF16
+            assume_cpu()                                                     # none of the flags edgeml reads
+
+    Tests of what depends on the CPU use it instead of reading this machine's features.
+    """
+    from edgeml.cpu_features import ENV
+
+    def assume(*flags: str) -> None:
+        monkeypatch.setenv(ENV, ",".join(flags) or "none")
+    return assume
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from edgeml import cpu_features
 from edgeml.cli import cli
-from edgeml.doctor import CHECKED, CPU_FEATURES, CPUINFO, MEASURED, NOT_SERVED, PACKAGES, cpu_features
+from edgeml.doctor import CHECKED, MEASURED, NOT_SERVED, PACKAGES
 from edgeml.targets.jetson import TEGRA_RELEASE
 from edgeml.targets.tensorrt_backend import TENSORRT
 
@@ -65,22 +66,14 @@ def test_gpu_candidates_follow_this_machines_cuda(report):
     assert len(report["machine"]["gpus"]) == (torch.cuda.device_count() if cuda else 0) + TEGRA_RELEASE.exists()
 
 
-def test_cpu_features_match_proc_cpuinfo(report):
-    features = report["machine"]["cpu_features"]
-    if not CPUINFO.exists():
-        assert features is None
-        return
-    match = re.search(r"^(?:flags|Features)\s*:(.*)$", CPUINFO.read_text(), re.MULTILINE)
-    flags = set(match.group(1).split())
-    assert features == [f for f in CPU_FEATURES if f in flags]
-
-
-def test_cpu_features_of_an_arm_cpuinfo_and_of_none(tmp_path):
-    arm = tmp_path / "cpuinfo"
-    arm.write_text("processor\t: 0\nBogoMIPS\t: 108.00\n"
-                   "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp i8mm bf16\n")
-    assert cpu_features(arm) == ["asimd", "asimdhp", "asimddp", "i8mm", "bf16"]
-    assert cpu_features(tmp_path / "absent") is None
+def test_cpu_features_are_edgeml_detection(report):
+    """The features, where they came from and the INT8 scheme: edgeml.cpu_features' answers (its own
+    tests check them against /proc/cpuinfo and the override, in tests/test_cpu_features.py)."""
+    machine = report["machine"]
+    source = cpu_features.source()
+    assert machine["cpu_features_from"] == source
+    assert machine["cpu_features"] == (None if source == cpu_features.UNKNOWN else cpu_features.shown())
+    assert machine["int8_scheme"] == cpu_features.int8_scheme().to_dict()
 
 
 def test_extras_are_those_of_pyproject():
@@ -98,7 +91,7 @@ def test_extras_are_those_of_pyproject():
 def test_tables_name_every_section_and_extra():
     result = CliRunner().invoke(cli, ["doctor"], catch_exceptions=False)
     assert result.exit_code == 0
-    for text in ("Installed packages", "This machine", "Targets", "CPU features", "edgeml[cpu]", "edgeml[tflite]",
-                 f"onnxruntime {ort.__version__}"):
+    for text in ("Installed packages", "This machine", "Targets", "CPU features", "INT8 scheme", "edgeml[cpu]",
+                 "edgeml[tflite]", f"onnxruntime {ort.__version__}"):
         assert text in result.stdout, text
     assert "\x1b[" not in result.stdout

@@ -5,6 +5,11 @@
   slower than FP32 on small CNNs in our checks.
 - `run_dynamic`: dynamic INT8, for models whose compute is in MatMul/Gemm/LSTM (transformers, RNNs).
 - `run_weight_only`: 4-bit (or 8-bit) blockwise MatMul weights, MatMulNBits (transformers).
+
+`run` and `run_dynamic` quantize weights to 7 bits (`reduce_range`) when `Int8Config.avoid_saturation`
+says the CPU's u8*s8 kernels can saturate (x86 without VNNI/AMX: VPMADDUBSW sums pairs of products in
+16 bits; 2 * 255 * 64 < 32767 cannot overflow), as onnxruntime's quantization guide recommends there;
+elsewhere the full 8-bit range.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = In
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, METHODS[config.calibration_method]),
             nodes_to_exclude=list(config.exclude),
+            reduce_range=config.avoid_saturation,
         )
     return output
 
@@ -85,7 +91,8 @@ def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) ->
         prepared = Path(tmp) / "prepared.onnx"
         prepare(model, prepared)
         quantize_dynamic(str(prepared), str(output), per_channel=config.per_channel,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude))
+                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
+                         reduce_range=config.avoid_saturation)
     return output
 
 

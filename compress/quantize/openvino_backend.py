@@ -1,6 +1,7 @@
 """Quantization of an OpenVINO model with NNCF.
 
-- `run`: INT8 post-training quantization of weights and activations, calibrated;
+- `run`: INT8 post-training quantization of weights and activations, calibrated; with
+  `Int8Config.avoid_saturation` (x86 CPUs without VNNI), NNCF's overflow fix on the first layer;
 - `run_weight_only`: INT8 or INT4 weights of MatMuls (and embeddings), activations left in float.
 
 `Int8Config.exclude` is not honoured here: it names ONNX nodes, and OpenVINO's ONNX frontend does not
@@ -24,8 +25,12 @@ def run(model, calibration: Dataset, config: Int8Config = Int8Config(), transfor
 
     `transformer` selects NNCF's transformer scheme (model_type=TRANSFORMER): SmoothQuant first, and
     the patterns it keeps in float (Add, LayerNorm parts, the attention scale) for accuracy.
+    `config.avoid_saturation` applies NNCF's overflow fix to the first convolutions (half the 8-bit
+    range for their weights), which NNCF recommends for AVX2/AVX-512 CPUs without VNNI; otherwise every
+    weight uses the full 8-bit range.
     """
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)
     samples = [calibration.feeds(i, i + 1) for i in range(len(calibration))]
@@ -33,7 +38,10 @@ def run(model, calibration: Dataset, config: Int8Config = Int8Config(), transfor
     with contextlib.redirect_stdout(io.StringIO()):
         return nncf.quantize(model, nncf.Dataset(samples),
                              subset_size=min(len(samples), config.max_calibration_samples),
-                             model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+                             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                             advanced_parameters=AdvancedQuantizationParameters(
+                                 overflow_fix=OverflowFix.FIRST_LAYER if config.avoid_saturation
+                                 else OverflowFix.DISABLE))
 
 
 def run_weight_only(model, config: WeightOnlyConfig = WeightOnlyConfig()):

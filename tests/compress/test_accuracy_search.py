@@ -63,12 +63,13 @@ def test_pareto_front_has_no_dominated_trial():
 
 def test_time_budget_bounds_the_search():
     costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
-    started = time.monotonic()
     result = search(LAYERS, quality_model(costs, delay=0.05), 0.0, 0.12)
     assert result.stopped == "time budget"
     assert result.best.excluded == tuple(name for name, _ in LAYERS)  # only all-in-float met the budget so far
-    assert len(result.trials) < 2 + len(LAYERS) + len(LAYERS)
-    assert time.monotonic() - started < 0.12 + 0.2          # finishes the trial running when time is up
+    # Each trial sleeps 0.05 s, so a trial can start within 0.12 s only after at most two others (all-quantized
+    # and all-in-float always run): a count, not a wall-clock bound that a loaded machine would break.
+    assert 2 <= len(result.trials) <= 3
+    assert result.seconds >= 0.12                             # it ran until the time was up
 
 
 def many_layers(count):

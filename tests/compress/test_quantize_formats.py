@@ -10,10 +10,10 @@ import onnxruntime as ort
 import openvino as ov
 import pytest
 import torch
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 from torch import nn
 
-from edgeml.compress.quantize import WeightOnlyConfig, float16, onnxruntime_backend, openvino_backend
+from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, float16, onnxruntime_backend, openvino_backend
 from edgeml.data import Dataset
 from edgeml.targets.cpu import summarize
 
@@ -67,14 +67,25 @@ def ops(path):
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def test_dynamic_int8_quantizes_the_weight_matmuls(transformer, sequences, tmp_path):
-    out = onnxruntime_backend.run_dynamic(transformer, tmp_path / "dynamic.onnx")
+def int8_weights(path) -> list[np.ndarray]:
+    return [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.INT8]
+
+
+# Both INT8 schemes (edgeml.cpu_features.int8_scheme), whatever this machine's CPU: avoid_saturation for x86
+# CPUs without VNNI (7-bit weights, reduce_range), the full 8-bit range for VNNI, AMX and Arm.
+@pytest.mark.parametrize("avoid_saturation", [False, True], ids=["full-range", "avoid-saturation"])
+def test_dynamic_int8_quantizes_the_weight_matmuls(transformer, sequences, tmp_path, avoid_saturation):
+    out = onnxruntime_backend.run_dynamic(transformer, tmp_path / "dynamic.onnx",
+                                          Int8Config(avoid_saturation=avoid_saturation))
     found = ops(out)
     weights = len(summarize(transformer).weights)           # 2 x (in-proj, out-proj, FFN 1, FFN 2) + head
     assert weights == 9 and found["MatMulInteger"] == weights and found["DynamicQuantizeLinear"] >= 1
     assert found["MatMul"] == 4                              # attention scores and context: two activations
-    int8 = [i for i in onnx.load(str(out)).graph.initializer if i.data_type == TensorProto.INT8]
-    assert sum(np.prod(i.dims) for i in int8) > 100_000
+    int8 = int8_weights(out)
+    assert sum(w.size for w in int8) > 100_000
+    # 7 bits: |w| <= 64, so u8 x s8 pairs sum to at most 2 * 255 * 64 < 32767 (no VPMADDUBSW saturation)
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in int8)
+    assert widest <= 64 if avoid_saturation else widest > 64
     assert out.stat().st_size < transformer.stat().st_size / 2
     assert cosine(ort_outputs(out, sequences), ort_outputs(transformer, sequences)) > 0.999
 
