@@ -78,14 +78,34 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.n
                                     for c in np.unique(labels)}
         log_p, log_q = _log_softmax(ref), _log_softmax(primary)
         metrics["kl"] = float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
-    a = primary.reshape(len(primary), -1).astype(np.float64)
-    b = ref.reshape(len(ref), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-300), 1.0)
-    metrics["cosine"] = float(np.mean(cos))
+    metrics["cosine"] = float(np.mean(_cosines(primary, ref)))
     metrics["max_abs_error"] = float(max(np.max(np.abs(o.astype(np.float64) - r)) if o.size else 0.0
                                          for o, r in zip(outputs, reference)))
     return metrics
+
+
+def sample_scores(outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None,
+                  metric: str) -> np.ndarray:
+    """`metric` per evaluation sample, as float64: whether the top-1 class is the label (accuracy) or the
+    original's top-1 class (agreement), 1 or 0, or the cosine to the original's output. Their mean is
+    `compare(...)[metric]`."""
+    primary, ref = outputs[0], reference[0]
+    if metric == "cosine":
+        return _cosines(primary, ref)
+    if metric not in ("accuracy", "agreement"):
+        raise ValueError(f"unknown quality metric '{metric}'")
+    truth = labels if metric == "accuracy" else ref.argmax(axis=1)
+    if truth is None:
+        raise ValueError("accuracy needs labels")
+    return (primary.argmax(axis=1) == truth).astype(np.float64)
+
+
+def _cosines(primary: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Cosine similarity per sample of the flattened outputs (1 where either is all zeros)."""
+    a = primary.reshape(len(primary), -1).astype(np.float64)
+    b = ref.reshape(len(ref), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-300), 1.0)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from edgeml.evaluate import compare, predict, quality_metric
 from edgeml.profiling import MeasureConfig, measure_latency
 from edgeml.progress import Step
 from edgeml.targets.base import Artifact, BuildContext, Candidate
+from edgeml.uncertainty import resolution
 
 # Trials are ranked, not reported: a short timing is enough to order them.
 TRIAL_MEASURE = MeasureConfig(seconds=0.2, min_runs=20, warmup_seconds=0.05)
@@ -45,6 +46,8 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
     the fastest candidate already within the budget (see `search`). `build(candidate, folder, context)` makes
     each configuration: (artifact, whether it was restored from the cache).
+    When the calibration data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
+    result's `resolution` says so; the search runs as it would otherwise.
     """
     tuning: Dataset = context.calibration
     metric = quality_metric(reference_outputs, tuning.labels,
@@ -77,6 +80,7 @@ def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContex
 
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None, beat=beat)
+    result.resolution = resolution(len(tuning), metric, max_drop, "the calibration data")
     best = artifacts[result.best.excluded]
     for excluded, artifact in artifacts.items():
         if excluded != result.best.excluded and artifact is not built:

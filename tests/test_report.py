@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from edgeml.compress.quantize.accuracy import SearchResult, Trial
 from edgeml.evaluate import compare
+from edgeml.uncertainty import resolution
 
 EXTERNAL = re.compile(r"""(src|href)=["']?(https?:|//)|<link|<script|@import|url\((?!#)""")
 
@@ -168,6 +169,8 @@ def test_a_class_that_drops_is_flagged(edgeml_cli, run_dir, tmp_path):
 
 
 def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tmp_path):
+    coarse = resolution(50, "accuracy", 0.01, "the calibration data")
+
     def add_search(run):
         plain = next(r for r in run["rows"] if r["name"] == "onnxruntime-int8")
         trials = [Trial((), 0.90, 0.08, 0.02, 180_000, "all layers quantized"),
@@ -175,7 +178,7 @@ def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tm
         result = SearchResult(trials[1], True, "budget met",
                               [{"layer": "node_linear", "op": "Gemm", "drop_when_only_this_is_int8": 0.07},
                                {"layer": "node_conv2d", "op": "Conv", "drop_when_only_this_is_int8": 0.001}],
-                              trials, 3.2)
+                              trials, 3.2, resolution=coarse)
         run["tuning"]["onnxruntime-int8"] = {**result.to_dict(), "metric": "accuracy", "data": "calibration data",
                                              "row": "onnxruntime-int8-mixed"}
         run["rows"].append({**plain, "name": "onnxruntime-int8-mixed", "precision": "int8+fp32", "selected": False})
@@ -183,11 +186,62 @@ def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tm
     md = edgeml_cli("report", folder).stdout
     assert "## Accuracy budget: onnxruntime-int8" in md
     assert "| node_linear | Gemm | +7.00 pt |" in md and "onnxruntime-int8-mixed" in md
+    assert ("- **Too few calibration samples for the budget:** the calibration data has 50 samples: accuracy moves "
+            "in steps of 2 points, coarser than the 1-point budget") in md
 
     assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
     search = section((folder / "report.html").read_text(), "Accuracy budget: onnxruntime-int8")
     assert "<th>accuracy drop when only this layer is INT8</th>" in search
     assert search.index("node_linear") < search.index("node_conv2d")       # most sensitive first
+    assert "<li><strong>Too few calibration samples for the budget:</strong> the calibration data has 50" in search
+
+
+def test_drops_carry_their_interval_and_a_coarse_evaluation_set_is_named(edgeml_cli, run_dir, tmp_path):
+    def judged_on_64(run):
+        run["selection"]["max_accuracy_drop"] = 0.01
+        for r in run["rows"]:
+            if r["status"] == "ok":
+                r["quality_drop_ci95"] = [0.0, 0.0] if r["role"] == "reference" else [0.0, 0.03125]
+                r["quality_test"] = {"samples": 64, "step": 1 / 64, "worse": 0, "better": 0, "mcnemar_p": 1.0}
+        chosen = next(r for r in run["rows"] if r["selected"])
+        chosen.update(quality_drop=0.015625, quality_drop_ci95=[-0.015625, 0.046875],
+                      quality_test={"samples": 64, "step": 1 / 64, "worse": 3, "better": 2, "mcnemar_p": 1.0})
+    folder = edited_copy(run_dir, tmp_path, judged_on_64)
+    run = record(folder)
+    assert run["data"]["quality_metric"] == "accuracy"
+    name = next(r["name"] for r in run["rows"] if r["selected"])
+    md = edgeml_cli("report", folder).stdout
+    table = md[:md.index("Latency is measured")]
+    assert f"| **{name}** ✓ | onnxruntime | int8 |" in table and "| +1.56 pt (95% CI -1.56 to +4.69 pt) |" in table
+    assert "| +0.00 pt (95% CI +0.00 to +3.12 pt) |" in table                 # the other candidates
+    assert "(drop +1.56 pt; 95% CI -1.56 to +4.69 pt)" in md                  # the summary
+    assert ("> **Too few evaluation samples for the budget:** the evaluation set has 64 samples: accuracy moves in "
+            "steps of 1.6 points, coarser than the 1-point budget (one changed sample already breaks it); give at "
+            "least 100 samples to resolve it.") in table
+    assert (f"The 95% CI of {name}'s drop (-1.56 to +4.69 pt) contains the budget (1.00 pt): these 64 evaluation "
+            "samples cannot tell whether it is within") in table
+    assert (f"{name} vs the original on 64 evaluation samples: 3 became wrong, 2 became right; exact McNemar "
+            "p = 1 (the chance") in table
+
+    assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
+    candidates = section((folder / "report.html").read_text(), "Candidates")
+    assert "<td>+1.56 pt (95% CI -1.56 to +4.69 pt)</td>" in candidates
+    assert '<p class="warning"><strong>Too few evaluation samples for the budget:</strong> the evaluation set ' \
+           "has 64 samples" in candidates
+    assert "exact McNemar p = 1" in candidates
+
+
+def test_records_without_drop_intervals_still_render(edgeml_cli, run_dir, tmp_path):
+    def old(run):
+        for r in run["rows"]:
+            r.pop("quality_drop_ci95", None)
+            r.pop("quality_test", None)
+    folder = edited_copy(run_dir, tmp_path, old)
+    md = edgeml_cli("report", folder).stdout
+    assert "95% CI" not in md[:md.index("Latency is measured")]
+    assert "McNemar" not in md and "Too few evaluation samples" not in md
+    assert re.search(r"\| [+-]\d+\.\d\d pt \| [\d.]+ \| [\d.]+ \| [\d.]+ \| measured, selected \|", md)
+    assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
 
 
 def test_a_search_that_did_not_run_says_why(edgeml_cli, run_dir, tmp_path):

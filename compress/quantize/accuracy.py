@@ -25,8 +25,8 @@ quality. The algorithm is backend-free: `evaluate` builds and measures.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
 
@@ -53,11 +53,13 @@ class SearchResult:
     sensitivity: list[dict] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
+    # why the data the search judged on cannot resolve the budget (uncertainty.resolution); None: it can
+    resolution: str | None = None
 
     def to_dict(self) -> dict:
         return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
                 "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "resolution": self.resolution}
 
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
