@@ -1,10 +1,13 @@
 """The bundle: the selected artifact, its reference vectors, a runner, and a manifest that says what it is.
 
-`manifest.json` (format 2, described by manifest.schema.json) lists every file with its sha256 and
+`manifest.json` (format 3, described by manifest.schema.json) lists every file with its sha256 and
 size, the inputs and outputs, the preprocessing, the backend and the runtime versions it needs,
-the metrics measured at build time, the lineage (source model and data hashes, recipe, seeds,
-edgeml version) and the reference vectors (edgeml.reference). `run.py` (a copy of
+the quality measured at build time, the INT8 scheme, the lineage (source model and data hashes,
+recipe, seeds, edgeml version) and the reference vectors (edgeml.reference). `run.py` (a copy of
 edgeml/bundle_runner.py) runs the bundle with its runtime and numpy alone.
+
+A bundle holds only what the same settings reproduce: two runs on the same machine write it byte for
+byte the same. When it was made and how fast it ran are in report.json beside it, not in the bundle.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from edgeml.targets import BACKENDS
 from edgeml.targets.base import Artifact, package_version
 from edgeml.targets.tensorrt import ENGINE
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 RUNNER = "run.py"
 # What a device writes into a bundle after the fact (build_engine.sh: the engine and trtexec's timing
@@ -69,7 +72,6 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         "format": "edgeml-bundle",
         "format_version": FORMAT_VERSION,
         "edgeml_version": run.edgeml_version,
-        "created": run.created,
         "target": run.target,
         "candidate": row.name,
         "backend": {"name": artifact.backend, "version": row.backend_version,
@@ -84,11 +86,9 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
             "quality_metric": run.data["quality_metric"],
             **{k: v for k, v in row.metrics.items() if k != "per_class"},    # per class: in report.json
             "quality_drop": row.quality_drop,
-            "latency_ms": None if row.latency is None else {k: row.latency[k] for k in ("p50_ms", "p90_ms", "p99_ms")},
-            "measured_on": None if row.latency is None else {"cpu": run.machine["cpu"],
-                                                             "threads": run.machine["threads"], "batch": 1},
             "predicted": row.predicted,
         },
+        "int8_scheme": run.int8_scheme if "int8" in artifact.precision else None,
         "profile": None if run.profile is None else {k: run.profile[k] for k in ("name", "display_name", "runtimes")},
         "status": row.status,
         "next_step": row.reason if row.status in ("predicted", "needs device") else None,

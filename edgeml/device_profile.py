@@ -59,8 +59,7 @@ def profile_bundle(bundle: Path | str, *, threads: int | None = None, measure_se
     return {
         "format": FORMAT,
         "bundle": {"candidate": manifest["candidate"], "target": manifest.get("target"),
-                   "precision": manifest.get("precision"), "entry": manifest["entry"], "entry_sha256": entry,
-                   "created": manifest.get("created")},
+                   "precision": manifest.get("precision"), "entry": manifest["entry"], "entry_sha256": entry},
         "runtime": {"name": name, "version": backend.version()},
         "machine": machine_info(threads),
         "threads": threads,

@@ -32,8 +32,8 @@ import numpy as np
 
 import edgeml
 from edgeml import cache as caching
+from edgeml import cpu_features, plan
 from edgeml import data as data_mod
-from edgeml import plan
 from edgeml.bundle import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.data import Dataset
@@ -42,18 +42,20 @@ from edgeml.evaluate import compare, predict, quality_metric
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.models import SourceModel, external_data, load_model, onnx_input_specs, onnx_output_specs, safe_loading
 from edgeml.outdir import AtomicOutput
+from edgeml.paired_timing import interleave, summarize
 from edgeml.profiling import MeasureConfig, machine_info, measure_latency
 from edgeml.progress import Reporter
 from edgeml.recipe import Recipe, dump_recipe, load_recipe, make_recipe
 from edgeml.record import Row, Run
 from edgeml.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.report import render_markdown
-from edgeml.selection import fastest_measured, select
+from edgeml.selection import contenders, fastest_measured, select
 from edgeml.specs import TensorSpec
-from edgeml.targets import get_target
+from edgeml.targets import BACKENDS, get_target
 from edgeml.targets.base import Artifact, BuildContext, Candidate, Runner, Target, package_version
 from edgeml.targets.onnxruntime_backend import OrtRunner
 from edgeml.tuning import Tuned, tune
+from edgeml.uncertainty import drop_uncertainty, resolution
 
 EXAMPLES = ("digits",)
 DEFAULT_SPLIT = 0.3           # calibration share when one dataset is split
@@ -65,6 +67,8 @@ EVAL_BATCH_ELEMENTS = 2 ** 19  # ... this many input elements: large batches of 
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
 LAYER_PROFILE_SECONDS = 0.2   # about how long the per-layer profile of the selected artifact runs
 LAYER_PROFILE_RUNS = (3, 50)  # and its fewest and most profiled runs (after 3 warm-up runs)
+PAIRED_ROUNDS = 5             # close contenders are timed again in this many alternating rounds ...
+PAIRED_SECONDS = 2.0          # ... for this many times --measure-seconds each, in all
 
 
 def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, example: str | None = None,
@@ -146,12 +150,22 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                           method=f"the {source.kind.replace('_', ' ')} as given"
                                  + (", PyTorch eager" if source.is_torch else ", ONNX Runtime"))
             ref_row.metrics = compare(reference, reference, evaluation.labels)
-            ref_row.quality_drop = 0.0
+            _judge(ref_row, reference, reference, evaluation.labels, metric, ref_row.metrics[metric])
             ref_row.size_bytes = _source_size(source)
             step.describe("Reference: profiling")
             _profile(ref_row, reference_runner, sample, measure, _reference_memory_spec(source, threads))
             ref_row.predicted = plan.predict(onnx_path, profile, "fp32", recipe.threads)
             run.rows.append(ref_row)
+        artifacts: dict[str, Artifact] = {}
+        judged: dict[str, Judged] = {}
+        original_eligible = not source.is_torch          # an ONNX input can ship as it is
+        if original_eligible:
+            artifacts[ref_row.name] = _original_artifact(source.path, work / "original")
+            judged[ref_row.name] = Judged("onnxruntime", ref_row.backend_version, source.path.name,
+                                          [o[:REFERENCE_SAMPLES] for o in reference])
+        coarse = resolution(len(evaluation), metric, recipe.max_accuracy_drop)
+        if coarse:
+            reporter.warn(coarse)
         run.data.update(quality_metric=metric,
                         notes=_data_notes(calibration, evaluation, train, metric, recipe, stages))
 
@@ -161,8 +175,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 runner = _reference_runner(stage, onnx_path, threads)
                 outputs = predict(runner, evaluation, batch, fixed)
                 row = Row(name, "torch", "fp32", "stage", method=method, backend_version=package_version("torch"))
-                row.metrics = compare(outputs, reference, evaluation.labels)
-                row.quality_drop = ref_row.metrics[metric] - row.metrics[metric]
+                _judge(row, outputs, reference, evaluation.labels, metric, ref_row.metrics[metric])
                 row.size_bytes = _source_size(stage)
                 step.describe(f"{name}: profiling")
                 _profile(row, runner, sample, measure, None)
@@ -176,13 +189,15 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
             run.export["parity"] = _parity(exported_outputs, onnx_path, evaluation, batch, fixed, threads,
                                            run.export["output_names"])
 
-        context = BuildContext(calibration=calibration, int8=Int8Config(calibration_method=recipe.calibration_method),
+        scheme = cpu_features.int8_scheme()
+        run.int8_scheme = scheme.to_dict()
+        context = BuildContext(calibration=calibration,
+                               int8=Int8Config(calibration_method=recipe.calibration_method,
+                                               avoid_saturation=scheme.avoid_saturation),
                                source=model_used if model_used.is_torch else None,
                                max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
         build = partial(_build, onnx_path=onnx_path, store=store,
                         identity={"onnx": _onnx_digest(onnx_path), "source": source_key, "seed": recipe.seed})
-        artifacts: dict[str, Artifact] = {}
-        judged: dict[str, Judged] = {}
         repairs: list[tuple[Candidate, Row]] = []       # INT8 candidates that broke the budget
         for candidate in candidates:
             missing = candidate.missing()
@@ -193,6 +208,10 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                 row.status = "unavailable"
                 row.reason = f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"
                 reporter.warn(f"{candidate.name}: {row.reason}")
+                continue
+            if candidate.as_given and original_eligible:
+                row.status, row.reason = "skipped", ("the ONNX model as it is: the original row is this model, and "
+                                                     "a candidate itself (shipped unchanged)")
                 continue
             unsuited = (plan.unsuited(candidate, profile, context.source is not None)
                         or (candidate.applies(onnx_path) if candidate.applies else None))
@@ -227,7 +246,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         # After every candidate is measured, so a search can stop once it cannot beat one within budget.
         reference_on_calibration = None
         for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
-            fastest = fastest_measured(run.rows, recipe.max_accuracy_drop)
+            fastest = fastest_measured(run.rows, recipe.max_accuracy_drop, original_eligible=original_eligible)
             beat = None if fastest is None else (fastest.name, fastest.latency["p50_ms"])
             if beat is not None and beat[1] <= row.latency["p50_ms"]:
                 run.tuning[candidate.name] = {
@@ -244,6 +263,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                                  recipe.tuning_budget, step, metric, built=artifacts[candidate.name], beat=beat,
                                  build=build)
                     step.cached = bool(tuned.restored) and len(tuned.restored) == tuned.builds
+                    if tuned.result.resolution:
+                        reporter.warn(f"{candidate.name}: {tuned.result.resolution}")
                     # A mixed row that misses the budget matters only when no candidate is within it.
                     mixed = _mixed_row(candidate, tuned, run, row, needed=tuned.result.met or beat is None)
                     if mixed is not None:
@@ -259,8 +280,11 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                     run.tuning[candidate.name] = {"reason": f"the search failed: {type(e).__name__}: {first_line(e)}"}
                     step.fail(run.tuning[candidate.name]["reason"])
 
+        paired = _time_contenders(run.rows, artifacts, sample, threads, measure, recipe.max_accuracy_drop,
+                                  original_eligible, reporter)
         with reporter.step("Select and bundle"):
-            run.selection = select(run.rows, recipe.max_accuracy_drop, metric, profile)
+            run.selection = select(run.rows, recipe.max_accuracy_drop, metric, profile,
+                                   original_eligible=original_eligible, paired=paired)
             chosen = run.selected
             if chosen is None:
                 raise EdgemlError(
@@ -311,6 +335,38 @@ def _candidates(target: Target, recipe: Recipe) -> list[Candidate]:
         raise TargetError(f"target '{target.name}' has no candidate with precision {recipe.precision} and "
                           f"quantizer {recipe.quantizer}; it offers precisions {', '.join(offered)}")
     return chosen
+
+
+def _original_artifact(model: Path, folder: Path) -> Artifact:
+    """The ONNX model the user gave, as a candidate: its file and external data files copied byte for byte."""
+    import onnx
+
+    folder.mkdir()
+    files = [location for _, location in external_data(onnx.load(str(model), load_external_data=False))]
+    for name in dict.fromkeys([model.name, *files]):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model.parent / name, folder / name)
+    return Artifact("onnxruntime", "fp32", folder, model.name)
+
+
+def _time_contenders(rows: list[Row], artifacts: dict[str, Artifact], sample: dict, threads: int,
+                     measure: MeasureConfig, max_drop: float, original_eligible: bool,
+                     reporter: Reporter) -> dict | None:
+    """The close contenders within the budget (selection.contenders) timed again, together, in alternating
+    rounds: {row name: paired_timing.summarize(...)}; None when fewer than two are close."""
+    close = contenders(rows, max_drop, original_eligible=original_eligible)
+    if len(close) < 2:
+        return None
+    names = ", ".join(r.name for r in close)
+    with reporter.step(f"Time the close contenders again, in alternating rounds ({names})") as step:
+        runners = {r.name: BACKENDS[artifacts[r.name].backend].open(artifacts[r.name], threads) for r in close}
+        config = replace(measure, seconds=measure.seconds * PAIRED_SECONDS / PAIRED_ROUNDS / len(close),
+                         min_runs=20)
+        rounds = interleave({name: partial(runner.run, sample) for name, runner in runners.items()},
+                            PAIRED_ROUNDS, config,
+                            on_round=lambda r, name, _: step.describe(f"Alternating rounds: {r + 1}/{PAIRED_ROUNDS}, "
+                                                                      f"{name}"))
+    return {name: summarize(timed) for name, timed in rounds.items()}
 
 
 def _build(candidate: Candidate, folder: Path, context: BuildContext, *, onnx_path: Path, store: caching.Cache,
@@ -364,11 +420,19 @@ def _measure_artifact(row: Row, candidate: Candidate, local: bool, artifact: Art
     checked = artifact if local else replace(artifact, entry=artifact.runtime_config.get("check_entry", artifact.entry))
     runner = backend.open(checked, threads)
     outputs = predict(runner, evaluation, batch, fixed)
-    row.metrics = compare(outputs, reference, evaluation.labels)
-    row.quality_drop = reference_quality - row.metrics[metric]
+    _judge(row, outputs, reference, evaluation.labels, metric, reference_quality)
     if local:
         _profile(row, runner, sample, measure, _artifact_memory_spec(artifact, threads))
     return Judged(backend.name, backend.version(), checked.entry, [o[:REFERENCE_SAMPLES] for o in outputs])
+
+
+def _judge(row: Row, outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None, metric: str,
+           reference_quality: float) -> None:
+    """`row`'s metrics against the original, its quality drop and the drop's 95% CI (edgeml.uncertainty)."""
+    row.metrics = compare(outputs, reference, labels)
+    row.quality_drop = reference_quality - row.metrics[metric]
+    test = drop_uncertainty(outputs, reference, labels, metric)
+    row.quality_drop_ci95, row.quality_test = test.pop("ci95"), test
 
 
 def _fatal(e: Exception, debug: bool) -> bool:

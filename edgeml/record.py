@@ -23,6 +23,10 @@ class Row:
     backend_version: str | None = None
     metrics: dict = field(default_factory=dict)    # accuracy, agreement, cosine, max_abs_error
     quality_drop: float | None = None          # reference quality - this row's quality
+    quality_drop_ci95: list[float] | None = None   # paired bootstrap 95% CI of quality_drop (uncertainty.py)
+    # what else judged the drop: samples, step (1/samples for top-1 metrics), worse/better (changed
+    # top-1 verdicts), mcnemar_p (accuracy); uncertainty.drop_uncertainty without ci95
+    quality_test: dict | None = None
     within_budget: bool | None = None
     latency: dict | None = None                # profiling.Latency.to_dict(): measured on this machine
     predicted: dict | None = None              # roofline prediction for the profile's device (never measured)
@@ -49,6 +53,7 @@ class Run:
     tuning: dict = field(default_factory=dict)        # accuracy-budget search per candidate
     rows: list[Row] = field(default_factory=list)
     selection: dict = field(default_factory=dict)
+    int8_scheme: dict | None = None            # edgeml.cpu_features: the INT8 scheme for this CPU, and why
     bundle: dict | None = None
     # ONNX Runtime's per-layer profile of the selected artifact: {artifact, backend, threads, runs,
     # kernels_ms, run_ms, layers: [{name, op, ms, share, added_by_runtime}], ops: [{op, ms, share, count}],

@@ -17,6 +17,7 @@ Mixed precisions (`int8+fp32`) take the tolerance of their lowest precision.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,15 @@ def tolerance(precision: str, runtime_config: dict) -> float:
 
 def write_reference(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                     tolerance: float) -> None:
-    np.savez(path, tolerance=np.float64(tolerance), **{f"input/{k}": v for k, v in inputs.items()},
-             **{f"output/{k}": v for k, v in outputs.items()})
+    """An .npz (read with np.load) written byte for byte the same for the same arrays: np.savez stamps each
+    member with the current time, so the members are written here with a fixed one."""
+    arrays = {"tolerance": np.float64(tolerance), **{f"input/{k}": v for k, v in inputs.items()},
+              **{f"output/{k}": v for k, v in outputs.items()}}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 
 def read_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 from edgeml.errors import EdgemlError
+from edgeml.selection import CLOSE
+from edgeml.uncertainty import resolution
 
 DASH = "—"
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
@@ -48,9 +50,13 @@ def render_markdown(run: dict) -> str:
                                      for r, cells in table])
     if predicted_note(run):
         lines += ["", predicted_note(run)]
+    for note in quality_notes(run):
+        lines += ["", note]
 
     lines += ["", latency_note(machine), ""]
     lines += markdown_table(*latency_table(run))
+    if paired_note(run):
+        lines += ["", paired_note(run), ""] + markdown_table(*paired_table(run))
     if run.get("device_report"):
         lines += ["", "## Measured on the device", "", device_note(run), ""] + markdown_table(*device_table(run))
     lines += _per_class(run)
@@ -158,13 +164,13 @@ def summary(run: dict) -> list[str]:
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']}, {chosen['precision']}): "
              f"{_predicted(chosen)} ms **predicted** for {profile['display_name'] if profile else 'the device'}, "
-             f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); not measured "
+             f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')}); not measured "
              f"here: {chosen['reason']}."),
             f"Why: {selection['reason']}.",
         ]
     elif chosen:
         ref = next(r for r in rows if r["role"] == "reference")
-        speedups = [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
+        speedups = [] if chosen is ref else [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
         fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
                      and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
         if fp32:
@@ -172,13 +178,39 @@ def summary(run: dict) -> list[str]:
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
              f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
-             f"{metric} {_quality(chosen, metric)} (drop {_drop(chosen['quality_drop'], metric)}); "
-             f"speed-up (p50) {', '.join(speedups)}."),
+             f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')})"
+             + (f"; speed-up (p50) {', '.join(speedups)}." if speedups else "; your model, unchanged.")),
             f"Why: {selection['reason']}.",
         ]
     if not selection.get("within_budget"):
         paragraphs.append(f"> **The accuracy budget was not met.** {selection['reason']}.")
     return paragraphs
+
+
+def paired_note(run: dict) -> str | None:
+    """What the close contenders' second timing was, when there was one (records before it have none)."""
+    paired = run["selection"].get("paired")
+    if not paired:
+        return None
+    return (f"The rows within the budget whose p50 was within {CLOSE:g}x of the fastest were timed again together, in "
+            f"{paired['rounds']} alternating rounds (p50: the median of the rounds' p50s, 95% CI by a bootstrap over "
+            f"rounds). {paired['fastest']} counts as faster than a row only when the lower end of its speed-up's "
+            f"CI is above {paired['faster_above']:.2f}x; tied rows: {', '.join(paired['tied'])}.")
+
+
+def paired_table(run: dict) -> tuple[list[str], list[list[str]]]:
+    paired = run["selection"]["paired"]
+    header = ["contender", "p50 ms in rounds (95% CI)", f"speed-up of {paired['fastest']} (95% CI)", "verdict"]
+    rows = []
+    for name, r in sorted(paired["rows"].items(), key=lambda kv: kv[1]["p50_ms"]):
+        s = r["speedup_of_fastest"]
+        lo, hi = r["p50_ci95_ms"]
+        rows.append([name, f"{_ms(r['p50_ms'])} ({_ms(lo)}–{_ms(hi)})",
+                     DASH if s is None else f"{s['ratio']:.2f}x ({s['ci95'][0]:.2f}–{s['ci95'][1]:.2f})",
+                     ("selected" if name == run["selection"]["candidate"] else "")
+                     + (", " if name == run["selection"]["candidate"] and name != paired["fastest"] else "")
+                     + ("fastest" if name == paired["fastest"] else "tied" if name in paired["tied"] else "slower")])
+    return header, rows
 
 
 def budget_note(run: dict) -> str:
@@ -202,7 +234,7 @@ def candidate_table(run: dict) -> tuple[list[str], list[tuple[dict, list[str]]]]
         cells = [
             r["name"], r["backend"], r["precision"],
             _quality(r, metric) if judged else DASH,
-            (DASH if r["role"] == "reference" else _drop(r["quality_drop"], metric)) if judged else DASH,
+            (DASH if r["role"] == "reference" else _drop_cell(r, metric)) if judged else DASH,
             _ms(r["latency"]["p50_ms"]) if measured else DASH,
             _ms(r["latency"]["p90_ms"]) if measured else DASH,
         ]
@@ -211,6 +243,43 @@ def candidate_table(run: dict) -> tuple[list[str], list[tuple[dict, list[str]]]]
         cells += [_mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
         table.append((r, cells))
     return header, table
+
+
+def quality_notes(run: dict) -> list[str]:
+    """Notes under the candidate table on how far its drops can be trusted: the evaluation set too coarse
+    for the budget (a warning), the selected row's drop interval straddling the budget, and the changed
+    top-1 predictions behind the selected row's drop (with the exact McNemar p for accuracy).
+    Records written before drops had intervals get none of them."""
+    metric, budget = run["data"]["quality_metric"], run["selection"].get("max_accuracy_drop")
+    tests = [r["quality_test"] for r in run["rows"] if r.get("quality_test")]
+    notes = []
+    coarse = resolution(tests[0]["samples"], metric, budget) if tests and budget is not None else None
+    if coarse:
+        notes.append(f"> **Too few evaluation samples for the budget:** {coarse}.")
+    chosen = next((r for r in run["rows"] if r["selected"]), None)
+    if chosen is None or chosen["status"] not in JUDGED:
+        return notes
+    ci, test = chosen.get("quality_drop_ci95"), chosen.get("quality_test")
+    if ci and budget is not None and ci[0] <= budget < ci[1]:
+        notes.append(f"The 95% CI of {chosen['name']}'s drop ({_interval(ci, metric)}) contains the budget "
+                     f"({_drop(budget, metric).lstrip('+')}): these {_samples(test)}evaluation samples cannot "
+                     "tell whether it is within; more samples narrow the interval.")
+    if test and test.get("worse") is not None:
+        n = test["samples"]
+        if test["worse"] == test["better"] == 0:
+            notes.append(f"{chosen['name']} vs the original: no top-1 verdict changed on these {n} evaluation samples, "
+                         f"so the drop's interval is 0 to 0; a true change rate as high as {300 / n:.2g} % (3/{n}) "
+                         "would still show none 1 time in 20.")
+        elif metric == "accuracy":
+            p = test.get("mcnemar_p")
+            notes.append(f"{chosen['name']} vs the original on {n} evaluation samples: {test['worse']} became wrong, "
+                         f"{test['better']} became right"
+                         + (f"; exact McNemar {_p(p)} (the chance of a split at least this uneven if both "
+                            "were equally accurate)" if p is not None else "") + ".")
+        else:
+            notes.append(f"{chosen['name']} vs the original: the top-1 class changed on {test['worse']} of {n} "
+                         "evaluation samples.")
+    return notes
 
 
 def predicted_note(run: dict) -> str | None:
@@ -317,7 +386,9 @@ def tuning_notes(tuning: dict) -> list[str]:
     return [(f"plain INT8 broke the budget on the evaluation data; the search {outcome}, "
              f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
              + (f" ({cached} build(s) from cache)" if cached else "")),
-            f"{tuning['data']}; {metric} there"]
+            f"{tuning['data']}; {metric} there"] + (
+        [f"**Too few calibration samples for the budget:** {tuning['resolution']}"]
+        if tuning.get("resolution") else [])
 
 
 def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
@@ -376,10 +447,10 @@ def _profile(profile: dict) -> list[str]:
     peaks = ", ".join(f"{p} {v:,.0f}" for p, v in profile["peak_gops"].items())
     runtimes = ", ".join(f"{k} {v}" for k, v in profile["runtimes"].items())
     return ["", "## Device profile", "",
-            f"- {profile['display_name']} (`{profile['name']}`, target {profile['target']}); computes in "
-            f"{', '.join(profile['precisions'])}; DLA cores: {profile['dla_cores']}",
-            f"- peak GOPS: {peaks}; memory bandwidth {profile['memory_bandwidth_gbs']:g} GB/s; memory "
-            f"{profile['memory_gb']:g} GB",
+            (f"- {profile['display_name']} (`{profile['name']}`, target {profile['target']}); computes in "
+             f"{', '.join(profile['precisions'])}; DLA cores: {profile['dla_cores']}"),
+            (f"- peak GOPS: {peaks}; memory bandwidth {profile['memory_bandwidth_gbs']:g} GB/s; memory "
+             f"{profile['memory_gb']:g} GB"),
             f"- runtimes: {runtimes or DASH}",
             *[f"- source: {s}" for s in profile["sources"]]]
 
@@ -389,9 +460,9 @@ def _compression(compression: dict) -> list[str]:
     prune = compression.get("prune")
     if prune:
         lines += ["", "## Pruning", "",
-                  f"- MACs {prune['macs_before']:,} -> {prune['macs_after']:,} ({prune['macs_ratio']:.2f}x fewer), "
-                  f"parameters {prune['params_before']:,} -> {prune['params_after']:,} "
-                  f"({prune['params_ratio']:.2f}x fewer)"]
+                  (f"- MACs {prune['macs_before']:,} -> {prune['macs_after']:,} ({prune['macs_ratio']:.2f}x fewer), "
+                   f"parameters {prune['params_before']:,} -> {prune['params_after']:,} "
+                   f"({prune['params_ratio']:.2f}x fewer)")]
         lines += [f"- {n}" for n in prune["notes"]]
         if prune["kind"] == "structured":
             lines += ["", "| layer | kind | input channels | output channels |", "|---|---|---|---|"]
@@ -442,6 +513,32 @@ def _percent(value: float) -> str:
 
 def _drop(drop: float, metric: str) -> str:
     return f"{drop:+.4f}" if metric == "cosine" else f"{drop * 100:+.2f} pt"
+
+
+def _drop_cell(r: dict, metric: str) -> str:
+    """The drop, with its 95% CI when the record has one: +1.25 pt (95% CI +0.31 to +2.19 pt)."""
+    return _drop_and_ci(r, metric, " (", ")").removeprefix("drop ")
+
+
+def _drop_and_ci(r: dict, metric: str, sep: str, end: str = "") -> str:
+    ci = r.get("quality_drop_ci95")
+    text = f"drop {_drop(r['quality_drop'], metric)}"
+    return text + (f"{sep}95% CI {_interval(ci, metric)}{end}" if ci else "")
+
+
+def _interval(ci: list[float], metric: str) -> str:
+    lo, hi = ci
+    if metric == "cosine":
+        return f"{lo:+.4f} to {hi:+.4f}"
+    return f"{lo * 100:+.2f} to {hi * 100:+.2f} pt"
+
+
+def _samples(test: dict | None) -> str:
+    return f"{test['samples']} " if test else ""
+
+
+def _p(p: float) -> str:
+    return f"p = {p:.3g}" if p >= 0.001 else "p < 0.001"
 
 
 def _ratio(base: dict, chosen: dict) -> str:

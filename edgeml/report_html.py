@@ -49,9 +49,12 @@ def render_html(run: dict) -> str:
         ["selected" if r["selected"] else r["status"] for r, _ in table])]
     if report.predicted_note(run):
         body.append(_paragraph(report.predicted_note(run), "note"))
+    body += [_paragraph(note, "note") for note in report.quality_notes(run)]
 
     body += ["<h2>Latency against quality</h2>", _tradeoff_plot(run)]
     body += ["<h2>Latency</h2>", _paragraph(report.latency_note(run["machine"])), _table(*report.latency_table(run))]
+    if report.paired_note(run):
+        body += [_paragraph(report.paired_note(run)), _table(*report.paired_table(run))]
     if run.get("device_report"):
         body += ["<h2>Measured on the device</h2>", _paragraph(report.device_note(run)),
                  _table(*report.device_table(run))]

@@ -100,6 +100,9 @@ class Candidate:
     needs_dla: bool = False          # runs on an NVIDIA Deep Learning Accelerator core
     needs_source: bool = False       # builds from the PyTorch model (BuildContext.source), not the ONNX model
     computes_in: str | None = None   # the precision its arithmetic runs in, when not `precision` (FP16 storage only)
+    # Runs the ONNX model as it is, as the original row does for an ONNX input: then the original itself
+    # is the candidate (its bytes unchanged) and this one is skipped.
+    as_given: bool = False
 
     def runs_here(self) -> bool:
         """Whether this machine has the runtime that runs the artifact (else it is checked with `check_with`)."""

@@ -3,7 +3,8 @@ opt-in PyTorch INT8 program made by Intel Neural Compressor from the PyTorch mod
 
 Some candidates suit only some models, which their `applies` rule reads from the ONNX graph: dynamic
 INT8 and weight-only INT8/INT4 are for models whose compute is in MatMuls with weights (transformers,
-RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions.
+RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions (edgeml.cpu_features, which
+$EDGEML_CPU_FEATURES overrides).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeml import cpu_features
 from edgeml.compress.quantize import SUPPORTS as QUANTIZE
 from edgeml.compress.quantize import WeightOnlyConfig, float16
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
@@ -20,7 +22,7 @@ from edgeml.compress.quantize import openvino_backend as ov_quant
 from edgeml.errors import EdgemlError
 from edgeml.targets.base import Artifact, BuildContext, Candidate, Target
 from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, copy_model
-from edgeml.targets.openvino_backend import OPENVINO, cpu_runs_bf16, read_onnx, save_ir
+from edgeml.targets.openvino_backend import OPENVINO, read_onnx, save_ir
 from edgeml.targets.pytorch_backend import TORCH, write_program
 
 INT8_WEIGHTS = WeightOnlyConfig(bits=8)
@@ -97,8 +99,8 @@ def _weight_only_fits(op_types: tuple[str, ...], min_k: int) -> Callable[[Path],
     return fits
 
 
-def _bf16_fits(model: Path) -> str | None:
-    return None if cpu_runs_bf16() else "this CPU has no BF16 instructions (AVX512-BF16 or AMX)"
+# Reads only the CPU (edgeml.cpu_features, $EDGEML_CPU_FEATURES), so `edgeml targets` applies it too.
+_bf16_fits = cpu_features.CpuRule(cpu_features.missing_bf16)
 
 
 def _ort_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -175,7 +177,7 @@ CPU = Target(
     description="x86-64 / arm64 CPUs, measured on this machine",
     candidates=(
         Candidate("onnxruntime-fp32", ONNXRUNTIME, "fp32", _ort_fp32,
-                  method="the exported ONNX model as it is"),
+                  method="the exported ONNX model as it is", as_given=True),
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated",
                   quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors),

@@ -69,7 +69,7 @@ def test_manifest_is_valid_and_complete(bundles, digits):
     for bundle in bundles.values():
         manifest = manifest_of(bundle)
         Draft202012Validator(schema()).validate(manifest)
-        assert manifest["format_version"] == 2
+        assert manifest["format_version"] == 3
         on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json"}
         assert {f["path"] for f in manifest["files"]} == on_disk and {"run.py", "reference.npz"} <= on_disk
         assert manifest["lineage"]["seeds"] == {"recipe": 0, "example": 0}

@@ -1,10 +1,13 @@
+import numpy as np
+
+from edgeml.paired_timing import summarize
 from edgeml.record import Row
-from edgeml.selection import select
+from edgeml.selection import contenders, select
 
 
-def row(name, p50, accuracy, drop, status="ok"):
-    return Row(name, "b", "fp32", "candidate", status=status, metrics={"accuracy": accuracy},
-               quality_drop=drop, latency={"p50_ms": p50})
+def row(name, p50, accuracy, drop, status="ok", precision="fp32"):
+    return Row(name, "b", precision, "candidate", status=status, metrics={"accuracy": accuracy},
+               quality_drop=drop, latency={"p50_ms": p50}, size_bytes=100)
 
 
 def test_fastest_within_budget():
@@ -44,3 +47,50 @@ def test_device_only_rows_ranked_by_predicted_latency():
     summary = select(rows, 0.01, "accuracy")
     assert summary["candidate"] == "int8" and summary["basis"] == "predicted" and summary["within_budget"]
     assert "predicted" in summary["reason"]
+
+
+# Close contenders, timed again in alternating rounds (edgeml.paired_timing) and settled.
+
+def timed(p50, spread=0.01, rounds=5, runs=200, seed=0):
+    """Synthetic per-round call times around `p50` ms, as paired_timing.interleave returns them."""
+    rng = np.random.default_rng(seed)
+    return summarize([p50 * (1 + spread * rng.standard_normal(runs)) for _ in range(rounds)])
+
+
+def test_a_row_counts_as_faster_only_when_its_speedup_is_real():
+    rows = [row("fp32", 1.00, 0.99, 0.0), row("int8", 0.70, 0.985, 0.005, precision="int8")]
+    summary = select(rows, 0.01, "accuracy", paired={"fp32": timed(1.0), "int8": timed(0.7, seed=1)})
+    assert summary["candidate"] == "int8"
+    assert summary["paired"]["tied"] == ["int8"] and "faster than fp32" in summary["reason"]
+
+
+def test_a_tie_goes_to_the_higher_quality_then_the_simpler_precision():
+    rows = [row("fp32", 1.00, 0.99, 0.0), row("int8", 0.98, 0.985, 0.005, precision="int8")]
+    summary = select(rows, 0.01, "accuracy", paired={"fp32": timed(1.0, 0.05), "int8": timed(0.99, 0.05, seed=1)})
+    assert summary["candidate"] == "fp32" and summary["paired"]["tied"] == ["fp32", "int8"]
+    assert "tied within noise (speed-up of int8" in summary["reason"] and "95% CI" in summary["reason"]
+    same = [row("bf16", 1.0, 0.99, 0.0, precision="bf16"), row("fp16", 1.0, 0.99, 0.0, precision="fp16"),
+            row("fp32", 1.0, 0.99, 0.0)]
+    summary = select(same, 0.01, "accuracy", paired={r.name: timed(1.0, 0.05, seed=i) for i, r in enumerate(same)})
+    assert summary["candidate"] == "fp32"
+
+
+def test_the_original_onnx_model_is_shipped_when_nothing_beats_it():
+    original = Row("original", "onnxruntime", "fp32", "reference", metrics={"accuracy": 0.99}, quality_drop=0.0,
+                   latency={"p50_ms": 1.0}, size_bytes=100)
+    rows = [original, row("openvino-fp32", 0.97, 0.99, 0.0)]
+    summary = select(rows, 0.01, "accuracy", original_eligible=True,
+                     paired={"original": timed(1.0, 0.05), "openvino-fp32": timed(0.98, 0.05, seed=1)})
+    assert summary["candidate"] == "original" and original.selected
+    assert summary["reason"].startswith("no candidate was faster than your model")
+    assert select([original], 0.01, "accuracy")["candidate"] is None       # a PyTorch model's original is not
+
+
+def test_contenders_are_the_rows_close_to_the_fastest_and_keep_the_original():
+    original = Row("original", "onnxruntime", "fp32", "reference", metrics={"accuracy": 0.99}, quality_drop=0.0,
+                   latency={"p50_ms": 1.2})
+    rows = [original, row("a", 1.0, 0.99, 0.0), row("b", 1.1, 0.99, 0.0), row("c", 1.15, 0.99, 0.0),
+            row("d", 1.18, 0.99, 0.0), row("slow", 2.0, 0.99, 0.0), row("over", 0.5, 0.9, 0.09)]
+    assert [r.name for r in contenders(rows, 0.01)] == ["a", "b", "c", "d"]
+    assert [r.name for r in contenders(rows, 0.01, original_eligible=True)] == ["a", "b", "c", "original"]
+    assert len(contenders([row("a", 1.0, 0.99, 0.0), row("slow", 2.0, 0.99, 0.0)], 0.01)) == 1

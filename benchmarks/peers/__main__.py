@@ -17,9 +17,9 @@ import torch
 from benchmarks.peers import report, verdict
 from benchmarks.peers.cases import MODELS, SEED, Case, load_case
 from benchmarks.peers.methods import BATCH, METHODS, Context
-from benchmarks.peers.timing import interleave, summarize
 from edgeml.evaluate import compare, predict
 from edgeml.export import export_onnx
+from edgeml.paired_timing import interleave, summarize
 from edgeml.profiling import MeasureConfig
 from edgeml.record import Run
 from edgeml.roofline import measure_host

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.peers.timing import speedup
+from edgeml.paired_timing import speedup
 from edgeml.profiles import Profile, ProfileError
 from edgeml.roofline import predict
 
