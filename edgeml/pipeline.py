@@ -68,7 +68,7 @@ PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
 LAYER_PROFILE_SECONDS = 0.2   # about how long the per-layer profile of the selected artifact runs
 LAYER_PROFILE_RUNS = (3, 50)  # and its fewest and most profiled runs (after 3 warm-up runs)
 PAIRED_ROUNDS = 5             # close contenders are timed again in this many alternating rounds ...
-PAIRED_SECONDS = 2.0          # ... for this many times --measure-seconds each, in all
+PAIRED_SECONDS = 2.0          # ... taking this many times --measure-seconds, all of them together
 
 
 def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, example: str | None = None,
@@ -159,8 +159,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         artifacts: dict[str, Artifact] = {}
         judged: dict[str, Judged] = {}
         original_eligible = not source.is_torch          # an ONNX input can ship as it is
-        if original_eligible:
-            artifacts[ref_row.name] = _original_artifact(source.path, work / "original")
+        if original_eligible:                            # where it is: opened to time it, copied only if chosen
+            artifacts[ref_row.name] = Artifact("onnxruntime", "fp32", source.path.parent, source.path.name)
             judged[ref_row.name] = Judged("onnxruntime", ref_row.backend_version, source.path.name,
                                           [o[:REFERENCE_SAMPLES] for o in reference])
         coarse = resolution(len(evaluation), metric, recipe.max_accuracy_drop)
@@ -292,6 +292,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                     + "; ".join(f"{r.name}: {r.reason}" for r in run.rows if r.role == "candidate"))
             if not run.selection["within_budget"]:
                 reporter.warn(run.selection["reason"])
+            if chosen is ref_row:
+                artifacts[chosen.name] = _original_artifact(source.path, work / "original")
             run.bundle = write_bundle(staging / "bundle", artifacts[chosen.name], chosen, run, onnx_inputs,
                                       onnx_outputs, calibration.preprocessing or evaluation.preprocessing,
                                       evaluation.feeds(0, REFERENCE_SAMPLES), judged[chosen.name])
