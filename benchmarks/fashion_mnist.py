@@ -25,12 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import edgeml
-from edgeml import single_pass
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
-from edgeml.data import Dataset, split
-from edgeml.profiling import machine_info
-from edgeml.targets.base import package_version
+from edgeml.inputs.data import Dataset, split
+from edgeml.measure.latency import machine_info
+from edgeml.pipeline import single_pass
+from edgeml.runtimes.base import package_version
 
 SEED = 0
 EPOCHS = 4

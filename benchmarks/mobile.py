@@ -23,8 +23,8 @@ import numpy as np
 import edgeml
 from benchmarks.images import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, photo_crops
 from benchmarks.models import lite0_weights
-from edgeml.profiling import machine_info
-from edgeml.targets.base import package_version
+from edgeml.measure.latency import machine_info
+from edgeml.runtimes.base import package_version
 
 CALIBRATION_CROPS = 64
 EVALUATION_CROPS = 240

@@ -31,14 +31,14 @@ import torch
 
 from edgeml.compress.quantize import Int8Config
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
-from edgeml.data import Dataset
-from edgeml.export import export_onnx
-from edgeml.models import load_model
+from edgeml.inputs.data import Dataset
+from edgeml.inputs.export import export_onnx
+from edgeml.inputs.models import load_model
+from edgeml.measure.latency import MeasureConfig, machine_info, measure_latency
+from edgeml.measure.roofline import layer_costs, measure_host, predict
 from edgeml.profiles import Profile, load_profile
-from edgeml.profiling import MeasureConfig, machine_info, measure_latency
-from edgeml.roofline import layer_costs, measure_host, predict
-from edgeml.targets.base import package_version
-from edgeml.targets.onnxruntime_backend import OrtRunner
+from edgeml.runtimes.base import package_version
+from edgeml.runtimes.onnxruntime import OrtRunner
 
 SEED = 0
 PROFILE = "x86-avx512-server"
@@ -235,7 +235,7 @@ def write_results(args, rows: list[dict], skipped: list[str], fitted: dict, host
         (f"Measured: ONNX Runtime p50, batch 1, after warm-up, the fastest of {args.rounds} interleaved rounds (the "
          "machine's cores are shared with other work; every round's p50 is in roofline.json). INT8 is onnxruntime "
          f"static QDQ (per-channel, calibrated on {CALIBRATION_SAMPLES} random inputs). Predicted: "
-         f"`edgeml.roofline.predict` at {args.threads} thread(s), on the FP32 graph."),
+         f"`edgeml.measure.roofline.predict` at {args.threads} thread(s), on the FP32 graph."),
         "",
         (f"- **fitted**: {PROFILE}'s datasheet peaks with efficiency factors fitted on *these same measurements* "
          f"(compute {fitted['compute']:.3f}, memory {fitted['memory']:.3f}, layer overhead "

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from edgeml.pipeline import optimize  # noqa: E402
+from edgeml.pipeline.optimize import optimize  # noqa: E402
 
 __all__ = ["optimize", "__version__"]

@@ -14,9 +14,9 @@ import edgeml
 from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import FULL_DISK, EdgemlError, first_line
-from edgeml.evaluate import METRICS
-from edgeml.models import safe_loading
-from edgeml.recipe import PRECISIONS, QUANTIZERS
+from edgeml.inputs.models import safe_loading
+from edgeml.inputs.recipe import PRECISIONS, QUANTIZERS
+from edgeml.measure.evaluate import METRICS
 
 
 class _Group(click.Group):
@@ -152,11 +152,11 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
     with --weights.
     """
+    from edgeml.inputs.recipe import Recipe, load_recipe, make_recipe
     from edgeml.progress import Reporter
-    from edgeml.recipe import Recipe, load_recipe, make_recipe
 
     if track:
-        from edgeml.tracking import check_tracker
+        from edgeml.report.tracking import check_tracker
 
         check_tracker(track)
     base = make_recipe(**load_recipe(recipe)) if recipe else Recipe()
@@ -186,7 +186,7 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 
     Each target's run (bundle and report) is kept in OUT/TARGET/; the table is OUT/benchmark.md.
     """
-    from edgeml.benchmark import benchmark as run_benchmark
+    from edgeml.pipeline.benchmark import benchmark as run_benchmark
     from edgeml.progress import Reporter
 
     names = [t.strip() for t in targets.split(",") if t.strip()]
@@ -218,8 +218,8 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
     With --max-accuracy-drop, layers that cost the most accuracy are kept in float until the
     budget is met; the report shows the per-layer sensitivity and every configuration tried.
     """
+    from edgeml.inputs.recipe import Recipe
     from edgeml.progress import Reporter
-    from edgeml.recipe import Recipe
 
     run = edgeml.optimize(
         model, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
@@ -250,8 +250,8 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
 def prune(model, example, weights, input_shapes, method, ratio, importance, global_pruning, round_to, ignore_layer,
           data, eval_data, preprocess, out, force):
     """Prune a PyTorch MODEL and write it as OUT/model.pt2, with MACs, parameters and quality before/after."""
-    from edgeml import single_pass
     from edgeml.compress.prune import StructuredConfig, UnstructuredConfig
+    from edgeml.pipeline import single_pass
     from edgeml.progress import Reporter
 
     structured = StructuredConfig(ratio=ratio, importance=importance, global_pruning=global_pruning,
@@ -286,8 +286,8 @@ def prune(model, example, weights, input_shapes, method, ratio, importance, glob
 def distill(model, example, weights, input_shapes, student, student_weights, train_data, eval_data, preprocess,
             epochs, temperature, alpha, patience, lr, seed, out, force):
     """Distill the teacher MODEL into --student and write it as OUT/model.pt2, with the training curve."""
-    from edgeml import single_pass
     from edgeml.compress.distill import DistillConfig
+    from edgeml.pipeline import single_pass
     from edgeml.progress import Reporter
 
     config = DistillConfig(epochs=epochs, temperature=temperature, alpha=alpha, patience=patience, lr=lr, seed=seed)
@@ -304,7 +304,7 @@ def _settings(base, flags: dict) -> dict:
     from dataclasses import replace
 
     from edgeml.compress.prune import StructuredConfig
-    from edgeml.recipe import parse_duration
+    from edgeml.inputs.recipe import parse_duration
 
     settings = {k: v for k, v in flags.items() if v is not None and k in RECIPE_FLAGS}
     if "tuning_budget" in settings:
@@ -336,8 +336,8 @@ def targets():
     $EDGEML_CPU_FEATURES overrides)."""
     from rich.markup import escape
 
-    from edgeml import cpu_features
     from edgeml.doctor import STATUS_COLOURS, candidate_status
+    from edgeml.measure import cpu_features
     from edgeml.profiles import default_profile
     from edgeml.targets import TARGETS
 
@@ -416,7 +416,7 @@ def build_engine(bundle, out):
     """Build the TensorRT engine of a jetson/gpu BUNDLE on this device, check it against the bundle's
     reference outputs and time it. Needs TensorRT's Python package (JetPack has it); exits 1 when
     the engine's outputs are outside the tolerance."""
-    from edgeml.engine import build_engine as build
+    from edgeml.bundle.build_engine import build_engine as build
 
     result = build(Path(bundle), out=out and Path(out))
     latency = result["latency_ms"]
@@ -442,14 +442,14 @@ def report(run_dir, fmt, out, merge):
     """Render the report of RUN_DIR, the OUT folder of `edgeml optimize`, from its report.json."""
     import json
 
-    from edgeml.report import load_device_report, load_run, merge_device_report, render_markdown
+    from edgeml.report.markdown import load_device_report, load_run, merge_device_report, render_markdown
 
     run, text = load_run(run_dir)
     if merge is not None:
         run = merge_device_report(run, load_device_report(merge))
         text = json.dumps(run, indent=2) + "\n"
     if fmt == "html":
-        from edgeml.report_html import render_html
+        from edgeml.report.html import render_html
 
         text, out = render_html(run), out or run_dir / "report.html"
     elif fmt == "md":
@@ -476,7 +476,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
     """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
     then check every file there against the manifest's sha256. Run it again to resume an
     interrupted copy: files already there intact are not sent again."""
-    from edgeml.ship import ship as run_ship
+    from edgeml.bundle.ship import ship as run_ship
 
     options = {}
     for item in ssh_options:
@@ -503,7 +503,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
 def profile_command(bundle, threads, measure_seconds, out):
     """Time BUNDLE's artifact on this machine (the device) with its own runtime, batch 1, and write a
     device report that `edgeml report RUN_DIR --merge` puts next to the build's numbers."""
-    from edgeml.device_profile import profile_bundle, write_device_report
+    from edgeml.bundle.on_device import profile_bundle, write_device_report
 
     result = profile_bundle(bundle, threads=threads, measure_seconds=measure_seconds)
     latency, machine = result["latency"], result["machine"]
@@ -524,7 +524,7 @@ def profile_command(bundle, threads, measure_seconds, out):
 def pack(bundle_dir, out):
     """Pack BUNDLE_DIR (OUT/bundle of `edgeml optimize`) into one .tar.gz, written atomically. The same
     bundle always gives the same bytes (sorted entries, no times, owners or other metadata)."""
-    from edgeml.pack import pack as pack_bundle
+    from edgeml.bundle.pack import pack as pack_bundle
 
     click.echo(str(pack_bundle(bundle_dir, out)))
 
@@ -535,7 +535,7 @@ def verify(bundle):
     """Check BUNDLE (a bundle folder, or a .tar.gz from `edgeml pack`): the manifest against its schema,
     every file's size and sha256, no file added, and the reference vectors run with the runtime found
     here. Exits 0 when everything matches, 1 when a check fails, 2 when BUNDLE cannot be used."""
-    from edgeml.verify import verify as verify_bundle
+    from edgeml.bundle.verify import verify as verify_bundle
 
     result = verify_bundle(bundle)
     manifest = result.manifest

@@ -1,7 +1,7 @@
 """`edgeml doctor`: what this machine offers edgeml, in one report.
 
 Three parts: the runtime and backend packages (version, or the extra that installs them), this
-machine (CPU, the instruction sets inference uses and where edgeml.cpu_features found them (detected
+machine (CPU, the instruction sets inference uses and where edgeml.measure.cpu_features found them (detected
 or assumed from $EDGEML_CPU_FEATURES), the INT8 scheme they call for, memory, GPUs), and for each
 candidate of each target whether it is measured here, skipped on this CPU, checked here with its
 latency predicted, or not served here. The candidate statuses follow the rules of the optimize
@@ -18,13 +18,14 @@ from rich.markup import escape
 from rich.table import Table
 
 import edgeml
-from edgeml import cpu_features
 from edgeml.errors import first_line
-from edgeml.profiling import machine_info
+from edgeml.measure import cpu_features
+from edgeml.measure.latency import machine_info
+from edgeml.runtimes.base import missing_modules, package_version
+from edgeml.runtimes.tensorrt import TENSORRT
 from edgeml.targets import TARGETS
-from edgeml.targets.base import Candidate, Target, missing_modules, package_version
+from edgeml.targets.base import Candidate, Target
 from edgeml.targets.jetson import TEGRA_RELEASE
-from edgeml.targets.tensorrt_backend import TENSORRT
 
 # (pip package, import name, what installs it)
 PACKAGES = (

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeml.cache import cache_dir
-from edgeml.data import Dataset, Preprocess
+from edgeml.inputs.data import Dataset, Preprocess
+from edgeml.pipeline.cache import cache_dir
 
 SEED = 0
 EPOCHS = 20
@@ -105,7 +105,7 @@ def _train(model, train: Dataset) -> None:
 
 def digits_source(example: DigitsExample):
     """The example as a loaded model: the factory with its cached weights, named "digits"."""
-    from edgeml.models import load_model
+    from edgeml.inputs.models import load_model
 
     source = load_model("edgeml.examples:DigitsCNN", example.weights, ["input:?x1x8x8"])
     source.name = "digits"

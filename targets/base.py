@@ -1,65 +1,21 @@
-"""What every target is made of: backends that run artifacts, and candidate recipes.
+"""What every target is made of: candidate recipes, each a runtime (edgeml.runtimes), a precision and a build.
 
-A `Backend` knows how to run a compiled artifact (for validation and profiling) and which
-Python packages it needs. A `Candidate` is one way a target can compile a model: a backend, a
-precision and a build function. Both are plain data so `edgeml targets`, the pipeline and the
-docs read the same table.
+A `Candidate` is one way a target can compile a model: a backend (the runtime that runs the artifact), a
+precision and a build function. It is plain data so `edgeml targets`, the pipeline and the docs read the
+same table.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.metadata
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
-
-import numpy as np
+from typing import Callable
 
 from edgeml.compress.quantize import Int8Config
-from edgeml.data import Dataset
-from edgeml.models import SourceModel
+from edgeml.inputs.data import Dataset
+from edgeml.inputs.models import SourceModel
 from edgeml.profiles import Profile
-
-
-class Runner(Protocol):
-    """A loaded model that maps named inputs to the list of outputs, in model order."""
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
-
-
-@dataclass
-class Artifact:
-    """Files a candidate build produced, in one folder, and how to run them."""
-    backend: str
-    precision: str
-    folder: Path
-    entry: str                       # the file the runtime loads
-    runtime_config: dict = field(default_factory=dict)
-
-    @property
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.rglob("*") if p.is_file())
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.files)
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    modules: tuple[str, ...]         # import names the backend needs
-    extra: str                       # the edgeml extra that installs them
-    open: Callable[[Artifact, int], Runner]
-
-    def missing(self) -> list[str]:
-        return missing_modules(self.modules)
-
-    def version(self) -> str | None:
-        return package_version(self.modules[0])
+from edgeml.runtimes.base import Artifact, Backend, missing_modules
 
 
 @dataclass
@@ -127,29 +83,3 @@ class Target:
     def measures_here(self, candidate: Candidate) -> bool:
         """Whether `candidate` is run and timed on this machine (else checked with `check_with`)."""
         return candidate.runs_here() and not (self.elsewhere and self.elsewhere())
-
-
-def missing_modules(modules: tuple[str, ...]) -> list[str]:
-    """The modules that are not installed (found without importing them: some print on import)."""
-    return [name for name in modules if importlib.util.find_spec(name) is None]
-
-
-@functools.cache
-def _distributions() -> dict[str, list[str]]:
-    """Module name to the pip packages that provide it (a scan of every installed package: done once)."""
-    return importlib.metadata.packages_distributions()
-
-
-def package_version(module: str) -> str | None:
-    """The installed version of the package that provides `module`, or None."""
-    try:
-        return importlib.metadata.version(module)
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    distributions = _distributions().get(module)      # e.g. mlflow from mlflow-skinny
-    if distributions:
-        return importlib.metadata.version(distributions[0])
-    try:
-        return getattr(importlib.import_module(module), "__version__", None)
-    except ImportError:
-        return None

@@ -3,7 +3,7 @@ opt-in PyTorch INT8 program made by Intel Neural Compressor from the PyTorch mod
 
 Some candidates suit only some models, which their `applies` rule reads from the ONNX graph: dynamic
 INT8 and weight-only INT8/INT4 are for models whose compute is in MatMuls with weights (transformers,
-RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions (edgeml.cpu_features, which
+RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions (edgeml.measure.cpu_features, which
 $EDGEML_CPU_FEATURES overrides).
 """
 
@@ -14,16 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeml import cpu_features
 from edgeml.compress.quantize import SUPPORTS as QUANTIZE
 from edgeml.compress.quantize import WeightOnlyConfig, float16
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
 from edgeml.compress.quantize import openvino_backend as ov_quant
 from edgeml.errors import EdgemlError
-from edgeml.targets.base import Artifact, BuildContext, Candidate, Target
-from edgeml.targets.onnxruntime_backend import ONNXRUNTIME, copy_model
-from edgeml.targets.openvino_backend import OPENVINO, read_onnx, save_ir
-from edgeml.targets.pytorch_backend import TORCH, write_program
+from edgeml.measure import cpu_features
+from edgeml.runtimes.base import Artifact
+from edgeml.runtimes.onnxruntime import ONNXRUNTIME, copy_model
+from edgeml.runtimes.openvino import OPENVINO, read_onnx, save_ir
+from edgeml.runtimes.pytorch import TORCH, write_program
+from edgeml.targets.base import BuildContext, Candidate, Target
 
 INT8_WEIGHTS = WeightOnlyConfig(bits=8)
 INT4_WEIGHTS = WeightOnlyConfig(bits=4)
@@ -99,7 +100,7 @@ def _weight_only_fits(op_types: tuple[str, ...], min_k: int) -> Callable[[Path],
     return fits
 
 
-# Reads only the CPU (edgeml.cpu_features, $EDGEML_CPU_FEATURES), so `edgeml targets` applies it too.
+# Reads only the CPU (edgeml.measure.cpu_features, $EDGEML_CPU_FEATURES), so `edgeml targets` applies it too.
 _bf16_fits = cpu_features.CpuRule(cpu_features.missing_bf16)
 
 
@@ -157,11 +158,11 @@ def _torch_int8_inc(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     if ctx.source is None:
         raise EdgemlError("--quantizer inc quantizes a PyTorch model; MODEL is ONNX: give the PyTorch model "
                           "(factory + --weights, or a .pt2)")
-    from edgeml import compression
     from edgeml.compress.quantize import inc_backend
+    from edgeml.pipeline import torch_passes
 
-    example = compression.example_inputs(ctx.source, ctx.calibration)
-    quantized = inc_backend.run(compression.torch_module(ctx.source, "--quantizer inc"), example, ctx.calibration,
+    example = torch_passes.example_inputs(ctx.source, ctx.calibration)
+    quantized = inc_backend.run(torch_passes.torch_module(ctx.source, "--quantizer inc"), example, ctx.calibration,
                                 ctx.int8, ctx.max_accuracy_drop)
     out.mkdir(parents=True, exist_ok=True)
     config = write_program(quantized, example, out / "model.pt2")

@@ -10,53 +10,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import numpy as np
-
-from edgeml.targets.base import Artifact, Backend, BuildContext, Candidate, Target
-from edgeml.targets.onnxruntime_backend import OrtRunner, copy_model
-from edgeml.targets.pytorch_backend import TorchRunner, write_program
+from edgeml.runtimes.base import Artifact
+from edgeml.runtimes.cuda import ONNXRUNTIME_CUDA, TORCH_CUDA
+from edgeml.runtimes.onnxruntime import copy_model
+from edgeml.runtimes.pytorch import write_program
+from edgeml.targets.base import BuildContext, Candidate, Target
 from edgeml.targets.tensorrt import TENSORRT_FP16, TENSORRT_INT8
-
-
-class TorchCudaRunner(TorchRunner):
-    """PyTorch on the CUDA GPU: float inputs go in as FP16, float outputs come back as float32."""
-
-    def _call(self, tensors) -> list[np.ndarray]:
-        import torch
-
-        tensors = [t.to("cuda", torch.float16) if t.is_floating_point() else t.to("cuda") for t in tensors]
-        with torch.inference_mode():
-            out = self.module(*tensors)
-        outputs = out if isinstance(out, (tuple, list)) else [out]
-        return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outputs]
-
-
-def _open_torch_cuda(artifact: Artifact, threads: int) -> TorchCudaRunner:
-    import torch
-
-    module = torch.export.load(str(artifact.folder / artifact.entry)).module()
-    return TorchCudaRunner(module, artifact.runtime_config["inputs"], threads, artifact.runtime_config.get("batch"))
-
-
-class OrtCudaRunner(OrtRunner):
-    def __init__(self, model: Path, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(model), options, providers=["CUDAExecutionProvider"])
-        # ONNX Runtime falls back to the CPU when the CUDA provider fails to load (e.g. no cuDNN).
-        if self.session.get_providers()[0] != "CUDAExecutionProvider":
-            raise RuntimeError("ONNX Runtime could not start its CUDA provider (check the CUDA and cuDNN libraries "
-                               "onnxruntime-gpu needs)")
-
-
-def _open_ort_cuda(artifact: Artifact, threads: int) -> OrtCudaRunner:
-    return OrtCudaRunner(artifact.folder / artifact.entry, threads)
-
-
-TORCH_CUDA = Backend("torch-cuda", ("torch",), extra="a CUDA build of torch", open=_open_torch_cuda)
-ONNXRUNTIME_CUDA = Backend("onnxruntime-cuda", ("onnxruntime",), extra="onnxruntime-gpu", open=_open_ort_cuda)
 
 
 def _no_cuda() -> str | None:
@@ -79,11 +38,11 @@ def _torch_cuda_fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
         raise ValueError("torch-cuda-fp16 runs a PyTorch nn.Module: give MODEL as a factory with --weights, or a .pt2")
     import torch
 
-    from edgeml import compression
+    from edgeml.pipeline import torch_passes
 
-    module = copy.deepcopy(compression.torch_module(ctx.source, "torch-cuda-fp16")).half().to("cuda")
+    module = copy.deepcopy(torch_passes.torch_module(ctx.source, "torch-cuda-fp16")).half().to("cuda")
     example = tuple(t.to("cuda", torch.float16) if t.is_floating_point() else t.to("cuda")
-                    for t in compression.example_inputs(ctx.source, ctx.calibration))
+                    for t in torch_passes.example_inputs(ctx.source, ctx.calibration))
     out.mkdir(parents=True, exist_ok=True)
     config = write_program(module, example, out / "model.pt2")
     return Artifact(TORCH_CUDA.name, "fp16", out, "model.pt2",

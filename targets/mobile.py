@@ -11,8 +11,9 @@ from pathlib import Path
 
 from edgeml.compress.quantize import litert_backend as litert_quant
 from edgeml.errors import EdgemlError
-from edgeml.targets.base import Artifact, BuildContext, Candidate, Target
-from edgeml.targets.litert_backend import LITERT, convert
+from edgeml.runtimes.base import Artifact
+from edgeml.runtimes.litert import LITERT, convert
+from edgeml.targets.base import BuildContext, Candidate, Target
 
 
 def _module_and_example(ctx: BuildContext):
@@ -20,10 +21,10 @@ def _module_and_example(ctx: BuildContext):
     if ctx.source is None:
         raise EdgemlError("the mobile target converts PyTorch models with litert-torch; MODEL is ONNX: give the "
                           "PyTorch model (package.module:factory with --weights, or a .pt2 file)")
-    from edgeml import compression
+    from edgeml.pipeline import torch_passes
 
-    module = compression.torch_module(ctx.source, "the mobile target")
-    return module, compression.example_inputs(ctx.source, ctx.calibration)
+    module = torch_passes.torch_module(ctx.source, "the mobile target")
+    return module, torch_passes.example_inputs(ctx.source, ctx.calibration)
 
 
 def _write(model: bytes, out: Path, precision: str, ctx: BuildContext) -> Artifact:

@@ -5,7 +5,7 @@ build here makes the inputs of that build, in one folder:
 - `model.onnx`: the ONNX model the engine is built from (FP16, QDQ INT8, or FP32 for the DLA);
 - `build_engine.sh`: trtexec with the flags the device profile calls for;
 - `calibration.cache` (DLA only): activation scales in TensorRT's calibration cache format.
-The bundle adds `reference.npz` (edgeml.reference): evaluation inputs and the outputs ONNX Runtime
+The bundle adds `reference.npz` (edgeml.bundle.reference): evaluation inputs and the outputs ONNX Runtime
 gave for them here, to check the engine on the device (`edgeml build-engine`).
 Quality is measured here with ONNX Runtime on the same ONNX model (`Candidate.check_with`); for
 the DLA, whose INT8 is implicit, on a QDQ model with the same activation ranges. Latency is only
@@ -21,17 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.reference import REFERENCE
 from edgeml.compress.quantize import Int8Config, float16
 from edgeml.compress.quantize.onnxruntime_backend import METHODS, calibration_reader, prepare
-from edgeml.data import Dataset
 from edgeml.errors import TargetError
-from edgeml.models import onnx_input_specs
+from edgeml.inputs.data import Dataset
+from edgeml.inputs.models import onnx_input_specs
+from edgeml.inputs.specs import TensorSpec
 from edgeml.profiles import Profile
-from edgeml.reference import REFERENCE
-from edgeml.specs import TensorSpec
-from edgeml.targets.base import Artifact, BuildContext, Candidate
-from edgeml.targets.onnxruntime_backend import ONNXRUNTIME
-from edgeml.targets.tensorrt_backend import TENSORRT
+from edgeml.runtimes.base import Artifact
+from edgeml.runtimes.onnxruntime import ONNXRUNTIME
+from edgeml.runtimes.tensorrt import TENSORRT
+from edgeml.targets.base import BuildContext, Candidate
 
 ENGINE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"

@@ -50,7 +50,7 @@ def files(digits, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def assume_cpu(monkeypatch):
     """Make edgeml assume a CPU with the given /proc/cpuinfo flags, for this test only (and the
-    subprocesses it starts), through $EDGEML_CPU_FEATURES; edgeml.cpu_features reads it on every call.
+    subprocesses it starts), through $EDGEML_CPU_FEATURES; edgeml.measure.cpu_features reads it on every call.
 
         def test_x(assume_cpu):
             assume_cpu("avx2", "fma")                                        # AVX2 only: no VNNI, no BF16
@@ -59,7 +59,7 @@ def assume_cpu(monkeypatch):
 
     Tests of what depends on the CPU use it instead of reading this machine's features.
     """
-    from edgeml.cpu_features import ENV
+    from edgeml.measure.cpu_features import ENV
 
     def assume(*flags: str) -> None:
         monkeypatch.setenv(ENV, ",".join(flags) or "none")

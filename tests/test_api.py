@@ -17,8 +17,8 @@ def test_python_api_returns_the_record_the_cli_renders(digits, tmp_path, capsys)
 
 
 def test_evaluation_batches_shrink_for_large_inputs():
-    from edgeml.pipeline import _eval_batch
-    from edgeml.specs import TensorSpec
+    from edgeml.inputs.specs import TensorSpec
+    from edgeml.pipeline.optimize import _eval_batch
 
     assert _eval_batch([TensorSpec("x", (None, 1, 28, 28), "float32")]) == (32, False)
     assert _eval_batch([TensorSpec("x", (None, 3, 224, 224), "float32")]) == (3, False)

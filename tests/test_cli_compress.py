@@ -136,8 +136,8 @@ def test_optimize_chains_prune_distill_and_quantize_from_a_recipe(edgeml_cli, tm
 def test_local_errors_rank_the_heavy_tailed_layers_first(heavy_tailed, digits, tmp_path):
     """The one-pass ranking large models use finds the layers the per-layer builds find."""
     from edgeml.compress.quantize import onnxruntime_backend as ort_quant
-    from edgeml.export import export_onnx
-    from edgeml.models import load_model
+    from edgeml.inputs.export import export_onnx
+    from edgeml.inputs.models import load_model
 
     onnx_path = tmp_path / "heavy.onnx"
     export_onnx(load_model(str(heavy_tailed), None, ()), onnx_path, {"input": digits.validation.inputs["input"][:2]})

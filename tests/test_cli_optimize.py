@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgeml import cpu_features
 from edgeml.hashing import sha256_file
+from edgeml.measure import cpu_features
 
 QUICK = ("--measure-seconds", "0.05")
 # The CPU target's candidates that suit a CNN, in the target's order; the MatMul-only ones skip it.

@@ -1,4 +1,4 @@
-"""edgeml.cpu_features: the one CPU detection, its $EDGEML_CPU_FEATURES override, and what follows from it
+"""edgeml.measure.cpu_features: the one CPU detection, its $EDGEML_CPU_FEATURES override, and what follows from it
 (the INT8 scheme, whether openvino-bf16 is built), agreed on by `edgeml targets`, doctor and optimize.
 
 Nothing here depends on this machine's CPU: each test names the CPU it assumes (the `assume_cpu` fixture)."""
@@ -13,8 +13,8 @@ import sys
 import pytest
 from onnx import TensorProto, helper, save
 
-from edgeml import cpu_features
-from edgeml.cpu_features import ASSUMED, DETECTED, UNKNOWN, int8_scheme, parse_cpuinfo
+from edgeml.measure import cpu_features
+from edgeml.measure.cpu_features import ASSUMED, DETECTED, UNKNOWN, int8_scheme, parse_cpuinfo
 from edgeml.targets import get_target
 
 X86 = """processor\t: 0
@@ -119,7 +119,7 @@ def test_int8_scheme_follows_the_override_and_takes_the_safe_side_when_unknown(a
 
 def test_subprocesses_inherit_the_override(assume_cpu):
     assume_cpu(*AVX2)
-    code = "from edgeml import cpu_features as c; print(c.source(), c.int8_scheme().avoid_saturation, sep='|')"
+    code = "from edgeml.measure import cpu_features as c; print(c.source(), c.int8_scheme().avoid_saturation, sep='|')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{ASSUMED}|True"
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeml.data import Dataset, check_disjoint, conform, load_data, random_dataset, split
 from edgeml.errors import DataError
-from edgeml.specs import TensorSpec
+from edgeml.inputs.data import Dataset, check_disjoint, conform, load_data, random_dataset, split
+from edgeml.inputs.specs import TensorSpec
 
 SPEC = [TensorSpec("input", ("batch", 1, 8, 8), "float32")]
 

@@ -53,7 +53,7 @@ def test_profile_writes_the_device_report(run_dir, device_report):
 
 
 def test_profile_takes_reference_npz_else_a_random_input(run_dir, tmp_path, digits):
-    from edgeml.device_profile import profile_bundle
+    from edgeml.bundle.on_device import profile_bundle
 
     bundle = shutil.copytree(run_dir / "bundle", tmp_path / "bundle")
     (bundle / "reference.npz").unlink(missing_ok=True)
@@ -74,7 +74,7 @@ def test_profile_refuses_a_changed_entry_file(run_dir, tmp_path, edgeml_cli):
 
 
 def test_tensorrt_bundle_without_tensorrt_is_one_clear_line(run_dir, tmp_path, edgeml_cli):
-    from edgeml.targets import BACKENDS
+    from edgeml.runtimes import BACKENDS
 
     if not BACKENDS["tensorrt"].missing():
         pytest.skip("TensorRT is installed here")

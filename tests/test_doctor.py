@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from edgeml import cpu_features
 from edgeml.cli import cli
 from edgeml.doctor import CHECKED, MEASURED, NOT_SERVED, PACKAGES
+from edgeml.measure import cpu_features
+from edgeml.runtimes.tensorrt import TENSORRT
 from edgeml.targets.jetson import TEGRA_RELEASE
-from edgeml.targets.tensorrt_backend import TENSORRT
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -67,7 +67,7 @@ def test_gpu_candidates_follow_this_machines_cuda(report):
 
 
 def test_cpu_features_are_edgeml_detection(report):
-    """The features, where they came from and the INT8 scheme: edgeml.cpu_features' answers (its own
+    """The features, where they came from and the INT8 scheme: edgeml.measure.cpu_features' answers (its own
     tests check them against /proc/cpuinfo and the override, in tests/test_cpu_features.py)."""
     machine = report["machine"]
     source = cpu_features.source()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgeml.errors import DataError
-from edgeml.evaluate import compare, predict, quality_metric
+from edgeml.measure.evaluate import compare, predict, quality_metric
 
 
 class Doubler:
@@ -15,7 +15,7 @@ class Doubler:
 
 
 def test_predict_batches_and_pads_fixed_batches(digits):
-    from edgeml.data import Dataset
+    from edgeml.inputs.data import Dataset
 
     ds = Dataset({"x": np.arange(10, dtype=np.float32)[:, None]}, None, "ten")
     runner = Doubler()

@@ -3,7 +3,7 @@
 import torch
 
 from edgeml.examples import digits_example
-from edgeml.models import state_hash
+from edgeml.inputs.models import state_hash
 
 
 def test_digits_example_trains_to_the_same_weights_every_time(monkeypatch, tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from edgeml.errors import ExportError
-from edgeml.export import check_parity, export_onnx
-from edgeml.models import load_model
+from edgeml.inputs.export import check_parity, export_onnx
+from edgeml.inputs.models import load_model
 
 
 class DataDependent(torch.nn.Module):

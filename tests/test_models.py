@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from edgeml.errors import ModelError
-from edgeml.models import load_model
-from edgeml.specs import TensorSpec
+from edgeml.inputs.models import load_model
+from edgeml.inputs.specs import TensorSpec
 
 
 def test_each_kind_loads_with_its_inputs(files):

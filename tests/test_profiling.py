@@ -2,8 +2,8 @@ import time
 
 import numpy as np
 
-from edgeml import memprobe
-from edgeml.profiling import MeasureConfig, bootstrap_median_ci, measure_latency
+from edgeml.measure import memory
+from edgeml.measure.latency import MeasureConfig, bootstrap_median_ci, measure_latency
 
 
 def test_latency_statistics_of_a_known_workload():
@@ -40,5 +40,5 @@ def test_memory_probe_sees_a_bigger_model_need_more(tmp_path):
         matmul_model(n, tmp_path / f"m{n}.onnx")
         spec = {"threads": 1, "artifact": {"backend": "onnxruntime", "precision": "fp32",
                                            "folder": str(tmp_path), "entry": f"m{n}.onnx", "runtime_config": {}}}
-        peaks[n] = memprobe.measure(spec, {"x": np.ones((1, n), np.float32)})
+        peaks[n] = memory.measure(spec, {"x": np.ones((1, n), np.float32)})
     assert peaks[2048] - peaks[64] > 16e6

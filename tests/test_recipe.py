@@ -5,7 +5,7 @@ import pytest
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.errors import EdgemlError
-from edgeml.recipe import Recipe, dump_recipe, load_recipe, make_recipe, parse_duration
+from edgeml.inputs.recipe import Recipe, dump_recipe, load_recipe, make_recipe, parse_duration
 
 
 def write(tmp_path, text):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from edgeml.bundle.pack import pack
 from edgeml.hashing import sha256_file
-from edgeml.pack import pack
 
 QUICK = ["--threads", "1", "--measure-seconds", "0.1"]
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeml.compress.quantize.accuracy import SearchResult, Trial
-from edgeml.evaluate import compare
-from edgeml.uncertainty import resolution
+from edgeml.measure.evaluate import compare
+from edgeml.measure.uncertainty import resolution
 
 EXTERNAL = re.compile(r"""(src|href)=["']?(https?:|//)|<link|<script|@import|url\((?!#)""")
 
@@ -112,9 +112,9 @@ def test_layer_times_of_the_selected_onnx_model(run_dir):
 def test_layer_times_name_why_other_backends_have_none():
     from pathlib import Path
 
-    from edgeml.pipeline import _layer_times
-    from edgeml.record import Row
-    from edgeml.targets.base import Artifact
+    from edgeml.pipeline.optimize import _layer_times
+    from edgeml.report.record import Row
+    from edgeml.runtimes.base import Artifact
 
     row = Row("openvino-int8", "openvino", "int8", "candidate", latency={"p50_ms": 1.0})
     times = _layer_times(row, Artifact("openvino", "int8", Path("nowhere"), "model.xml"), {}, 2)

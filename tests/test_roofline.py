@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeml.measure.roofline import layer_costs, measure_host, predict
 from edgeml.profiles import Profile, ProfileError, load_profile
-from edgeml.roofline import layer_costs, measure_host, predict
 
 
 def _model(tmp_path, nodes, inputs, weights=(), opset=18, name="m.onnx"):

@@ -1,8 +1,8 @@
 import numpy as np
 
-from edgeml.paired_timing import summarize
-from edgeml.record import Row
-from edgeml.selection import contenders, select
+from edgeml.measure.paired_timing import summarize
+from edgeml.pipeline.selection import contenders, select
+from edgeml.report.record import Row
 
 
 def row(name, p50, accuracy, drop, status="ok", precision="fp32"):
@@ -49,7 +49,7 @@ def test_device_only_rows_ranked_by_predicted_latency():
     assert "predicted" in summary["reason"]
 
 
-# Close contenders, timed again in alternating rounds (edgeml.paired_timing) and settled.
+# Close contenders, timed again in alternating rounds (edgeml.measure.paired_timing) and settled.
 
 def timed(p50, spread=0.01, rounds=5, runs=200, seed=0):
     """Synthetic per-round call times around `p50` ms, as paired_timing.interleave returns them."""

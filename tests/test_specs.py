@@ -1,7 +1,7 @@
 import pytest
 
 from edgeml.errors import InputSpecError
-from edgeml.specs import TensorSpec, parse_input_shape, reconcile
+from edgeml.inputs.specs import TensorSpec, parse_input_shape, reconcile
 
 
 @pytest.mark.parametrize("text, expected", [

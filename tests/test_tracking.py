@@ -44,7 +44,7 @@ def test_optimize_tracks_the_run_in_mlflow(tmp_path, monkeypatch, digits, edgeml
 
 def test_unknown_tracker_is_refused():
     from edgeml.errors import EdgemlError
-    from edgeml.tracking import check_tracker
+    from edgeml.report.tracking import check_tracker
 
     with pytest.raises(EdgemlError, match="trackers available: mlflow"):
         check_tracker("wandb")

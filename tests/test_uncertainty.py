@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from edgeml.evaluate import compare, sample_scores
-from edgeml.uncertainty import bootstrap_mean_ci, drop_uncertainty, mcnemar_exact, resolution
+from edgeml.measure.evaluate import compare, sample_scores
+from edgeml.measure.uncertainty import bootstrap_mean_ci, drop_uncertainty, mcnemar_exact, resolution
 
 
 def classifier(n: int, noise: float, seed: int = 0, classes: int = 10):
@@ -111,11 +111,11 @@ def test_the_budget_search_says_when_its_calibration_data_is_too_coarse(digits, 
     """tune() on 50 calibration samples against a 1-point budget: the search runs, and says the data is coarse."""
     import onnxruntime as ort
 
-    from edgeml.data import Dataset
+    from edgeml.inputs.data import Dataset
+    from edgeml.pipeline.tuning import tune
     from edgeml.progress import Reporter
     from edgeml.targets import get_target
     from edgeml.targets.base import BuildContext
-    from edgeml.tuning import tune
 
     onnx_path = files["digits.onnx"]
     calibration = Dataset({"input": digits.validation.inputs["input"][:50]}, digits.validation.labels[:50],
@@ -154,7 +154,7 @@ def run_record(metric: str, ci: list[float], test: dict | None, budget: float = 
 
 
 def test_notes_under_the_candidate_table():
-    from edgeml.report import _drop_cell, quality_notes
+    from edgeml.report.markdown import _drop_cell, quality_notes
 
     test = {"samples": 2000, "step": 1 / 2000, "worse": 7, "better": 0, "mcnemar_p": None}
     notes = quality_notes(run_record("agreement", [0.0015, 0.0055], test))

@@ -17,13 +17,13 @@ import torch
 from benchmarks.peers import report, verdict
 from benchmarks.peers.cases import MODELS, SEED, Case, load_case
 from benchmarks.peers.methods import BATCH, METHODS, Context
-from edgeml.evaluate import compare, predict
-from edgeml.export import export_onnx
-from edgeml.paired_timing import interleave, summarize
-from edgeml.profiling import MeasureConfig
-from edgeml.record import Run
-from edgeml.roofline import measure_host
-from edgeml.targets.pytorch_backend import TorchRunner
+from edgeml.inputs.export import export_onnx
+from edgeml.measure.evaluate import compare, predict
+from edgeml.measure.latency import MeasureConfig
+from edgeml.measure.paired_timing import interleave, summarize
+from edgeml.measure.roofline import measure_host
+from edgeml.report.record import Run
+from edgeml.runtimes.pytorch import TorchRunner
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeml.data import Dataset, split
-from edgeml.models import SourceModel, load_model
+from edgeml.inputs.data import Dataset, split
+from edgeml.inputs.models import SourceModel, load_model
 
 SEED = 0
 # Sample counts: (full run, --quick).

@@ -2,10 +2,10 @@
 
 The peers follow each tool's documented default recipe; `Method.call` says which call was used. The
 ONNX-based peers all start from one FP32 export (`torch.onnx.export`, dynamo exporter, symbolic batch,
-via `edgeml.export.export_onnx`); its time is the ONNX Runtime FP32 row's build time and is not counted
+via `edgeml.inputs.export.export_onnx`); its time is the ONNX Runtime FP32 row's build time and is not counted
 again in the others. edgeml's rows are whole `edgeml.optimize` calls with its build cache off (a cold
 run), timed from the PyTorch model to the bundle, whose artifact is then loaded through
-`edgeml.targets.BACKENDS`.
+`edgeml.runtimes.BACKENDS`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import numpy as np
 import torch
 
 from benchmarks.peers.cases import Case
-from edgeml.bundle import RUNNER
+from edgeml.bundle.reference import REFERENCE
+from edgeml.bundle.write import RUNNER
 from edgeml.compress.distill import DistillConfig
-from edgeml.evaluate import compare, predict
-from edgeml.record import Run
-from edgeml.reference import REFERENCE
-from edgeml.targets import BACKENDS
-from edgeml.targets.base import Artifact, Runner
-from edgeml.targets.onnxruntime_backend import OrtRunner
-from edgeml.targets.openvino_backend import OpenVinoRunner
-from edgeml.targets.pytorch_backend import TorchRunner
+from edgeml.measure.evaluate import compare, predict
+from edgeml.report.record import Run
+from edgeml.runtimes import BACKENDS
+from edgeml.runtimes.base import Artifact, Runner
+from edgeml.runtimes.onnxruntime import OrtRunner
+from edgeml.runtimes.openvino import OpenVinoRunner
+from edgeml.runtimes.pytorch import TorchRunner
 
 DISTILL_SECONDS = 120      # bounds the pruned CNN's distillation
 BATCH = 32                 # batch of the calibration, tuning and evaluation passes

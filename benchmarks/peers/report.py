@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from benchmarks.peers.methods import METHODS
 from benchmarks.peers.verdict import fastest_peer
+from edgeml.measure.latency import machine_info
 from edgeml.profiles import Profile
-from edgeml.profiling import machine_info
-from edgeml.targets.base import package_version
+from edgeml.runtimes.base import package_version
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "neural-compressor-pt", "torchao", "litert_torch",
             "ai_edge_litert", "ai_edge_quantizer", "transformers", "numpy", "edgeml")
@@ -33,7 +33,7 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
         "How it is measured:",
         "",
         (f"- **Latency**: per model, every method is timed once per round, {args.rounds} rounds, the order rotated "
-         f"each round (`edgeml.profiling.measure_latency`: warm-up, then at least {args.measure_seconds:g} s of "
+         f"each round (`edgeml.measure.latency.measure_latency`: warm-up, then at least {args.measure_seconds:g} s of "
          "single calls). p50 is the median of the rounds' p50s, p90 the median of their p90s; the 95% CIs (of p50s "
          "and of speed-ups) are a two-level bootstrap: rounds, then each round's calls, paired by round between "
          "methods. Every round's p50 is in results/peers.json."),
@@ -50,15 +50,15 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
          "state_dict's tensors; edgeml: the bundle's model files, without its reference.npz and run.py)."),
         ("- **edgeml**: each call gets the model's budget as `max_accuracy_drop`, its metric as `metric`, and the "
          "same calibration and evaluation data; its bundle's artifact is loaded through "
-         "`edgeml.targets.BACKENDS[name].open(Artifact(...))` and timed in the same rounds as the peers. edgeml "
+         "`edgeml.runtimes.BACKENDS[name].open(Artifact(...))` and timed in the same rounds as the peers. edgeml "
          "judges its candidates on the `eval_data` it is given (here the evaluation data) to pick one; the peers' "
          "recipes are fixed, and INC tunes on the calibration data."),
         "",
         "## Headline",
         "",
         "Speed-up = the fastest peer's p50 / edgeml's p50: **above 1, edgeml is faster**. The fastest peer is the "
-        "fastest peer method within the model's budget. Floor: `edgeml.roofline.predict` with this host's measured "
-        f"peaks (`measure_host({args.threads})`, best of {args.rounds}: "
+        "fastest peer method within the model's budget. Floor: `edgeml.measure.roofline.predict` with this host's "
+        f"measured peaks (`measure_host({args.threads})`, best of {args.rounds}: "
         + ", ".join(f"{p} {v:,.0f} GOPS" for p, v in host.peak_gops.items())
         + f", copy {host.memory_bandwidth_gbs:.1f} GB/s) on the FP32 graph at the precision of edgeml's selected "
         "candidate; edgeml's p50 is shown as a multiple of it. The floor is not a strict bound: its memory term "

@@ -2,7 +2,7 @@
 
 Speed-up = the fastest peer's p50 / edgeml's p50 (above 1: edgeml is faster), where "the fastest
 peer" is the fastest peer method within the budget. A method outside the budget is never the
-fastest. The floor is `edgeml.roofline.predict` with this host's measured peaks (`measure_host`)
+fastest. The floor is `edgeml.measure.roofline.predict` with this host's measured peaks (`measure_host`)
 on the FP32 graph at the precision of edgeml's selected candidate: the time the layers' MACs and
 bytes need at this CPU's peak GEMM rate and copy bandwidth.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeml.paired_timing import speedup
+from edgeml.measure.paired_timing import speedup
+from edgeml.measure.roofline import predict
 from edgeml.profiles import Profile, ProfileError
-from edgeml.roofline import predict
 
 MAIN = "edgeml cpu"
 PRUNED = "edgeml cpu, prune 50 % + distill"

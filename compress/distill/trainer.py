@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeml.data import Dataset, split
 from edgeml.errors import DataError, EdgemlError, first_line
+from edgeml.inputs.data import Dataset, split
 
 EpochCallback = Callable[[int, int, dict], None]
 

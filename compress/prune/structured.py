@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeml.compress.prune import PruneResult, StructuredConfig, check_ignore
-from edgeml.data import Dataset
 from edgeml.errors import DataError, EdgemlError, first_line
+from edgeml.inputs.data import Dataset
 
 TAYLOR_SAMPLES = 256
 TAYLOR_BATCH = 64

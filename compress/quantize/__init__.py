@@ -8,7 +8,7 @@ One algorithm, one file per backend:
   bf16 when its precision hint asks for it.)
 
 INT8 weights depend on the CPU that runs them (`Int8Config.avoid_saturation`, from
-edgeml.cpu_features.int8_scheme): on x86 without VNNI/AMX, 8-bit products summed in pairs into 16 bits
+edgeml.measure.cpu_features.int8_scheme): on x86 without VNNI/AMX, 8-bit products summed in pairs into 16 bits
 (VPMADDUBSW) can saturate, so weights keep to 7 bits there (onnxruntime's reduce_range; NNCF's
 OverflowFix.FIRST_LAYER); CPUs with VNNI, AMX or Arm use the full 8-bit range.
 """
@@ -40,7 +40,7 @@ class Int8Config:
     calibration_method: str = "minmax"     # minmax | entropy | percentile (onnxruntime)
     max_calibration_samples: int = 300     # NNCF's default subset size
     exclude: tuple[str, ...] = ()          # ONNX node names kept in float (mixed precision)
-    # For CPUs whose int8 kernels can saturate (x86 without VNNI/AMX; edgeml.cpu_features.int8_scheme):
+    # For CPUs whose int8 kernels can saturate (x86 without VNNI/AMX; edgeml.measure.cpu_features.int8_scheme):
     # 7-bit weights with onnxruntime (reduce_range), NNCF's overflow fix on the first layer with OpenVINO.
     avoid_saturation: bool = False
 

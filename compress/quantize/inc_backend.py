@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from edgeml.compress.quantize import Int8Config
-from edgeml.data import Dataset
-from edgeml.evaluate import quality_metric
+from edgeml.inputs.data import Dataset
+from edgeml.measure.evaluate import quality_metric
 
 BATCH = 32
 # torchao reports its missing CUDA extensions and torch a deprecated Enum registration when INC loads them.

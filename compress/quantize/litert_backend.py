@@ -16,7 +16,7 @@ import os
 import warnings
 
 from edgeml.compress.quantize import Int8Config
-from edgeml.data import Dataset
+from edgeml.inputs.data import Dataset
 
 
 def run(model: bytes, calibration: Dataset, input_names: list[str], config: Int8Config) -> bytes:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
-from edgeml.data import Dataset
+from edgeml.inputs.data import Dataset
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 

@@ -17,7 +17,7 @@ import io
 import logging
 
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
-from edgeml.data import Dataset
+from edgeml.inputs.data import Dataset
 
 
 def run(model, calibration: Dataset, config: Int8Config = Int8Config(), transformer: bool = False):

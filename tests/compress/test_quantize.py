@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgeml.compress.quantize import Int8Config, onnxruntime_backend, openvino_backend
-from edgeml.data import random_dataset
-from edgeml.specs import TensorSpec
+from edgeml.inputs.data import random_dataset
+from edgeml.inputs.specs import TensorSpec
 
 
 def accuracy(model_path, dataset):
@@ -22,7 +22,7 @@ def scales(path):
             if i.name.endswith("_scale")}
 
 
-# Both INT8 schemes (edgeml.cpu_features.int8_scheme), whatever this machine's CPU.
+# Both INT8 schemes (edgeml.measure.cpu_features.int8_scheme), whatever this machine's CPU.
 @pytest.mark.parametrize("avoid_saturation", [False, True], ids=["full-range", "avoid-saturation"])
 def test_onnxruntime_int8_is_qdq_per_channel_and_keeps_accuracy(files, digits, tmp_path, avoid_saturation):
     out = onnxruntime_backend.run(files["digits.onnx"], tmp_path / "int8.onnx", digits.validation,

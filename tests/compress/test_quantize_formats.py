@@ -14,7 +14,7 @@ from onnx import TensorProto, numpy_helper
 from torch import nn
 
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, float16, onnxruntime_backend, openvino_backend
-from edgeml.data import Dataset
+from edgeml.inputs.data import Dataset
 from edgeml.targets.cpu import summarize
 
 
@@ -71,7 +71,7 @@ def int8_weights(path) -> list[np.ndarray]:
     return [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.INT8]
 
 
-# Both INT8 schemes (edgeml.cpu_features.int8_scheme), whatever this machine's CPU: avoid_saturation for x86
+# Both INT8 schemes (edgeml.measure.cpu_features.int8_scheme), whatever this machine's CPU: avoid_saturation for x86
 # CPUs without VNNI (7-bit weights, reduce_range), the full 8-bit range for VNNI, AMX and Arm.
 @pytest.mark.parametrize("avoid_saturation", [False, True], ids=["full-range", "avoid-saturation"])
 def test_dynamic_int8_quantizes_the_weight_matmuls(transformer, sequences, tmp_path, avoid_saturation):

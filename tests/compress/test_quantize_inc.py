@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgeml import compression
 from edgeml.compress.quantize import inc_backend
-from edgeml.models import load_model
+from edgeml.inputs.models import load_model
+from edgeml.pipeline import torch_passes
 
 QUICK = ("--measure-seconds", "0.05")
 QDQ = ("quantized_decomposed.quantize_per_tensor", "quantized_decomposed.dequantize_per_channel")
@@ -33,7 +33,7 @@ def test_run_inserts_int8_ops_and_keeps_accuracy(digits, max_drop):
 
 def test_a_pt2_model_is_quantized_too(files, digits):
     """A re-traced ExportedProgram records ATen ops as sources; its conv/linear layers must still be found."""
-    module = compression.torch_module(load_model(files["digits.pt2"]), "INC")
+    module = torch_passes.torch_module(load_model(files["digits.pt2"]), "INC")
     example = (torch.from_numpy(digits.validation.inputs["input"][:2]),)
     graph = inc_backend.run(module, example, digits.validation)
     ops = [str(n.target) for n in graph.graph.nodes]
@@ -94,8 +94,8 @@ class BatchOfTwoOnly(torch.nn.Module):
 
 
 def test_a_program_that_cannot_keep_a_symbolic_batch_is_saved_with_batch_one(tmp_path):
-    from edgeml.targets.base import Artifact
-    from edgeml.targets.pytorch_backend import open_program, write_program
+    from edgeml.runtimes.base import Artifact
+    from edgeml.runtimes.pytorch import open_program, write_program
 
     config = write_program(BatchOfTwoOnly(), (torch.zeros(2, 3),), tmp_path / "model.pt2")
     assert config == {"batch": 1}

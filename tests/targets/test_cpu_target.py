@@ -6,10 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeml import cpu_features
-from edgeml.data import Dataset
-from edgeml.evaluate import predict
-from edgeml.targets import BACKENDS, TARGETS, get_target
+from edgeml.inputs.data import Dataset
+from edgeml.measure import cpu_features
+from edgeml.measure.evaluate import predict
+from edgeml.runtimes import BACKENDS
+from edgeml.targets import TARGETS, get_target
 from edgeml.targets.base import BuildContext
 
 # For transformers and RNNs: their `applies` turns a CNN down.

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from edgeml.errors import EdgemlError
-from edgeml.evaluate import predict
 from edgeml.examples import digits_source
+from edgeml.measure.evaluate import predict
+from edgeml.runtimes.litert import LITERT
 from edgeml.targets.base import BuildContext
-from edgeml.targets.litert_backend import LITERT
 from edgeml.targets.mobile import MOBILE
 
 

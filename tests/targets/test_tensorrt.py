@@ -17,8 +17,8 @@ import torch
 from onnx import numpy_helper
 
 from edgeml.compress.quantize import Int8Config
-from edgeml.data import Dataset
 from edgeml.errors import TargetError
+from edgeml.inputs.data import Dataset
 from edgeml.profiles import Profile
 from edgeml.targets.base import BuildContext
 from edgeml.targets.gpu import GPU
@@ -206,8 +206,8 @@ def test_gpu_candidates_are_skipped_without_cuda(files):
 
 @pytest.mark.skipif(NO_CUDA, reason="no CUDA GPU on this machine (torch.cuda.is_available() is False)")
 def test_gpu_candidates_run_on_cuda(files, digits, tmp_path):
-    from edgeml.evaluate import predict
     from edgeml.examples import digits_source
+    from edgeml.measure.evaluate import predict
 
     reference = ort.InferenceSession(str(files["digits.onnx"])).run(None, digits.test.inputs)[0]
     context = BuildContext(calibration=digits.validation, source=digits_source(digits))
@@ -221,8 +221,8 @@ def test_gpu_candidates_run_on_cuda(files, digits, tmp_path):
 
 @pytest.mark.skipif(NO_TENSORRT, reason="TensorRT is not installed (it installs only on a Jetson or GPU host)")
 def test_build_engine_builds_and_checks_the_engine(built, digits):
-    from edgeml.engine import build_engine
-    from edgeml.reference import tolerance, write_reference
+    from edgeml.bundle.build_engine import build_engine
+    from edgeml.bundle.reference import tolerance, write_reference
 
     for (profile, name), artifact in built.items():
         if profile != "jetson-orin-nano":       # a GPU host has no DLA
@@ -241,7 +241,7 @@ def test_build_engine_builds_and_checks_the_engine(built, digits):
 
 
 def test_build_engine_refuses_what_it_cannot_build(tmp_path):
-    from edgeml.engine import build_engine
+    from edgeml.bundle.build_engine import build_engine
     from edgeml.errors import EdgemlError
 
     with pytest.raises(EdgemlError, match="not an edgeml bundle"):

@@ -1,0 +1,274 @@
+"""`edgeml ship`: copy a bundle to a device over SSH (or to a folder), resumably, and verify it there.
+
+Only OpenSSH's own tools run: rsync over ssh when both ends have rsync (`--partial --checksum`,
+so an interrupted copy resumes and intact files are not sent again), else scp for the files whose
+remote sha256 is missing or wrong. Either way the copy is then checked file by file against the
+sha256 in the bundle's manifest. Every command is an argument list; the few strings a remote
+shell reads are built with shlex.quote.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from edgeml.bundle.write import load_manifest
+from edgeml.errors import EdgemlError, first_line
+from edgeml.hashing import sha256_file
+
+CONNECT_TIMEOUT_S = 15
+TRANSFERS = ("auto", "rsync", "scp")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a bundle goes: a local folder (host None) or a folder on an SSH host."""
+    path: str
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+
+    @property
+    def login(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return self.path
+        return f"ssh://{self.login}{f':{self.port}' if self.port else ''}{self.path}"
+
+
+@dataclass
+class ShipResult:
+    destination: Destination          # the bundle's folder on the device
+    transfer: str                     # rsync | scp | copy
+    sent: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)     # already there and intact: not sent again
+    found: dict[str, str] = field(default_factory=dict)   # sha256 per file at the destination, after the copy
+    verified: int = 0                 # files whose sha256 there matches
+    remote_check: str | None = None   # the output of `run.py --check` there (--verify-remote)
+
+
+def read_manifest(bundle: Path) -> dict:
+    """BUNDLE/manifest.json, with the fields ship and profile rely on."""
+    manifest = load_manifest(bundle)
+    if not {"files", "entry", "backend", "candidate"} <= manifest.keys():
+        raise EdgemlError(f"{Path(bundle) / 'manifest.json'} is not an edgeml bundle manifest (files, entry, "
+                          "backend or candidate missing)")
+    return manifest
+
+
+def parse_destination(text: str) -> Destination:
+    """`ssh://[user@]host[:port]/path` or a local folder."""
+    if "://" not in text:
+        return Destination(str(Path(text).expanduser()))
+    url = urlsplit(text)
+    if url.scheme != "ssh":
+        raise EdgemlError(f"--to {text}: use ssh://user@host[:port]/path or a local folder")
+    try:
+        port = url.port
+    except ValueError:
+        raise EdgemlError(f"--to {text}: the port must be a number from 1 to 65535") from None
+    host, user, path = url.hostname, url.username and unquote(url.username), unquote(url.path)
+    if not host or host.startswith("-") or (user or "").startswith("-"):
+        raise EdgemlError(f"--to {text}: no usable host; use ssh://user@host[:port]/path")
+    if url.password is not None or url.query or url.fragment:
+        raise EdgemlError(f"--to {text}: no password, query or fragment; use -i/--identity for the key")
+    if path in ("", "/"):
+        raise EdgemlError(f"--to {text}: give the folder on the device, e.g. ssh://{url.netloc}/opt/models")
+    return Destination(path, host, user, port)
+
+
+def ship(bundle: Path | str, to: str, *, identity: Path | str | None = None, ssh_options: dict[str, str] | None = None,
+         verify_remote: bool = False, transfer: str = "auto") -> ShipResult:
+    """Copy BUNDLE into the folder `to` names (as BUNDLE's own name there) and verify it by sha256.
+
+    `transfer`: auto (rsync when both ends have it, else scp), or rsync / scp to insist on one.
+    Raises EdgemlError naming the files that differ, or when the device cannot be reached.
+    """
+    bundle = Path(bundle).resolve()
+    manifest = read_manifest(bundle)
+    expected = _expected_hashes(bundle, manifest)
+    target = parse_destination(to)
+    if transfer not in TRANSFERS:
+        raise EdgemlError(f"transfer {transfer!r}: use one of {', '.join(TRANSFERS)}")
+    ssh = None if target.host is None else _Ssh(target, identity, ssh_options or {})
+    if ssh is None:
+        result = _copy_local(bundle, Path(target.path) / bundle.name, expected)
+    else:
+        result = ssh.ship(bundle, expected, transfer)
+    _check(result, expected)
+    if verify_remote:
+        result.remote_check = _reference_check(bundle, result.destination, ssh)
+    return result
+
+
+def _expected_hashes(bundle: Path, manifest: dict) -> dict[str, str]:
+    """sha256 per relative path: the manifest's for its files, this copy's for the rest (manifest.json, ...)."""
+    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    present = {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file()}
+    missing = sorted(set(listed) - set(present))
+    if missing:
+        raise EdgemlError(f"{bundle} lacks {', '.join(missing)}, listed in its manifest: rebuild the bundle")
+    changed = sorted(p for p in listed if sha256_file(present[p]) != listed[p])
+    if changed:
+        raise EdgemlError(f"{bundle}: {', '.join(changed)} no longer match(es) the manifest's sha256 here: "
+                          "rebuild the bundle rather than ship it")
+    return {rel: listed.get(rel) or sha256_file(path) for rel, path in present.items()}
+
+
+def _check(result: ShipResult, expected: dict[str, str]) -> None:
+    """Raise naming every file whose copy is missing or has another sha256."""
+    wrong = [p for p, h in expected.items() if result.found.get(p) != h]
+    if wrong:
+        raise EdgemlError(f"copied to {result.destination}, but these files there do not match the manifest's "
+                          f"sha256: {', '.join(wrong)}; run ship again")
+    result.verified = len(expected)
+
+
+def _copy_local(bundle: Path, folder: Path, expected: dict[str, str]) -> ShipResult:
+    result = ShipResult(Destination(str(folder)), "copy")
+    for rel, digest in expected.items():
+        target = folder / rel
+        if target.is_file() and sha256_file(target) == digest:
+            result.kept.append(rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            shutil.copyfile(bundle / rel, partial)
+            os.replace(partial, target)
+        except OSError as e:
+            raise EdgemlError(f"cannot write {target}: {e.strerror or first_line(e)}") from None
+        result.sent.append(rel)
+    result.found = {rel: sha256_file(folder / rel) for rel in expected if (folder / rel).is_file()}
+    return result
+
+
+class _Ssh:
+    """ssh, scp and rsync argument lists for one destination."""
+
+    def __init__(self, target: Destination, identity: Path | str | None, options: dict[str, str]):
+        self.target = target
+        self.options = ["-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"] if "ConnectTimeout" not in options else []
+        for key, value in options.items():
+            self.options += ["-o", f"{key}={value}"]
+        if identity is not None:
+            if not Path(identity).is_file():
+                raise EdgemlError(f"--identity {identity}: no such key file")
+            self.options += ["-i", str(identity)]
+
+    def ssh_args(self) -> list[str]:
+        return ["ssh", *(["-p", str(self.target.port)] if self.target.port else []), *self.options]
+
+    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `command` (a remote shell line, built with shlex.quote) on the device."""
+        done = _run([*self.ssh_args(), "--", self.target.login, command])
+        if done.returncode == 255:
+            raise EdgemlError(f"cannot reach {self.target.login} over ssh"
+                              f"{f' (port {self.target.port})' if self.target.port else ''}: "
+                              f"{_last_line(done.stderr) or 'ssh exited 255'}")
+        if check and done.returncode != 0:
+            raise EdgemlError(f"on {self.target.host}, `{command}` failed: {_last_line(done.stderr)}")
+        return done
+
+    def ship(self, bundle: Path, expected: dict[str, str], transfer: str) -> ShipResult:
+        folder = f"{self.target.path.rstrip('/')}/{bundle.name}"
+        self.run(f"mkdir -p -- {shlex.quote(folder)}")
+        if transfer == "auto":
+            remote_rsync = self.run("command -v rsync", check=False).returncode == 0
+            transfer = "rsync" if shutil.which("rsync") and remote_rsync else "scp"
+        result = ShipResult(Destination(folder, self.target.host, self.target.user, self.target.port), transfer)
+        if transfer == "rsync":
+            result.sent = self._rsync(bundle, folder)
+            result.found = self.hashes(folder, list(expected))
+        else:
+            before = self.hashes(folder, list(expected))
+            result.sent = [p for p, h in expected.items() if before.get(p) != h]
+            self._scp(bundle, folder, result.sent)
+            result.found = {**before, **self.hashes(folder, result.sent)}
+        result.kept = [p for p in expected if p not in result.sent]
+        return result
+
+    def hashes(self, folder: str, paths: list[str]) -> dict[str, str]:
+        """sha256 per path of the files that exist in `folder` on the device (sha256sum there)."""
+        if not paths:
+            return {}
+        listed = " ".join(shlex.quote(p) for p in paths)
+        done = self.run(f"cd {shlex.quote(folder)} && sha256sum -- {listed} 2>/dev/null; true")
+        found = {}
+        for line in done.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            if name in paths:
+                found[name] = digest.lstrip("\\")
+        return found
+
+    def _rsync(self, bundle: Path, folder: str) -> list[str]:
+        """rsync the bundle; the files it sent, from its --itemize-changes lines ('<f...' = sent)."""
+        args = ["rsync", "--recursive", "--links", "--perms", "--times", "--partial", "--checksum",
+                "--itemize-changes", "--protect-args", "-e", shlex.join(self.ssh_args()),
+                f"{bundle}/", f"{self.target.login}:{folder}/"]
+        done = _run(args)
+        if done.returncode != 0:
+            raise EdgemlError(f"rsync to {self.target.host} failed (exit {done.returncode}): "
+                              f"{_last_line(done.stderr)}; run ship again to resume")
+        return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line[:2] in ("<f", ">f")]
+
+    def _scp(self, bundle: Path, folder: str, paths: list[str]) -> None:
+        subfolders = sorted({str(Path(p).parent) for p in paths} - {"."})
+        if subfolders:
+            self.run("mkdir -p -- " + " ".join(shlex.quote(f"{folder}/{d}") for d in subfolders))
+        port = ["-P", str(self.target.port)] if self.target.port else []
+        for rel in paths:
+            done = _run(["scp", "-q", "-p", *port, *self.options, "--", str(bundle / rel),
+                         f"{self.target.login}:{folder}/{rel}"])
+            if done.returncode != 0:
+                raise EdgemlError(f"scp of {rel} to {self.target.host} failed: {_last_line(done.stderr)}; "
+                                  "run ship again to resume")
+
+
+def _reference_check(bundle: Path, destination: Destination, ssh: _Ssh | None) -> str:
+    """Run the bundle's `run.py --check` where it was copied; its output, or why none ran."""
+    if not (bundle / "run.py").is_file():
+        return ("not run: this bundle has no run.py (bundles from `edgeml pack` carry one), so there is no "
+                "reference check to run on the device")
+    if ssh is None:
+        done = _run([sys.executable, "run.py", "--check"], cwd=destination.path)
+    else:
+        done = ssh.run(f"cd {shlex.quote(destination.path)} && python3 run.py --check", check=False)
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise EdgemlError(f"the reference check on {destination.host or 'this machine'} failed (exit "
+                          f"{done.returncode}): {_last_line(output)}")
+    return output
+
+
+def _run(args: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a tool; when interrupted, stop it with SIGTERM so that rsync keeps what it sent (--partial)."""
+    try:
+        process = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        raise EdgemlError(f"`{args[0]}` is not installed here: install OpenSSH's client (and rsync)") from None
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

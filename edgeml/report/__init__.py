@@ -1,0 +1,1 @@
+"""The run record and its renderings: markdown, HTML, MLflow tracking."""
