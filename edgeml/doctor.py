@@ -1,6 +1,7 @@
 """`edgeml doctor`: what this machine offers edgeml, in one report.
 
-Three parts: the runtime and backend packages (version, or the extra that installs them), this
+Three parts: the runtime and backend packages (version, or the extra that installs them: every runtime of
+edgeml.runtimes.BACKENDS and the tools that build for it, as edgeml.runtimes.PACKAGES lists them), this
 machine (CPU, the instruction sets inference uses and where edgeml.measure.cpu_features found them (detected
 or assumed from $EDGEML_CPU_FEATURES), the INT8 scheme they call for, memory, GPUs), and for each
 candidate of each target whether it is measured here, skipped on this CPU, checked here with its
@@ -21,26 +22,12 @@ import edgeml
 from edgeml.errors import first_line
 from edgeml.measure import cpu_features
 from edgeml.measure.latency import machine_info
+from edgeml.runtimes import PACKAGES  # (pip package, import name, what installs it), from the registry
 from edgeml.runtimes.base import missing_modules, package_version
-from edgeml.runtimes.tensorrt import TENSORRT
 from edgeml.targets import TARGETS
 from edgeml.targets.base import Candidate, Target
 from edgeml.targets.jetson import TEGRA_RELEASE
 
-# (pip package, import name, what installs it)
-PACKAGES = (
-    ("torch", "torch", "edgeml"),
-    ("onnx", "onnx", "edgeml"),
-    ("onnxruntime", "onnxruntime", "edgeml"),
-    ("openvino", "openvino", "edgeml[cpu]"),
-    ("nncf", "nncf", "edgeml[cpu]"),
-    ("ai-edge-litert", "ai_edge_litert", "edgeml[tflite]"),
-    ("ai-edge-quantizer", "ai_edge_quantizer", "edgeml[tflite]"),
-    ("litert-torch", "litert_torch", "edgeml[tflite]"),
-    ("neural-compressor-pt", "neural_compressor", "edgeml[inc]"),
-    ("mlflow-skinny", "mlflow", "edgeml[track]"),
-    ("tensorrt", "tensorrt", TENSORRT.extra),
-)
 MEASURED, CHECKED, NOT_SERVED = "measured here", "checked here, latency predicted", "not served here"
 SKIPPED = "skipped on this CPU"        # its `applies` rule reads only the CPU (cpu_features.CpuRule), and fails
 STATUS_COLOURS = {MEASURED: "green", CHECKED: "yellow", NOT_SERVED: "red", SKIPPED: "red"}

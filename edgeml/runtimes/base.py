@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -54,6 +54,14 @@ class Backend:
 
     def version(self) -> str | None:
         return package_version(self.modules[0])
+
+
+class Package(NamedTuple):
+    """A package edgeml imports, as pip installs it and as `edgeml doctor` lists it."""
+    pip: str                         # the distribution's name on PyPI
+    module: str                      # its import name
+    extra: str                       # what installs it: "edgeml", an extra ("edgeml[cpu]") or, for runtimes that
+                                     # only a device has, how to get it there (Backend.extra)
 
 
 def missing_modules(modules: tuple[str, ...]) -> list[str]:

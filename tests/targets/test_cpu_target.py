@@ -98,5 +98,9 @@ def test_openvino_bf16_runs_in_bf16(files, digits, tmp_path):
 
 def test_registry():
     assert set(TARGETS) == {"cpu", "mobile", "jetson", "gpu"}
-    assert set(BACKENDS) == {"onnxruntime", "openvino", "torch", "litert", "tensorrt", "torch-cuda", "onnxruntime-cuda"}
+    # Every runtime serves a target, and every target's runtimes are the registered ones.
+    used = [c.backend for t in TARGETS.values() for c in t.candidates] + [
+        c.check_with for t in TARGETS.values() for c in t.candidates if c.check_with]
+    assert {b.name for b in used} == set(BACKENDS)
+    assert all(BACKENDS[b.name] is b for b in used)
     assert BACKENDS["openvino"].extra == "edgeml[cpu]"

@@ -18,7 +18,7 @@ from edgeml.measure import cpu_features
 from edgeml.runtimes.tensorrt import TENSORRT
 from edgeml.targets.jetson import TEGRA_RELEASE
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from archives import link, malicious
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
+from edgeml.bundle.folder import schema
 from edgeml.bundle.reference import read_reference
-from edgeml.bundle.write import schema
 
 QUICK = ("--measure-seconds", "0.05", "--threads", "1")
 RUNS = {

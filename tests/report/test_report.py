@@ -112,15 +112,15 @@ def test_layer_times_of_the_selected_onnx_model(run_dir):
 def test_layer_times_name_why_other_backends_have_none():
     from pathlib import Path
 
-    from edgeml.pipeline.optimize import _layer_times
+    from edgeml.pipeline.layer_times import layer_times
     from edgeml.report.record import Row
     from edgeml.runtimes.base import Artifact
 
     row = Row("openvino-int8", "openvino", "int8", "candidate", latency={"p50_ms": 1.0})
-    times = _layer_times(row, Artifact("openvino", "int8", Path("nowhere"), "model.xml"), {}, 2)
+    times = layer_times(row, Artifact("openvino", "int8", Path("nowhere"), "model.xml"), {}, 2)
     assert times["layers"] is None and "openvino" in times["reason"]
     row = Row("tensorrt-int8", "tensorrt", "int8", "candidate", status="predicted")
-    times = _layer_times(row, Artifact("tensorrt", "int8", Path("nowhere"), "model.onnx"), {}, 2)
+    times = layer_times(row, Artifact("tensorrt", "int8", Path("nowhere"), "model.onnx"), {}, 2)
     assert times["layers"] is None and "device" in times["reason"]
 
 

@@ -203,7 +203,7 @@ def _existing_out(tmp: Path, tiny) -> list:
     return _onnx(tiny)
 
 
-PROFILE_WRONG_TYPES = (Path(__file__).parents[1] / "profiles" / "raspberry-pi-5.yaml").read_text().replace(
+PROFILE_WRONG_TYPES = (Path(__file__).parents[2] / "profiles" / "raspberry-pi-5.yaml").read_text().replace(
     "memory_gb: ", "memory_gb: plenty # ", 1)
 
 

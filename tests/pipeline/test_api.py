@@ -18,10 +18,10 @@ def test_python_api_returns_the_record_the_cli_renders(digits, tmp_path, capsys)
 
 def test_evaluation_batches_shrink_for_large_inputs():
     from edgeml.inputs.specs import TensorSpec
-    from edgeml.pipeline.optimize import _eval_batch
+    from edgeml.pipeline.exported import eval_batch
 
-    assert _eval_batch([TensorSpec("x", (None, 1, 28, 28), "float32")]) == (32, False)
-    assert _eval_batch([TensorSpec("x", (None, 3, 224, 224), "float32")]) == (3, False)
+    assert eval_batch([TensorSpec("x", (None, 1, 28, 28), "float32")]) == (32, False)
+    assert eval_batch([TensorSpec("x", (None, 3, 224, 224), "float32")]) == (3, False)
     tokens = [TensorSpec("ids", (None, 128), "int64"), TensorSpec("mask", ("b", 128), "int64")]
-    assert _eval_batch(tokens) == (32, False)
-    assert _eval_batch([TensorSpec("x", (4, 3, 224, 224), "float32")]) == (4, True)
+    assert eval_batch(tokens) == (32, False)
+    assert eval_batch([TensorSpec("x", (4, 3, 224, 224), "float32")]) == (4, True)

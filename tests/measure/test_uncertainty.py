@@ -131,9 +131,10 @@ def test_the_budget_search_says_when_its_calibration_data_is_too_coarse(digits, 
 
     def search(budget):
         with Reporter() as reporter, reporter.step("search") as step:
-            return tune(candidate, onnx_path, tmp_path / f"tuning-{budget}", context, reference, 16, False,
-                        {"input": calibration.inputs["input"][:1]}, 1, budget, 30.0, step, "accuracy",
-                        built=built, build=build)
+            return tune(candidate, onnx_path=onnx_path, work=tmp_path / f"tuning-{budget}", context=context,
+                        reference_outputs=reference, batch=16, fixed=False,
+                        sample={"input": calibration.inputs["input"][:1]}, threads=1, max_drop=budget, seconds=30.0,
+                        step=step, metric="accuracy", built=built, build=build)
 
     result = search(0.01).result
     assert result.trials                                                   # it searched as it would otherwise

@@ -1,0 +1,221 @@
+"""Conformance of every runtime in the registry (edgeml.runtimes.BACKENDS) with what derives from it.
+
+Each registered runtime that runs here builds a tiny real artifact with the first candidate of a target that
+uses it and suits the model, opens and runs it through `Backend.open` and through the opener of the bundle's
+standalone run.py (edgeml/bundle/runner.py); runtimes that cannot run here (not installed, no CUDA GPU) are
+skipped with the reason. Every runtime is in the manifest schema's backend names, names an extra that
+installs it, and imports where it is installed. A new runtime needs no change here.
+"""
+
+import ast
+import importlib
+import importlib.util
+import json
+import re
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeml.inputs.data import Dataset
+from edgeml.inputs.models import load_model
+from edgeml.runtimes import BACKENDS, PACKAGES, TOOLS, manifest_schema_backends
+from edgeml.targets import TARGETS
+from edgeml.targets.base import BuildContext
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "edgeml" / "bundle" / "runner.py"
+SCHEMA = ROOT / "edgeml" / "bundle" / "manifest.schema.json"
+PYPROJECT = ROOT / "pyproject.toml"
+NAMES = sorted(BACKENDS)
+SAME_ARTIFACT = 1e-5       # run.py against Backend.open on the same artifact (relative to the output's range)
+FP32_ERROR = 1e-3          # an FP32 artifact against the PyTorch model
+LOWER_PRECISION_ERROR = 0.1
+
+
+class Tiny(torch.nn.Module):
+    """A convolution and a linear layer: every runtime converts and runs it in a second or two."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, input):
+        return self.fc(torch.relu(self.conv(input)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """The tiny model as ONNX and as PyTorch source, random calibration data, feeds and PyTorch's outputs."""
+    torch.manual_seed(0)
+    module = Tiny().eval()
+    folder = tmp_path_factory.mktemp("tiny")
+    data = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(data[:2]),), str(folder / "tiny.onnx"), dynamo=False,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
+    feeds = {"input": data[:5]}         # more than one batch of the runtimes that convert with a batch of 1
+    with torch.inference_mode():
+        reference = module(torch.from_numpy(feeds["input"])).numpy()
+    context = BuildContext(calibration=Dataset({"input": data}, None, "random", synthetic=True),
+                           source=load_model(module, input_shapes=["input:?x3x8x8"]))
+    return {"onnx": folder / "tiny.onnx", "context": context, "feeds": feeds, "reference": reference,
+            "folder": folder, "built": {}}
+
+
+def build(name: str, tiny: dict):
+    """(candidate, artifact) of runtime `name` for the tiny model, built once; skips when it cannot run here."""
+    if name in tiny["built"]:
+        return tiny["built"][name]
+    backend = BACKENDS[name]
+    missing = backend.missing()
+    if missing:
+        pytest.skip(f"{', '.join(missing)} is not installed: the {name} runtime comes with {backend.extra}")
+    reasons = []
+    for target in TARGETS.values():
+        for candidate in target.candidates:
+            if candidate.backend is not backend or candidate.missing():
+                continue
+            why = target.elsewhere() if target.elsewhere else None
+            why = why or (candidate.applies(tiny["onnx"]) if candidate.applies else None)
+            if why:
+                reasons.append(f"{target.name}/{candidate.name}: {why}")
+                continue
+            artifact = candidate.build(tiny["onnx"], tiny["folder"] / candidate.name, tiny["context"])
+            tiny["built"][name] = candidate, artifact
+            return candidate, artifact
+    pytest.skip(f"no candidate of the {name} runtime runs here: " + ("; ".join(reasons) or "no target uses it"))
+
+
+def run_py():
+    """edgeml/bundle/runner.py imported as a module of its own, as a bundle's run.py is."""
+    spec = importlib.util.spec_from_file_location("edgeml_bundle_run_py", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+    assert output.shape == reference.shape, (output.shape, reference.shape)
+    return float(np.abs(output.astype(np.float64) - reference).max() / np.abs(reference).max())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_opens_and_runs_its_artifact(name, tiny):
+    candidate, artifact = build(name, tiny)
+    assert artifact.backend == name and (artifact.folder / artifact.entry).is_file()
+    outputs = BACKENDS[name].open(artifact, 1).run(tiny["feeds"])
+    assert len(outputs) == 1
+    fp32 = (candidate.computes_in or candidate.precision) == "fp32"
+    assert relative_error(np.asarray(outputs[0]), tiny["reference"]) <= (FP32_ERROR if fp32 else
+                                                                         LOWER_PRECISION_ERROR)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_bundles_run_py_opens_and_runs_it(name, tiny, monkeypatch):
+    candidate, artifact = build(name, tiny)
+    expected = BACKENDS[name].open(artifact, 1).run(tiny["feeds"])
+    standalone = run_py()
+    monkeypatch.setattr(standalone, "HERE", artifact.folder)     # a bundle's run.py reads the files beside it
+    if name == "tensorrt":         # a TensorRT bundle runs the engine its build_engine.sh builds on the device
+        from edgeml.runtimes.tensorrt import build_plan
+
+        (artifact.folder / standalone.ENGINE).write_bytes(build_plan(artifact))
+    backend = BACKENDS[name]
+    manifest = {"backend": {"name": name, "version": backend.version(),
+                            "requires": {backend.modules[0]: backend.version(), "numpy": np.__version__}},
+                "entry": artifact.entry, "runtime_config": artifact.runtime_config,
+                "inputs": [{"name": "input"}], "outputs": [{"name": "output"}]}
+    outputs = standalone.open_model(manifest, 1)(tiny["feeds"])
+    assert len(outputs) == len(expected) == 1
+    assert relative_error(np.asarray(outputs[0]), np.asarray(expected[0])) <= SAME_ARTIFACT
+
+
+def _run_py_openers() -> set[str]:
+    """The backend names of run.py's `openers` table."""
+    for node in ast.walk(ast.parse(RUNNER.read_text())):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "openers" for t in node.targets):
+            return {ast.literal_eval(key) for key in node.value.keys}
+    raise AssertionError("edgeml/bundle/runner.py has no `openers` table")
+
+
+def test_run_py_opens_exactly_the_registered_runtimes():
+    assert _run_py_openers() == set(BACKENDS)
+
+
+def test_run_py_stands_alone():
+    """run.py travels in every bundle without edgeml: at its top level, the standard library and numpy only."""
+    tree = ast.parse(RUNNER.read_text())
+    imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - {"numpy"} <= set(sys.stdlib_module_names), imported
+    everywhere = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    everywhere |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {m for m in everywhere if m.split(".")[0] == "edgeml"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_in_the_manifest_schema(name):
+    assert name in manifest_schema_backends()
+
+
+def test_the_manifest_schema_takes_its_backend_names_from_the_registry():
+    """One source: manifest.schema.json has no list of its own; the schema edgeml checks with adds the
+    registry's (edgeml.runtimes.manifest_schema_backends)."""
+    from edgeml.bundle.folder import schema
+
+    assert "enum" not in json.loads(SCHEMA.read_text())["properties"]["backend"]["properties"]["name"]
+    assert schema()["properties"]["backend"]["properties"]["name"]["enum"] == manifest_schema_backends() == NAMES
+
+
+def _extras() -> dict[str, set[str]]:
+    """"edgeml" and each "edgeml[NAME]" -> the pip names they install (an extra also gets edgeml's own)."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.match(r"[A-Za-z0-9._-]+", r).group().lower() for r in requirements}
+    core = names(project["dependencies"])
+    return {"edgeml": core, **{f"edgeml[{extra}]": core | names(requirements)
+                               for extra, requirements in project["optional-dependencies"].items()}}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_names_the_extra_that_installs_it(name):
+    """`Backend.extra` is "edgeml" (its dependencies) or "edgeml[NAME]", an extra of pyproject.toml, that
+    installs each of its modules (by the pip name edgeml.runtimes.PACKAGES gives them); or, for a runtime pip
+    cannot install through edgeml (it comes with the device or a hardware-specific build: TensorRT, CUDA
+    builds of torch, onnxruntime-gpu), words that are no edgeml extra and name the package it comes in."""
+    backend = BACKENDS[name]
+    pip = {p.module: p.pip for p in PACKAGES}
+    if backend.extra.startswith("edgeml"):
+        extras = _extras()
+        assert backend.extra in extras, f"{name}: {backend.extra} is not an extra of pyproject.toml"
+        assert {pip[m] for m in backend.modules} <= extras[backend.extra], (name, backend.extra)
+    else:
+        assert all(m.replace("_", "-") in backend.extra.lower() for m in backend.modules), (name, backend.extra)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_its_modules_import_where_installed(name):
+    backend = BACKENDS[name]
+    if backend.missing():
+        pytest.skip(f"{', '.join(backend.missing())} is not installed: the {name} runtime comes with {backend.extra}")
+    for module in backend.modules:
+        importlib.import_module(module)
+
+
+def test_packages_list_every_runtime_and_its_tools_once():
+    modules = [p.module for p in PACKAGES]
+    assert len(modules) == len(set(modules))
+    assert {m for b in BACKENDS.values() for m in b.modules} <= set(modules)
+    for name, tools in TOOLS.items():
+        assert name in BACKENDS, name
+        needed = {m for t in TARGETS.values() for c in t.candidates if c.backend.name == name for m in c.needs}
+        assert {module for _, module in tools} <= needed, (name, tools)       # no tool that nothing uses
