@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgeml.bundle.folder import Bundle
 from edgeml.bundle.reference import REFERENCE, max_relative_error, read_reference
-from edgeml.bundle.write import load_manifest
 from edgeml.errors import EdgemlError
 from edgeml.measure.latency import measure_latency
-from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.tensorrt import TENSORRT, EngineRunner, build_plan
 from edgeml.targets.tensorrt import ENGINE
 
@@ -30,21 +29,23 @@ def build_engine(bundle: Path, *, out: Path | None = None) -> dict:
     largest value), the tolerance, whether it passed, the batch-1 latency (host-device copies
     included), the GPU and the TensorRT versions expected and found.
     """
-    bundle = Path(bundle)
-    manifest = _manifest(bundle)
+    bundle = Bundle.open(bundle)
+    if bundle.backend_name != TENSORRT.name:
+        raise EdgemlError(f"{bundle.folder} holds a {bundle.backend_name} artifact; build-engine builds the TensorRT "
+                          "engines of --target jetson and --target gpu bundles")
     if TENSORRT.missing():
         raise EdgemlError(NOT_INSTALLED)
     import torch
 
-    artifact = Artifact(TENSORRT.name, manifest["precision"], bundle, manifest["entry"], manifest["runtime_config"])
+    artifact = bundle.artifact()
     plan = build_plan(artifact)
-    engine = Path(out) if out else bundle / ENGINE
+    engine = Path(out) if out else bundle.folder / ENGINE
     partial = engine.with_name(f".{engine.name}.partial-{os.getpid()}")
     partial.write_bytes(plan)
     os.replace(partial, engine)
 
     runner = EngineRunner(plan)
-    inputs, expected, tolerance = read_reference(bundle / REFERENCE)
+    inputs, expected, tolerance = read_reference(bundle.folder / REFERENCE)
     error = max_relative_error(dict(zip(runner.output_names, runner.run(inputs))), expected)
     one = {name: array[:1] for name, array in inputs.items()}
     latency = measure_latency(lambda: runner.run(one))
@@ -57,12 +58,3 @@ def build_engine(bundle: Path, *, out: Path | None = None) -> dict:
         "device": torch.cuda.get_device_name(),
         "tensorrt": {"expected": artifact.runtime_config.get("tensorrt"), "installed": TENSORRT.version()},
     }
-
-
-def _manifest(bundle: Path) -> dict:
-    manifest = load_manifest(bundle)
-    backend = manifest.get("backend", {}).get("name")
-    if backend != TENSORRT.name:
-        raise EdgemlError(f"{bundle} holds a {backend} artifact; build-engine builds the TensorRT engines of "
-                          "--target jetson and --target gpu bundles")
-    return manifest

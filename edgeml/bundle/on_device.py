@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.ship import read_manifest
+from edgeml.bundle.folder import MISSING, Bundle
 from edgeml.errors import EdgemlError, first_line
-from edgeml.hashing import sha256_file
 from edgeml.measure.latency import MeasureConfig, machine_info, measure_latency
-from edgeml.runtimes.base import Artifact
 
 FORMAT = "edgeml-device-report"
 REFERENCE = "reference.npz"
@@ -28,29 +26,23 @@ RANDOM_SEED = 0
 
 def profile_bundle(bundle: Path | str, *, threads: int | None = None, measure_seconds: float = 1.0) -> dict:
     """Load BUNDLE's artifact here, time one input, return the device report (see write_device_report)."""
-    from edgeml.runtimes import BACKENDS
-
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    name = manifest["backend"]["name"]
-    backend = BACKENDS.get(name)
+    bundle = Bundle.open(bundle, fields=True)
+    manifest, name, backend = bundle.manifest, bundle.backend_name, bundle.runtime
     if backend is None:
-        raise EdgemlError(f"{bundle} needs the {name} runtime, which this edgeml does not know: update edgeml")
+        raise EdgemlError(f"{bundle.folder} needs the {name} runtime, which this edgeml does not know: update edgeml")
     if backend.missing():
         if name == "tensorrt":
             raise EdgemlError("this bundle holds a TensorRT model and TensorRT is not installed here: run "
                               "`edgeml build-engine BUNDLE` and `edgeml profile BUNDLE` on the device (JetPack), "
                               "or on a GPU host with TensorRT")
         raise EdgemlError(f"this bundle runs on {name}, which is not installed here: pip install '{backend.extra}'")
-    entry = _entry_sha256(bundle, manifest)
+    entry = _entry_sha256(bundle)
     threads = threads or os.cpu_count() or 1
     if threads < 1 or measure_seconds <= 0:
         raise EdgemlError("--threads must be at least 1 and --measure-seconds above 0")
-    feeds, source = _input(bundle, manifest)
-    artifact = Artifact(name, manifest.get("precision", ""), bundle, manifest["entry"],
-                        manifest.get("runtime_config") or {})
+    feeds, source = _input(bundle.folder, manifest)
     try:
-        runner = backend.open(artifact, threads)
+        runner = bundle.open_runner(threads)
         runner.run(feeds)
     except Exception as e:
         raise EdgemlError(f"{name} cannot run {manifest['entry']} here: {first_line(e)}") from e
@@ -80,16 +72,15 @@ def write_device_report(report: dict, out: Path | str) -> Path:
     return out
 
 
-def _entry_sha256(bundle: Path, manifest: dict) -> str:
+def _entry_sha256(bundle: Bundle) -> str:
     """The manifest's sha256 of the entry file, after checking the file here still has it."""
-    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
-    entry = manifest["entry"]
-    path = bundle / entry
-    if entry not in listed or not path.is_file():
-        raise EdgemlError(f"{bundle} lacks its entry file {entry}: ship the bundle again")
-    if sha256_file(path) != listed[entry]:
-        raise EdgemlError(f"{path} differs from the manifest's sha256: ship the bundle again")
-    return listed[entry]
+    entry = bundle.entry
+    check = bundle.check_files([entry])
+    if not check or check[0].problem in MISSING:
+        raise EdgemlError(f"{bundle.folder} lacks its entry file {entry}: ship the bundle again")
+    if not check[0].ok:
+        raise EdgemlError(f"{bundle.folder / entry} differs from the manifest's sha256: ship the bundle again")
+    return next(f.sha256 for f in bundle.files if f.path == entry)
 
 
 def _input(bundle: Path, manifest: dict) -> tuple[dict[str, np.ndarray], str]:

@@ -13,6 +13,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+from edgeml.bundle.folder import MANIFEST, has_manifest
 from edgeml.errors import EdgemlError
 
 TOP = "bundle"
@@ -21,8 +22,8 @@ TOP = "bundle"
 def pack(bundle: Path, out: Path) -> Path:
     """Write `bundle` (a folder with manifest.json) to the archive `out`, atomically; return `out`."""
     bundle, out = Path(bundle), Path(out)
-    if not (bundle / "manifest.json").is_file():
-        raise EdgemlError(f"{bundle} is not an edgeml bundle (no manifest.json in it)")
+    if not has_manifest(bundle):         # packed as it is: whether it is intact is for `verify` to say
+        raise EdgemlError(f"{bundle} is not an edgeml bundle (no {MANIFEST} in it)")
     entries = _entries(bundle)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
@@ -76,8 +77,8 @@ def extract(archive: Path, into: Path) -> Path:
     except (OSError, EOFError, tarfile.TarError) as e:
         raise EdgemlError(f"cannot read {archive} as a .tar.gz: {e}") from None
     folder = Path(into) / TOP
-    if not (folder / "manifest.json").is_file():
-        raise EdgemlError(f"{archive} is not an edgeml bundle archive (no {TOP}/manifest.json in it)")
+    if not has_manifest(folder):
+        raise EdgemlError(f"{archive} is not an edgeml bundle archive (no {TOP}/{MANIFEST} in it)")
     return folder
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edgeml.bundle.write import load_manifest
+from edgeml.bundle.folder import MISSING, Bundle
 from edgeml.errors import EdgemlError, first_line
 from edgeml.hashing import sha256_file
 
@@ -56,15 +56,6 @@ class ShipResult:
     remote_check: str | None = None   # the output of `run.py --check` there (--verify-remote)
 
 
-def read_manifest(bundle: Path) -> dict:
-    """BUNDLE/manifest.json, with the fields ship and profile rely on."""
-    manifest = load_manifest(bundle)
-    if not {"files", "entry", "backend", "candidate"} <= manifest.keys():
-        raise EdgemlError(f"{Path(bundle) / 'manifest.json'} is not an edgeml bundle manifest (files, entry, "
-                          "backend or candidate missing)")
-    return manifest
-
-
 def parse_destination(text: str) -> Destination:
     """`ssh://[user@]host[:port]/path` or a local folder."""
     if "://" not in text:
@@ -94,8 +85,7 @@ def ship(bundle: Path | str, to: str, *, identity: Path | str | None = None, ssh
     Raises EdgemlError naming the files that differ, or when the device cannot be reached.
     """
     bundle = Path(bundle).resolve()
-    manifest = read_manifest(bundle)
-    expected = _expected_hashes(bundle, manifest)
+    expected = _expected_hashes(Bundle.open(bundle, fields=True))
     target = parse_destination(to)
     if transfer not in TRANSFERS:
         raise EdgemlError(f"transfer {transfer!r}: use one of {', '.join(TRANSFERS)}")
@@ -110,17 +100,18 @@ def ship(bundle: Path | str, to: str, *, identity: Path | str | None = None, ssh
     return result
 
 
-def _expected_hashes(bundle: Path, manifest: dict) -> dict[str, str]:
+def _expected_hashes(bundle: Bundle) -> dict[str, str]:
     """sha256 per relative path: the manifest's for its files, this copy's for the rest (manifest.json, ...)."""
-    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
-    present = {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file()}
-    missing = sorted(set(listed) - set(present))
+    checks = bundle.check_files()
+    missing = sorted(c.path for c in checks if c.problem in MISSING)
     if missing:
-        raise EdgemlError(f"{bundle} lacks {', '.join(missing)}, listed in its manifest: rebuild the bundle")
-    changed = sorted(p for p in listed if sha256_file(present[p]) != listed[p])
+        raise EdgemlError(f"{bundle.folder} lacks {', '.join(missing)}, listed in its manifest: rebuild the bundle")
+    changed = sorted(c.path for c in checks if not c.ok)
     if changed:
-        raise EdgemlError(f"{bundle}: {', '.join(changed)} no longer match(es) the manifest's sha256 here: "
+        raise EdgemlError(f"{bundle.folder}: {', '.join(changed)} no longer match(es) the manifest's sha256 here: "
                           "rebuild the bundle rather than ship it")
+    listed = {f.path: f.sha256 for f in bundle.files}
+    present = {p.relative_to(bundle.folder).as_posix(): p for p in sorted(bundle.folder.rglob("*")) if p.is_file()}
     return {rel: listed.get(rel) or sha256_file(path) for rel, path in present.items()}
 
 

@@ -14,15 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST, Bundle
 from edgeml.bundle.pack import extract
 from edgeml.bundle.reference import read_reference, relative_error
-from edgeml.bundle.write import FORMAT_VERSION, MANIFEST, load_manifest, schema
 from edgeml.errors import EdgemlError, first_line
-from edgeml.hashing import sha256_file
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import predict
 from edgeml.runtimes import BACKENDS
-from edgeml.runtimes.base import Artifact
 
 BATCH = 32          # reference inputs per call for models with a symbolic batch dimension
 
@@ -66,73 +64,23 @@ def verify(path: Path, threads: int | None = None) -> Verification:
 
 
 def _verify_folder(folder: Path, threads: int) -> Verification:
-    manifest = _read_manifest(folder)
-    result = Verification(folder, manifest)
-    error = _schema_error(manifest)
+    bundle = Bundle.open(folder, current=True)
+    result = Verification(folder, bundle.manifest)
+    error = bundle.schema_error
     result.checks.append(Check(MANIFEST, error is None, error or f"format {FORMAT_VERSION}, valid against its schema"))
     if error is not None:
         return result
-    result.checks += _file_checks(folder, manifest)
+    result.checks += [Check(c.path, c.ok, c.detail) for c in bundle.check_files() + bundle.added_files()]
     if not result.passed:
         result.checks.append(Check("reference vectors", False, "not run: the files differ from the manifest"))
         return result
-    _run_reference(folder, manifest, threads, result)
+    _run_reference(bundle, threads, result)
     return result
 
 
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    manifest = load_manifest(folder)
-    if manifest.get("format") != "edgeml-bundle":
-        raise EdgemlError(f"{path} is not an edgeml bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise EdgemlError(f"{path} has format {manifest.get('format_version')}; this edgeml verifies format "
-                          f"{FORMAT_VERSION}: rebuild the bundle with `edgeml optimize`")
-    return manifest
-
-
-def _schema_error(manifest: dict) -> str | None:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
-
-    error = best_match(Draft202012Validator(schema()).iter_errors(manifest))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"does not match its schema at {where}: {first_line(error)}"
-
-
-def _file_checks(folder: Path, manifest: dict) -> list[Check]:
-    checks = []
-    for entry in manifest["files"]:
-        path = folder / entry["path"]
-        if path.is_symlink() or not path.is_file():
-            checks.append(Check(entry["path"], False, "missing" if not path.exists() else "not a plain file"))
-            continue
-        size = path.stat().st_size
-        if size != entry["size"]:
-            checks.append(Check(entry["path"], False, f"{size:,} bytes, the manifest says {entry['size']:,} "
-                                                      f"({'truncated' if size < entry['size'] else 'grown'})"))
-        elif sha256_file(path) != entry["sha256"]:
-            checks.append(Check(entry["path"], False, "sha256 differs from the manifest's: the content was changed"))
-        else:
-            checks.append(Check(entry["path"], True, f"{size:,} bytes, sha256 matches"))
-    listed = {entry["path"] for entry in manifest["files"]} | {MANIFEST}
-    device = set(manifest["device_files"])
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if relative in listed or (path.is_dir() and not path.is_symlink()):
-            continue
-        if relative in device:
-            checks.append(Check(relative, True, "made on the device (see build_engine.sh); not in the manifest"))
-        else:
-            checks.append(Check(relative, False, "not in the manifest: added after the bundle was made"))
-    return checks
-
-
-def _run_reference(folder: Path, manifest: dict, threads: int, result: Verification) -> None:
-    name, entry = manifest["backend"]["name"], manifest["entry"]
-    backend = BACKENDS[name]
+def _run_reference(bundle: Bundle, threads: int, result: Verification) -> None:
+    manifest, name, entry = bundle.manifest, bundle.backend_name, bundle.entry
+    backend = bundle.runtime
     made = manifest["reference"]["outputs_from"]
     if backend.missing():
         other = BACKENDS.get(made["backend"])
@@ -142,12 +90,12 @@ def _run_reference(folder: Path, manifest: dict, threads: int, result: Verificat
         backend, entry = other, made["entry"]
         result.checked_with = (f"{name} is not installed here: checked with {other.name} on {entry}, as at build "
                                "time; the device runs the same model file")
-    inputs, expected, _ = read_reference(folder / manifest["reference"]["file"])
+    inputs, expected, _ = read_reference(bundle.folder / manifest["reference"]["file"])
     tolerance = manifest["reference"]["tolerance"]
     first = manifest["inputs"][0]["shape"]
     fixed = bool(first) and isinstance(first[0], int)      # a model with a fixed batch size
     try:
-        runner = backend.open(Artifact(name, manifest["precision"], folder, entry, manifest["runtime_config"]), threads)
+        runner = bundle.open_runner(threads, backend, entry)
         outputs = predict(runner, Dataset(inputs, None, "reference vectors"), first[0] if fixed else BATCH, fixed)
     except Exception as e:  # the runtimes raise many kinds for a model they cannot load or run
         result.checks.append(Check("reference vectors", False, f"{backend.name} failed: {type(e).__name__}: "

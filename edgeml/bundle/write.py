@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.bundle import reference
-from edgeml.errors import EdgemlError, first_line
+from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST
 from edgeml.hashing import sha256_file
 from edgeml.inputs.specs import TensorSpec
 from edgeml.report.record import Row, Run
@@ -29,13 +29,11 @@ from edgeml.runtimes import BACKENDS
 from edgeml.runtimes.base import Artifact, package_version
 from edgeml.targets.tensorrt import ENGINE
 
-FORMAT_VERSION = 3
-MANIFEST = "manifest.json"
 RUNNER = "run.py"
 # What a device writes into a bundle after the fact (build_engine.sh: the engine and trtexec's timing
 # cache); `verify` does not count them as files added to the bundle.
 DEVICE_FILES = {"tensorrt": [ENGINE, "timing.cache"]}
-HERE = Path(__file__).parent                 # manifest.schema.json (package data) and runner.py
+HERE = Path(__file__).parent                 # runner.py
 
 
 @dataclass
@@ -46,10 +44,6 @@ class Judged:
     version: str | None
     entry: str
     outputs: list[np.ndarray]
-
-
-def schema() -> dict:
-    return json.loads((HERE / "manifest.schema.json").read_text())
 
 
 def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
@@ -133,18 +127,3 @@ def _seeds(run: Run) -> dict[str, int]:
 
         seeds["example"] = SEED
     return seeds
-
-
-def load_manifest(bundle: Path) -> dict:
-    """BUNDLE/manifest.json as a dict, or a one-line error saying why it is not a bundle's manifest."""
-    path = Path(bundle) / MANIFEST
-    if not path.is_file():
-        raise EdgemlError(f"{bundle} is not an edgeml bundle (no {MANIFEST} in it): give OUT/bundle of "
-                          "`edgeml optimize`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
-    if not isinstance(manifest, dict):
-        raise EdgemlError(f"{path} is not an edgeml bundle manifest")
-    return manifest
