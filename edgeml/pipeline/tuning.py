@@ -36,12 +36,13 @@ class Tuned:
     restored: set[tuple[str, ...]]   # those whose build came from the cache (layers kept in float)
 
 
-def tune(candidate: Candidate, onnx_path: Path, work: Path, context: BuildContext,
+def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
-         built: Artifact | None = None, beat: tuple[str, float] | None = None, *,
+         built: Artifact | None = None, beat: tuple[str, float] | None = None,
          build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]]) -> Tuned:
     """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget.
+    `reference_outputs` are the original model's outputs on the calibration data; `seconds` bounds the search.
 
     `metric` is the run's; accuracy falls back to the automatic choice when the calibration data has no labels.
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
