@@ -1,12 +1,12 @@
 # `make demo`: set up .venv and optimize the built-in digits example for the CPU.
-# `make test`: set up .venv and run the test suite.
+# `make test`: set up .venv, lint (`make lint`, ruff) and run the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench-setup bench-fashion-mnist bench-mobile bench bench-roofline clean
+.PHONY: setup demo lint test bench-setup bench-fashion-mnist bench-mobile bench bench-roofline clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(BIN)/edgeml optimize --example digits --target cpu -o edgeml-out/digits-cpu --force
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench-setup: setup
