@@ -128,33 +128,13 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
         ctx = _context(recipe=recipe, target=target, profile=profile, reporter=reporter, debug=debug, run=run,
                        work=work, exported=exported, bench=bench, inputs=inputs, model_used=model_used, key=key,
                        store=store)
-        if ctx.original_eligible:                        # where it is: opened to time it, copied only if chosen
-            ctx.artifacts[ref_row.name] = Artifact("onnxruntime", "fp32", source.path.parent, source.path.name)
-            ctx.judged[ref_row.name] = Judged("onnxruntime", ref_row.backend_version, source.path.name,
-                                              [o[:REFERENCE_SAMPLES] for o in bench.reference])
         repairs = build_candidates(ctx, candidates, exported_drop=exported_drop)
         repair(ctx, repairs, original=original, calibration=calibration)
         paired = bench.time_contenders(run.rows, ctx.artifacts, recipe.max_accuracy_drop,
                                        original_eligible=ctx.original_eligible, reporter=reporter)
 
         with reporter.step("Select and bundle"):
-            run.selection = select(run.rows, recipe.max_accuracy_drop, bench.metric, profile,
-                                   original_eligible=ctx.original_eligible, paired=paired)
-            chosen = run.selected
-            if chosen is None:
-                raise EdgemlError(
-                    f"no candidate could be built for target '{recipe.target}': "
-                    + "; ".join(f"{r.name}: {r.reason}" for r in run.rows if r.role == "candidate"))
-            if not run.selection["within_budget"]:
-                reporter.warn(run.selection["reason"])
-            if chosen is ref_row:
-                ctx.artifacts[chosen.name] = original_artifact(source.path, work / "original")
-            artifact = ctx.artifacts[chosen.name]
-            run.bundle = write_bundle(staging / "bundle", artifact, chosen, run, exported.inputs, exported.outputs,
-                                      calibration.preprocessing or evaluation.preprocessing,
-                                      evaluation.feeds(0, REFERENCE_SAMPLES), ctx.judged[chosen.name])
-            run.layer_times = layer_times(chosen, artifact, bench.sample, threads)
-            shutil.rmtree(work)
+            _select_and_bundle(ctx, paired, inputs, staging)
         _write_report(run, reporter, recipe, out, staging)
     if track is not None:
         from edgeml.report.tracking import track as track_run
@@ -185,8 +165,36 @@ def _context(*, recipe: Recipe, target, profile, reporter: Reporter, debug: bool
                                  max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
     build = partial(cached_build, onnx_path=exported.path, store=store,
                     identity={"onnx": onnx_digest(exported.path), "source": key, "seed": recipe.seed})
-    return RunContext(recipe, target, profile, reporter, debug, run, work, exported, bench, build_context, build,
-                      original_eligible=not inputs.source.is_torch)
+    ctx = RunContext(recipe, target, profile, reporter, debug, run, work, exported, bench, build_context, build,
+                     original_eligible=not inputs.source.is_torch)
+    if ctx.original_eligible:                    # where it is: opened to time it, copied only if chosen
+        source, original = inputs.source, run.reference
+        ctx.artifacts[original.name] = Artifact("onnxruntime", "fp32", source.path.parent, source.path.name)
+        ctx.judged[original.name] = Judged("onnxruntime", original.backend_version, source.path.name,
+                                           [o[:REFERENCE_SAMPLES] for o in bench.reference])
+    return ctx
+
+
+def _select_and_bundle(ctx: RunContext, paired: dict | None, inputs: Inputs, staging: Path) -> None:
+    """Select the row to ship (edgeml.pipeline.selection) and write it as OUT/bundle."""
+    recipe, run = ctx.recipe, ctx.run
+    run.selection = select(run.rows, recipe.max_accuracy_drop, ctx.bench.metric, ctx.profile,
+                           original_eligible=ctx.original_eligible, paired=paired)
+    chosen = run.selected
+    if chosen is None:
+        raise EdgemlError(f"no candidate could be built for target '{recipe.target}': "
+                          + "; ".join(f"{r.name}: {r.reason}" for r in run.rows if r.role == "candidate"))
+    if not run.selection["within_budget"]:
+        ctx.reporter.warn(run.selection["reason"])
+    if chosen is run.reference:
+        ctx.artifacts[chosen.name] = original_artifact(inputs.source.path, ctx.work / "original")
+    artifact = ctx.artifacts[chosen.name]
+    evaluation = inputs.evaluation
+    run.bundle = write_bundle(staging / "bundle", artifact, chosen, run, ctx.exported.inputs, ctx.exported.outputs,
+                              inputs.calibration.preprocessing or evaluation.preprocessing,
+                              evaluation.feeds(0, REFERENCE_SAMPLES), ctx.judged[chosen.name])
+    run.layer_times = layer_times(chosen, artifact, ctx.bench.sample, ctx.bench.threads)
+    shutil.rmtree(ctx.work)
 
 
 def _write_report(run: Run, reporter: Reporter, recipe: Recipe, out: Path, staging: Path) -> None:
