@@ -207,9 +207,9 @@ def paired_table(run: dict) -> tuple[list[str], list[list[str]]]:
         lo, hi = r["p50_ci95_ms"]
         rows.append([name, f"{_ms(r['p50_ms'])} ({_ms(lo)}–{_ms(hi)})",
                      DASH if s is None else f"{s['ratio']:.2f}x ({s['ci95'][0]:.2f}–{s['ci95'][1]:.2f})",
-                     ("selected" if name == run["selection"]["candidate"] else "")
-                     + (", " if name == run["selection"]["candidate"] and name != paired["fastest"] else "")
-                     + ("fastest" if name == paired["fastest"] else "tied" if name in paired["tied"] else "slower")])
+                     ", ".join(["selected"] * (name == run["selection"]["candidate"])
+                               + ["fastest" if name == paired["fastest"] else "tied" if name in paired["tied"]
+                                  else "slower"])])
     return header, rows
 
 

@@ -283,3 +283,22 @@ def test_errors_are_one_line(edgeml_cli, tmp_path, case):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert not (folder / "report.html").exists()
+
+
+def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
+    from edgeml.report.markdown import paired_note, paired_table
+
+    run = {"selection": {"candidate": "fp32", "paired": {
+        "rounds": 5, "faster_above": 1.02, "fastest": "int8", "tied": ["fp32", "int8"],
+        "rows": {"int8": {"p50_ms": 1.0, "p50_ci95_ms": [0.98, 1.02], "speedup_of_fastest": None},
+                 "fp32": {"p50_ms": 1.01, "p50_ci95_ms": [0.99, 1.03],
+                          "speedup_of_fastest": {"ratio": 1.01, "ci95": [0.99, 1.03]}},
+                 "fp16": {"p50_ms": 1.2, "p50_ci95_ms": [1.18, 1.22],
+                          "speedup_of_fastest": {"ratio": 1.2, "ci95": [1.15, 1.25]}}}}}}
+    assert "5 alternating rounds" in paired_note(run) and "tied rows: fp32, int8" in paired_note(run)
+    header, rows = paired_table(run)
+    assert header[2] == "speed-up of int8 (95% CI)"
+    assert rows == [["int8", "1.000 (0.980–1.020)", "—", "fastest"],
+                    ["fp32", "1.010 (0.990–1.030)", "1.01x (0.99–1.03)", "selected, tied"],
+                    ["fp16", "1.200 (1.180–1.220)", "1.20x (1.15–1.25)", "slower"]]
+    assert paired_note({"selection": {"paired": None}}) is None
