@@ -257,8 +257,8 @@ def quality_notes(run: dict) -> list[str]:
     if coarse:
         notes.append(f"> **Too few evaluation samples for the budget:** {coarse}.")
     chosen = next((r for r in run["rows"] if r["selected"]), None)
-    if chosen is None or chosen["status"] not in JUDGED:
-        return notes
+    if chosen is None or chosen["status"] not in JUDGED or chosen["role"] == "reference":
+        return notes                                # nothing to say of the original against itself
     ci, test = chosen.get("quality_drop_ci95"), chosen.get("quality_test")
     if ci and budget is not None and ci[0] <= budget < ci[1]:
         notes.append(f"The 95% CI of {chosen['name']}'s drop ({_interval(ci, metric)}) contains the budget "

@@ -161,6 +161,10 @@ def test_notes_under_the_candidate_table():
     notes = quality_notes(run_record("agreement", [0.0015, 0.0055], test))
     assert notes == ["ort-int8 vs the original: the top-1 class changed on 7 of 2000 evaluation samples."]
 
+    shipped_as_given = run_record("agreement", [0.0015, 0.0055], test)
+    shipped_as_given["rows"][0]["selected"], shipped_as_given["rows"][1]["selected"] = True, False
+    assert quality_notes(shipped_as_given) == []                   # nothing to say of the original against itself
+
     notes = quality_notes(run_record("agreement", [0.004, 0.016], test))              # straddles 0.01
     assert notes[0].startswith("The 95% CI of ort-int8's drop (+0.40 to +1.60 pt) contains the budget (1.00 pt)")
 
