@@ -2,7 +2,9 @@
 
 torch.onnx.export's dynamo exporter is tried first; when it fails, the legacy TorchScript
 exporter is used and the reason is recorded. The leading dimension is exported as a symbolic
-batch size.
+batch size. The dynamo exporter records each node's Python stack trace (file paths of this machine) in
+the model: it is dropped, so that an export, and every build and bundle made from it, is the same
+wherever the model's code and torch are installed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edgeml.errors import ExportError, first_line
 from edgeml.inputs.models import SourceModel
 
 OPSET = 18
+STACK_TRACE = "pkg.torch.onnx.stack_trace"     # node metadata the dynamo exporter writes
 
 
 @dataclass
@@ -63,12 +66,34 @@ def export_onnx(source: SourceModel, path: Path, example: dict[str, np.ndarray])
             with _quiet():
                 torch.onnx.export(target, args, str(path), input_names=names,
                                   output_names=output_names, **kwargs)
+            _drop_stack_traces(path)
             notes = [f"the dynamo exporter failed ({failures[0]}); used the legacy exporter"] if failures else []
             return Export(path, exporter, output_names, notes)
         except Exception as e:
             failures.append(_root_cause(e))
     raise ExportError("cannot export the model to ONNX: " + "; ".join(
         f"{name} exporter: {why}" for name, why in zip(attempts, failures)))
+
+
+def _drop_stack_traces(path: Path) -> None:
+    """Remove STACK_TRACE from every node's metadata (subgraphs and functions included); external data stays."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def clean(nodes) -> None:
+        for node in nodes:
+            kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+            if len(kept) != len(node.metadata_props):
+                del node.metadata_props[:]
+                node.metadata_props.extend(kept)
+            for attribute in node.attribute:
+                for graph in [attribute.g, *attribute.graphs]:
+                    clean(graph.node)
+    clean(proto.graph.node)
+    for function in proto.functions:
+        clean(function.node)
+    onnx.save(proto, str(path))
 
 
 def _root_cause(e: BaseException) -> str:
