@@ -31,7 +31,7 @@ from edgeml.runtimes.base import Artifact, Runner, package_version
 from edgeml.runtimes.onnxruntime import OrtRunner
 from edgeml.targets.base import Candidate
 
-PAIRED_ROUNDS = 5             # close contenders are timed again in this many alternating rounds ...
+PAIRED_ROUNDS = 9             # close contenders are timed again in this many alternating rounds ...
 PAIRED_SECONDS = 2.0          # ... taking this many times --measure-seconds, all of them together
 
 

@@ -193,7 +193,8 @@ def paired_note(run: dict) -> str | None:
     if not paired:
         return None
     return (f"The rows within the budget whose p50 was within {CLOSE:g}x of the fastest were timed again together, in "
-            f"{paired['rounds']} alternating rounds (p50: the median of the rounds' p50s, 95% CI by a bootstrap over "
+            f"{paired['rounds']} alternating rounds (p50: the median of the rounds' p50s; speed-up: the median of the "
+            f"rounds' own ratios; 95% CIs by a bootstrap over "
             f"rounds). {paired['fastest']} counts as faster than a row only when the lower end of its speed-up's "
             f"CI is above {paired['faster_above']:.2f}x; tied rows: {', '.join(paired['tied'])}.")
 
