@@ -109,7 +109,8 @@ quantize_options = _options(
                  help="Quality measure of the budget: accuracy (labels), agreement (top-1 with the original), "
                       "cosine (embeddings, any output)  [default: auto]"),
     click.option("--tuning-budget", metavar="DURATION",
-                 help="Time bound of the accuracy-budget search: 90s, 10m, 1h  [default: 5m]"),
+                 help="Time bound of the accuracy-budget search and of each candidate's build: 90s, 10m, 1h  "
+                      "[default: 5m]"),
 )
 run_options = _options(
     click.option("--threads", type=int, help="Inference threads  [default: all logical cores]"),

@@ -14,6 +14,7 @@ from edgeml.inputs.recipe import Recipe
 from edgeml.pipeline import cache as caching
 from edgeml.pipeline import plan
 from edgeml.pipeline.context import RunContext
+from edgeml.pipeline.time_limit import TimeLimit
 from edgeml.report.record import Row
 from edgeml.runtimes import RECORDED
 from edgeml.runtimes.base import Artifact, package_version
@@ -106,7 +107,8 @@ def build_candidates(ctx: RunContext, candidates: list[Candidate], *,
             except Exception as e:
                 if fatal(e, ctx.debug):
                     raise
-                row.status, row.reason = "failed", f"{type(e).__name__}: {first_line(e)}"
+                row.status = "failed"
+                row.reason = first_line(e) if isinstance(e, TimeLimit) else f"{type(e).__name__}: {first_line(e)}"
                 step.fail(row.reason)
     return repairs
 

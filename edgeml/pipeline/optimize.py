@@ -41,6 +41,7 @@ from edgeml.pipeline.load import Given, Inputs, data_notes, load, make_run_recip
 from edgeml.pipeline.repair import repair
 from edgeml.pipeline.selection import select
 from edgeml.pipeline.stages import compress, measure_stages
+from edgeml.pipeline.time_limit import limited
 from edgeml.progress import Reporter
 from edgeml.report.markdown import render_markdown
 from edgeml.report.record import Run
@@ -163,8 +164,9 @@ def _context(*, recipe: Recipe, target, profile, reporter: Reporter, debug: bool
                                                  avoid_saturation=scheme.avoid_saturation),
                                  source=model_used if model_used.is_torch else None,
                                  max_accuracy_drop=recipe.max_accuracy_drop, profile=profile)
-    build = partial(cached_build, onnx_path=exported.path, store=store,
-                    identity={"onnx": onnx_digest(exported.path), "source": key, "seed": recipe.seed})
+    build = limited(partial(cached_build, onnx_path=exported.path, store=store,
+                            identity={"onnx": onnx_digest(exported.path), "source": key, "seed": recipe.seed}),
+                    recipe.tuning_budget)
     ctx = RunContext(recipe, target, profile, reporter, debug, run, work, exported, bench, build_context, build,
                      original_eligible=not inputs.source.is_torch)
     if ctx.original_eligible:                    # where it is: opened to time it, copied only if chosen
