@@ -29,6 +29,18 @@ class BuildContext:
 
 
 @dataclass(frozen=True)
+class AccuracyControl:
+    """A quantizer's own search for the layers to keep in float within the budget (NNCF's
+    quantize_with_accuracy_control), run next to edgeml's (edgeml.pipeline.repair) and judged like its trials."""
+    # (onnx model, out folder, context, tuning data, score) -> the artifact, within context.max_accuracy_drop;
+    # score(indices of tuning samples, the model's outputs on them) -> each sample's quality (it may raise: stop).
+    build: Callable[[Path, Path, BuildContext, Dataset, Callable], Artifact]
+    # (the artifact's model file, the candidate's `layers`) -> those it computes in float
+    kept: Callable[[Path, list[tuple[str, str]]], tuple[str, ...]]
+    method: str = ""
+
+
+@dataclass(frozen=True)
 class Candidate:
     name: str
     backend: Backend
@@ -46,6 +58,7 @@ class Candidate:
     # For models with many layers: (the fully quantized build's model file, calibration data, layers)
     # -> each layer's local error in it, which ranks layers in one pass instead of one build each.
     local_errors: Callable[[Path, Dataset, list[tuple[str, str]]], dict[str, float]] | None = None
+    accuracy_control: AccuracyControl | None = None     # searched too, for candidates with `layers`
     opt_in: bool = False             # built only when --quantizer names its quantizer
     # For artifacts whose runtime lives on the device (TensorRT builds its engine there): the backend
     # that runs the same model file here to check its quality (ONNX Runtime on the QDQ model). When

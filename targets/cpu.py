@@ -19,12 +19,13 @@ from edgeml.compress.quantize import WeightOnlyConfig, float16
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
 from edgeml.compress.quantize import openvino_backend as ov_quant
 from edgeml.errors import EdgemlError
+from edgeml.inputs.data import Dataset
 from edgeml.measure import cpu_features
 from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.onnxruntime import ONNXRUNTIME, copy_model
 from edgeml.runtimes.openvino import OPENVINO, read_onnx, save_ir
 from edgeml.runtimes.pytorch import TORCH, write_program
-from edgeml.targets.base import BuildContext, Candidate, Target
+from edgeml.targets.base import AccuracyControl, BuildContext, Candidate, Target
 
 INT8_WEIGHTS = WeightOnlyConfig(bits=8)
 INT4_WEIGHTS = WeightOnlyConfig(bits=4)
@@ -112,14 +113,14 @@ def _ort_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 def _ort_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
-    ort_quant.run(model, out / "model.onnx", ctx.calibration, ctx.int8)
-    return Artifact("onnxruntime", "int8", out, "model.onnx")
+    built = ort_quant.static(model, out / "model.onnx", ctx.calibration, ctx.int8)
+    return Artifact("onnxruntime", "int8", out, "model.onnx", notes=built.notes)
 
 
 def _ort_int8_dynamic(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
-    ort_quant.run_dynamic(model, out / "model.onnx", ctx.int8)
-    return Artifact("onnxruntime", "int8", out, "model.onnx")
+    built = ort_quant.dynamic(model, out / "model.onnx", ctx.int8)
+    return Artifact("onnxruntime", "int8", out, "model.onnx", notes=built.notes)
 
 
 def _ort_fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
@@ -140,6 +141,28 @@ def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 def _ov_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     quantized = ov_quant.run(read_onnx(model), ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
+    return save_ir(quantized, out, "int8")
+
+
+def _ov_int8_layers(model: Path) -> list[tuple[str, str]]:
+    """The OpenVINO ops `_ov_int8` quantizes, named as `Int8Config.exclude` names them there (read once per
+    model file: NNCF's analysis takes seconds on a large model, and the search and the accuracy control ask)."""
+    stat = model.stat()
+    return list(_ov_quantized_ops(str(model), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _ov_quantized_ops(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...]:
+    return tuple(ov_quant.quantized_ops(read_onnx(Path(path)), transformer=summarize(Path(path)).transformer))
+
+
+def _ov_int8_controlled(model: Path, out: Path, ctx: BuildContext, data: Dataset, score: Callable) -> Artifact:
+    """`_ov_int8` with NNCF's accuracy control, within `ctx.max_accuracy_drop` of quality on `data`."""
+    if ctx.max_accuracy_drop is None:
+        raise ValueError("NNCF's accuracy control needs the accuracy budget (BuildContext.max_accuracy_drop)")
+    quantized = ov_quant.run_with_accuracy_control(read_onnx(model), ctx.calibration, data, score,
+                                                   ctx.max_accuracy_drop, ctx.int8,
+                                                   transformer=summarize(model).transformer)
     return save_ir(quantized, out, "int8")
 
 
@@ -198,7 +221,9 @@ CPU = Target(
                   method="OpenVINO IR, run with the f32 precision hint"),
         Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=_OV_NEEDS,
                   method="NNCF post-training quantization of the OpenVINO IR (transformer scheme for transformers)",
-                  quantizer="openvino"),
+                  quantizer="openvino", layers=_ov_int8_layers, local_errors=ov_quant.local_errors,
+                  accuracy_control=AccuracyControl(_ov_int8_controlled, ov_quant.float_ops,
+                                                   method="NNCF quantize_with_accuracy_control")),
         Candidate("openvino-bf16", OPENVINO, "bf16", _ov_bf16,
                   method="the FP32 OpenVINO IR, run with the bf16 precision hint", applies=_bf16_fits),
         Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV_NEEDS,

@@ -39,7 +39,9 @@ class Int8Config:
     per_channel: bool = True
     calibration_method: str = "minmax"     # minmax | entropy | percentile (onnxruntime)
     max_calibration_samples: int = 300     # NNCF's default subset size
-    exclude: tuple[str, ...] = ()          # ONNX node names kept in float (mixed precision)
+    # Layers kept in float (mixed precision): ONNX node names for onnxruntime, OpenVINO op names for openvino
+    # (each backend's list of the layers it quantizes names them).
+    exclude: tuple[str, ...] = ()
     # For CPUs whose int8 kernels can saturate (x86 without VNNI/AMX; edgeml.measure.cpu_features.int8_scheme):
     # 7-bit weights with onnxruntime (reduce_range), NNCF's overflow fix on the first layer with OpenVINO.
     avoid_saturation: bool = False

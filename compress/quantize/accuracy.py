@@ -1,25 +1,36 @@
 """Quantization within an accuracy budget: per-layer sensitivity, then mixed precision.
 
-When a fully quantized model loses more quality than allowed, each compute layer is quantized
-on its own (all others in float) to measure how much quality that layer alone costs. The most
-sensitive layers are then kept in float one at a time, most sensitive first, until the budget
-is met or the time budget runs out. (Leaving one layer out instead misses pairs: a heavy-tailed
-activation is quantized both as its producer's output and as its consumer's input.)
+A "layer" is any node the quantizer quantizes: the compute layers (Conv, Gemm, MatMul) and the
+Add, Concat, Mul, activations, pooling, Resize ... between them (the backend lists them), so that
+the loss can be found wherever it is, e.g. in a Concat of two branches with very different ranges.
+Keeping every layer in float gives the float model.
+
+When a fully quantized model loses more quality than allowed, each layer is quantized on its own
+(all others in float) to measure how much quality that layer alone costs. The most sensitive
+layers are then kept in float one at a time, most sensitive first, until the budget is met or the
+time budget runs out. (Leaving one layer out instead misses pairs: a heavy-tailed activation is
+quantized both as its producer's output and as its consumer's input.)
 
 Models with many layers (more than `TRIALS_UP_TO`) would need one build per layer; when the
 caller can measure each layer's local error in the fully quantized model in one pass, layers are
 ranked by that instead, and the number of most sensitive layers kept in float is found by
-doubling and then bisection (a few builds, not one per layer).
+doubling and then bisection (a few builds, not one per layer). Layers are not grouped (e.g. a
+Conv with the Relu that only it feeds): the bisection's cost grows with the logarithm of the
+count, the local error charges each Q/DQ to the node that asked for it (a Relu or MaxPool that
+only follows its input's quantization costs nothing of its own and ranks last), and a group would
+hide which op holds the loss.
 
-Before any of that, one build keeps every layer in float: when even that misses the budget (the
-loss is in ops the search does not control), no search can meet it, and it stops there.
+Before any of that, one build keeps every layer in float (the float model, when the backend lists
+every quantized op): when even that misses the budget, the loss is in something the search does not
+control, no search can meet it, and it stops there.
 
 When the caller already has a faster configuration within the budget (another candidate), the
 search stops at the first trial that misses the budget and is no faster than it: keeping more
 layers in float only makes it slower.
 
 Every configuration tried is kept, so the caller can show the Pareto set of latency against
-quality. The algorithm is backend-free: `evaluate` builds and measures.
+quality. The algorithm is backend-free: `evaluate` builds and measures, on data the caller
+chooses (edgeml.pipeline.tuning: enough samples to resolve the budget, never the evaluation data).
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@
 says the CPU's u8*s8 kernels can saturate (x86 without VNNI/AMX: VPMADDUBSW sums pairs of products in
 16 bits; 2 * 255 * 64 < 32767 cannot overflow), as onnxruntime's quantization guide recommends there;
 elsewhere the full 8-bit range.
+
+`run` and `run_dynamic` (and `prepare`) check the graph after every pre-processing step and after the
+quantizer, and fall back to less pre-processing, then to the model converted to opset 13, when a step breaks
+it (onnx_attempts); `static` and `dynamic` return which attempt worked and why the others failed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
+from edgeml.compress.quantize import onnx_attempts as attempts
 from edgeml.inputs.data import Dataset
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -42,43 +47,77 @@ def calibration_reader(calibration: Dataset, config: Int8Config):
 
 
 def run(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> Path:
+    return static(model, output, calibration, config).model
+
+
+def static(model: Path, output: Path, calibration: Dataset, config: Int8Config = Int8Config()) -> attempts.Outcome:
+    """`run`, and which pre-processing gave a valid graph and why the ones tried before failed (onnx_attempts)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        prepare(model, prepared)
-        quantize_static(
-            str(prepared), str(output), calibration_reader(calibration, config),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, METHODS[config.calibration_method]),
-            nodes_to_exclude=list(config.exclude),
-            reduce_range=config.avoid_saturation,
-        )
-    return output
+    def quantizer(method: str) -> attempts.Step:
+        def quantize(prepared: Path, out: Path) -> None:
+            quantize_static(
+                str(prepared), str(out), calibration_reader(calibration, config),
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                nodes_to_exclude=list(config.exclude),
+                reduce_range=config.avoid_saturation,
+                use_external_data_format=attempts.has_external_data(prepared),
+            )
+        return attempts.Step(f"quantize_static ({method} calibration)", quantize)
+    # The histogram methods cannot bin the -3.4e38 or -inf of an additive attention mask (numpy: "Too many bins
+    # for data range"): min-max calibration is their fallback.
+    methods = dict.fromkeys([config.calibration_method, "minmax"])
+    # Q/DQ with one scale per channel (an `axis`) exists from opset 13, per tensor from opset 10.
+    return attempts.quantized(model, output, [quantizer(m) for m in methods],
+                              attempts.QUANTIZER_OPSET if config.per_channel else 10)
 
 
-# Layers the accuracy-budget search may keep in float: the ones that carry the compute.
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+def quantized_ops() -> frozenset[str]:
+    """The op types `quantize_static` quantizes in QDQ format (its default `op_types_to_quantize`: the union of
+    onnxruntime's QLinear and QDQ registries). Keeping every node of these types in float gives the float model."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
+
+
+def _followers() -> frozenset[str]:
+    """Op types whose QDQ handler quantizes only what its input's quantization implies (a pooled, reshaped or
+    activated copy of a tensor another node asked to quantize): their input's Q/DQ is not theirs."""
+    from onnxruntime.quantization.operators.activation import QDQRemovableActivation
+    from onnxruntime.quantization.operators.direct_q8 import QDQDirect8BitOp
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return frozenset(op for op, handler in QDQRegistry.items()
+                     if issubclass(handler, (QDQDirect8BitOp, QDQRemovableActivation)))
 
 
 def compute_layers(model: Path) -> list[tuple[str, str]]:
-    """(node name, op type) of the compute layers, in graph order, as `run` will see them.
+    """(node name, op type) of every node `run` may quantize, in graph order, as `run` will see them: the
+    compute layers and the Add, Concat, Mul, activations, pooling, Resize ... around them. Keeping all of
+    them in float (`Int8Config.exclude`) gives the float model.
 
-    Read after the same pre-processing `run` applies, so the names match `Int8Config.exclude`.
+    Read after the same pre-processing `run` applies, so the names match `Int8Config.exclude`. Unnamed
+    nodes cannot be excluded by name and are not listed.
     """
     import onnx
 
+    ops = quantized_ops()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         prepare(model, prepared)
         graph = onnx.load(str(prepared), load_external_data=False).graph
-    return [(n.name, n.op_type) for n in graph.node if n.op_type in COMPUTE_OPS and n.name]
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in ops and n.name]
 
 
 def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) -> Path:
+    return dynamic(model, output, config).model
+
+
+def dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) -> attempts.Outcome:
     """INT8 weights; activations are quantized at run time from their own range, so no calibration.
 
     onnxruntime recommends it for transformers and RNNs. Weights are signed 8-bit (activations are
@@ -87,13 +126,13 @@ def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) ->
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        prepare(model, prepared)
-        quantize_dynamic(str(prepared), str(output), per_channel=config.per_channel,
+    def quantize(prepared: Path, out: Path) -> None:
+        quantize_dynamic(str(prepared), str(out), per_channel=config.per_channel,
                          weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
-                         reduce_range=config.avoid_saturation)
-    return output
+                         reduce_range=config.avoid_saturation,
+                         use_external_data_format=attempts.has_external_data(prepared))
+    # DynamicQuantizeLinear exists from opset 11.
+    return attempts.quantized(model, output, [attempts.Step("quantize_dynamic", quantize)], 11)
 
 
 def run_weight_only(model: Path, output: Path, config: WeightOnlyConfig = WeightOnlyConfig()) -> Path:
@@ -115,18 +154,14 @@ def run_weight_only(model: Path, output: Path, config: WeightOnlyConfig = Weight
     return output
 
 
-def prepare(model: Path, prepared: Path) -> None:
-    """Shape inference and graph clean-up, as onnxruntime recommends before quantizing.
+def prepare(model: Path, prepared: Path) -> attempts.Outcome:
+    """Shape inference and graph clean-up, as onnxruntime recommends before quantizing: the first
+    pre-processing whose every step gives a valid graph (onnx_attempts.preprocessing).
 
-    Its symbolic shape inference fails on some exported transformers (a Reshape to a shape computed at
-    run time); ONNX shape inference alone then still gives quantization the shapes it needs.
+    `run` tries the same pre-processing in the same order, so the node names read here are the ones it
+    quantizes (unless the quantizer itself breaks the graph this pre-processing gives).
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(model), str(prepared))
-    except Exception:  # an AssertionError or a bare Exception from symbolic shape inference
-        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+    return attempts.prepared(model, prepared)
 
 
 @contextlib.contextmanager
@@ -144,12 +179,17 @@ def _root_logging_kept() -> Iterator[None]:
 
 def local_errors(quantized: Path, calibration: Dataset, layers: list[tuple[str, str]],
                  samples: int = 16) -> dict[str, float]:
-    """How much each compute layer's own quantization costs in the fully quantized model: the larger
-    of the Q/DQ noise on its input activation and on its output (mean per-channel relative error of
-    the dequantized tensor against the float tensor it came from), over `samples` calibration samples.
+    """How much each listed node's own quantization costs in the fully quantized model: the largest Q/DQ
+    noise (mean per-channel relative error of the dequantized tensor against the float tensor it came
+    from) among the activations it asked to quantize, over `samples` calibration samples.
 
-    One run of the model instead of one build per layer: what ranks layers in large models. Keeping
-    a layer in float removes exactly those Q/DQ pairs.
+    A node asks for its inputs and outputs, except a follower (pooling, reshapes, Relu/Clip: see
+    `_followers`), which only re-quantizes its output with its input's scale: its input's noise belongs to
+    the node that asked for it. A node reading a follower's output also pays for the noise upstream of the
+    follower (a Concat's crushed output reaches a Gemm through a Flatten with the same scale, and the Gemm
+    asks for it again if the Concat alone is kept in float). One run of the model instead of one build per
+    layer: what ranks layers in large models. Nodes the quantizer removed (a Relu folded into its
+    producer's Q/DQ) cost nothing of their own.
     """
     import onnx
 
@@ -157,19 +197,31 @@ def local_errors(quantized: Path, calibration: Dataset, layers: list[tuple[str, 
     producer = {o: n for n in graph.node for o in n.output}
     quantize_of = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     dequantize_of = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    names = dict(layers)
-    pairs: dict[str, list[tuple[str, str]]] = {}       # layer -> (float tensor, its Q/DQ value)
+    names, followers = dict(layers), _followers()
+    pairs: dict[str, list[tuple[str, str]]] = {name: [] for name in names}   # layer -> (float tensor, its Q/DQ)
+
+    def upstream(tensor: str) -> Iterator[tuple[str, str]]:
+        """(float tensor, its Q/DQ value) for a dequantized `tensor`, then through the followers that made it."""
+        while True:
+            dq = producer.get(tensor)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                return
+            yield q.input[0], tensor
+            made_by = producer.get(q.input[0])
+            if made_by is None or made_by.op_type not in followers or not made_by.input:
+                return
+            tensor = made_by.input[0]
+
     for node in graph.node:
         if node.name not in names:
             continue
-        pairs[node.name] = []
-        dq = producer.get(node.input[0])
-        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is not None and q.op_type == "QuantizeLinear":
-            pairs[node.name].append((q.input[0], node.input[0]))
-        out = dequantize_of.get(quantize_of.get(node.output[0], ""))
-        if out is not None:
-            pairs[node.name].append((node.output[0], out))
+        for tensor in node.input if node.op_type not in followers else ():
+            pairs[node.name].extend(upstream(tensor))
+        for tensor in node.output:
+            out = dequantize_of.get(quantize_of.get(tensor, ""))
+            if out is not None:
+                pairs[node.name].append((tensor, out))
     tensors = sorted({t for layer in pairs.values() for pair in layer for t in pair})
     with tempfile.TemporaryDirectory() as tmp:
         values = _tensor_values(quantized, tensors, calibration, min(samples, len(calibration)),

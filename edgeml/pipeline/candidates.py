@@ -51,9 +51,9 @@ def cached_build(candidate: Candidate, folder: Path, context: BuildContext, *, o
     def make() -> dict:
         artifact = candidate.build(onnx_path, folder, context)
         return {"backend": artifact.backend, "precision": artifact.precision, "entry": artifact.entry,
-                "runtime_config": artifact.runtime_config}
+                "runtime_config": artifact.runtime_config, "notes": list(artifact.notes)}
     stored, restored = store.fetch(name, folder, make)
-    return Artifact(folder=folder, **stored), restored
+    return Artifact(folder=folder, **{**stored, "notes": tuple(stored.get("notes", ()))}), restored
 
 
 def build_candidates(ctx: RunContext, candidates: list[Candidate], *,
@@ -91,6 +91,7 @@ def build_candidates(ctx: RunContext, candidates: list[Candidate], *,
                 started = time.perf_counter()
                 artifact, row.cached = ctx.build(candidate, ctx.work / candidate.name, ctx.build_context)
                 step.cached = row.cached
+                row.attempts = list(artifact.notes)
                 row.build_seconds = round(time.perf_counter() - started, 3)
                 step.describe(f"{candidate.name}: evaluating")
                 ctx.judged[candidate.name] = ctx.bench.measure_artifact(row, candidate, artifact, local=local)

@@ -147,7 +147,9 @@ def data_notes(inputs: Inputs, metric: str, compressed: bool) -> list[str]:
     if train is not None:
         notes.append(f"training: {train.source}, {len(train)} samples"
                      + ("; pruning importance and distillation (10% held out for early stopping)" if compressed
-                        else "; not used (no pruning or distillation asked)"))
+                        else "; no pruning or distillation asked")
+                     + "; and, when the calibration data is too few to resolve the budget, samples for the "
+                       "accuracy-budget search to judge on")
     if calibration.synthetic:
         notes.append("calibration used RANDOM inputs: INT8 ranges do not reflect real data")
     if evaluation.synthetic:

@@ -130,7 +130,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                        work=work, exported=exported, bench=bench, inputs=inputs, model_used=model_used, key=key,
                        store=store)
         repairs = build_candidates(ctx, candidates, exported_drop=exported_drop)
-        repair(ctx, repairs, original=original, calibration=calibration)
+        repair(ctx, repairs, original=original, calibration=calibration, train=inputs.train)
         paired = bench.time_contenders(run.rows, ctx.artifacts, recipe.max_accuracy_drop,
                                        original_eligible=ctx.original_eligible, reporter=reporter)
 

@@ -1,25 +1,47 @@
 """The accuracy-budget phase of `optimize`: for each INT8 candidate that broke the budget, a search for the
 layers to keep in float (edgeml.pipeline.tuning), run after every candidate is measured so that it can stop
-once it cannot beat a candidate already within the budget."""
+once it cannot beat a candidate already within the budget.
+
+A candidate whose quantizer has its own accuracy control (`Candidate.accuracy_control`: NNCF's
+quantize_with_accuracy_control for OpenVINO) runs it too, on the same data, metric and reference outputs, in
+what the search leaves of the tuning budget (the search gets half); its result is timed like the search's
+trials and joins them, and the better of the two (within the budget and faster, else the smaller drop) makes
+the `-mixed` row.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from edgeml.compress.quantize.accuracy import Trial, _mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
+from edgeml.measure.evaluate import compare, predict, sample_scores
+from edgeml.measure.latency import measure_latency
 from edgeml.pipeline import plan
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
-from edgeml.pipeline.tuning import Tuned, tune
+from edgeml.pipeline.time_limit import TimeLimit
+from edgeml.pipeline.tuning import TRIAL_MEASURE, Tuned, tune, tuning_data
+from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Runner
 from edgeml.targets.base import Candidate
 
 
-def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: Runner, calibration: Dataset) -> None:
+def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: Runner, calibration: Dataset,
+           train: Dataset | None = None) -> None:
     """Search each of `repairs` (fastest first); add a `-mixed` row where layers kept in float are worth it.
-    `original` runs the original model, on the `calibration` data the search judges on."""
+    `original` runs the original model, on the data the search judges on: `calibration`, plus `train` samples
+    when it takes more to resolve the budget (`tuning.tuning_data`)."""
     recipe, run, bench = ctx.recipe, ctx.run, ctx.bench
+    judging = tuning_data(calibration, train, bench.metric, recipe.max_accuracy_drop)
     reference_on_calibration = None
     for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
         fastest = fastest_measured(run.rows, recipe.max_accuracy_drop, original_eligible=ctx.original_eligible)
@@ -32,18 +54,26 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
         with ctx.reporter.step(f"Accuracy budget: {candidate.name}") as step:
             try:
                 if reference_on_calibration is None:
-                    step.describe("Accuracy budget: the original model on the calibration data")
-                    reference_on_calibration = bench.predict(original, calibration)
+                    step.describe("Accuracy budget: the original model on the tuning data")
+                    reference_on_calibration = bench.predict(original, judging)
+                started = time.monotonic()
+                seconds = recipe.tuning_budget / 2 if candidate.accuracy_control else recipe.tuning_budget
                 tuned = tune(candidate, onnx_path=ctx.exported.path, work=ctx.work / f"{candidate.name}-tuning",
                              context=ctx.build_context, reference_outputs=reference_on_calibration,
                              batch=bench.batch, fixed=bench.fixed, sample=bench.sample, threads=bench.threads,
-                             max_drop=recipe.max_accuracy_drop, seconds=recipe.tuning_budget, step=step,
-                             metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build)
-                step.cached = bool(tuned.restored) and len(tuned.restored) == tuned.builds
+                             max_drop=recipe.max_accuracy_drop, seconds=seconds, step=step,
+                             metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build,
+                             data=judging)
+                control = None if candidate.accuracy_control is None else _accuracy_control(
+                    ctx, candidate, tuned, judging, reference_on_calibration,
+                    recipe.tuning_budget - (time.monotonic() - started), step)
+                step.cached = (bool(tuned.restored) and len(tuned.restored) == tuned.builds
+                               and (control is None or control.get("cached", False)))
                 if tuned.result.resolution:
                     ctx.reporter.warn(f"{candidate.name}: {tuned.result.resolution}")
                 # A mixed row that misses the budget matters only when no candidate is within it.
-                mixed = _mixed_row(candidate, tuned, run, row, needed=tuned.result.met or beat is None)
+                mixed = _mixed_row(candidate, tuned, run, row, needed=tuned.result.met or beat is None,
+                                   control=control)
                 if mixed is not None:
                     step.describe(f"{mixed.name}: evaluating")
                     ctx.judged[mixed.name] = bench.measure_artifact(mixed, candidate, tuned.artifact, local=True)
@@ -56,24 +86,86 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                 step.fail(run.tuning[candidate.name]["reason"])
 
 
-def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool) -> Row | None:
-    """Record the search; a new row when it kept layers in float and the row is `needed` (else None)."""
+def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool,
+               control: dict | None = None) -> Row | None:
+    """Record the search (and the quantizer's own accuracy control, `control`); a new row when the better of them
+    kept layers in float and the row is `needed` (else None)."""
     result = tuned.result
     kept = result.best.excluded if needed else ()
+    chosen = control is not None and control.get("chosen", False)
     run.tuning[candidate.name] = {
         **result.to_dict(), "metric": tuned.metric,
-        "data": "calibration data: ranges, sensitivity and the budget check during the search; "
-                "evaluation data: the final numbers in the candidate table",
+        "data": tuned.data,
         "row": f"{candidate.name}-mixed" if kept else None,
         "cached_builds": len(tuned.restored),
+        **({"accuracy_control": control} if control is not None else {}),
     }
     if not kept:
         return None
     mixed = Row(f"{candidate.name}-mixed", candidate.backend.name, f"{candidate.precision}+fp32", "candidate",
                 method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 "
+                       + (f"by {control['method']} " if chosen else "")
                        + ("to meet the accuracy budget" if result.met else "(the closest to the budget it found)")
                        + f": {', '.join(kept)}",
-                backend_version=row.backend_version, build_seconds=round(result.seconds, 3),
-                cached=kept in tuned.restored)
+                backend_version=row.backend_version,
+                build_seconds=round(result.seconds + (control or {}).get("seconds", 0.0), 3),
+                cached=control["cached"] if chosen else kept in tuned.restored)
     run.rows.append(mixed)
     return mixed
+
+
+def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data: Dataset,
+                      reference: list[np.ndarray], seconds: float, step: Step) -> dict:
+    """`candidate`'s own accuracy control, built (through the cache) within `seconds`, judged on the search's `data`,
+    metric and `reference` outputs, and timed like its trials. Its trial joins the search's; when it measures
+    better than the search's best it becomes `tuned`'s best (and artifact). Returns what run.tuning records of it."""
+    control, budget, bench = candidate.accuracy_control, ctx.recipe.max_accuracy_drop, ctx.bench
+    record: dict = {"method": control.method}
+    if tuned.result.met and not tuned.result.best.excluded:
+        return {**record, "stopped": "not run: with every layer in INT8 it is within the budget on the tuning data"}
+    if seconds <= 0:
+        return {**record, "stopped": "the search used the whole tuning budget"}
+    step.describe(f"{candidate.name}: accuracy budget, {control.method}")
+    started, metric = time.monotonic(), tuned.metric
+
+    def score(index: list[int], outputs: list[np.ndarray]) -> np.ndarray:
+        if time.monotonic() - started > seconds:
+            raise TimeLimit(f"time limit ({seconds:.0f} s, what the search left of the tuning budget)")
+        return sample_scores(outputs, [r[index] for r in reference],
+                             None if data.labels is None else data.labels[index], metric)
+
+    # The cache keys a build by its candidate's name and inputs: the name carries what this one is judged by.
+    judge = hashlib.sha256(f"{metric}:{data.sha256}".encode()).hexdigest()[:16]
+    controlled = replace(candidate, name=f"{candidate.name}-accuracy-control-{judge}",
+                         build=lambda model, out, context: control.build(model, out, context, data, score))
+    try:
+        artifact, cached = ctx.build(controlled, ctx.work / f"{candidate.name}-tuning" / "accuracy-control",
+                                     ctx.build_context)
+    except TimeLimit as e:
+        return {**record, "stopped": first_line(e), "seconds": round(time.monotonic() - started, 3)}
+    except Exception as e:        # the search's result stands without it
+        if fatal(e, ctx.debug):
+            raise
+        return {**record, "stopped": f"failed: {type(e).__name__}: {first_line(e)}",
+                "seconds": round(time.monotonic() - started, 3)}
+    kept = control.kept(artifact.folder / artifact.entry, candidate.layers(ctx.exported.path))
+    runner = candidate.backend.open(artifact, bench.threads)
+    quality = compare(predict(runner, data, bench.batch, bench.fixed), reference, data.labels)[metric]
+    drop = compare(reference, reference, data.labels)[metric] - quality
+    latency = measure_latency(lambda: runner.run(bench.sample), TRIAL_MEASURE)
+    trial = Trial(kept, quality, drop, latency.p50_ms, artifact.size_bytes,
+                  f"{control.method}: {len(kept)} layer(s) in float")
+    result = tuned.result
+    result.trials.append(trial)
+    _mark_pareto(result.trials)
+    within = [t for t in (result.best, trial) if t.drop <= budget + 1e-12]
+    best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
+        min((result.best, trial), key=lambda t: (t.drop, t.p50_ms))
+    if best is trial:
+        if tuned.artifact is not ctx.artifacts[candidate.name]:
+            shutil.rmtree(tuned.artifact.folder, ignore_errors=True)
+        tuned.artifact, result.best, result.met = artifact, trial, bool(within)
+    else:
+        shutil.rmtree(artifact.folder, ignore_errors=True)
+    return {**record, "met": drop <= budget + 1e-12, "drop": drop, "excluded": list(kept), "p50_ms": latency.p50_ms,
+            "seconds": round(time.monotonic() - started, 3), "cached": cached, "chosen": best is trial}

@@ -1,8 +1,13 @@
-"""The accuracy-budget search for one INT8 candidate, run on the calibration data.
+"""The accuracy-budget search for one INT8 candidate, judged on evaluation-independent data.
 
 Each configuration the search tries is built by the candidate itself (with some layers kept in
-float), judged on the calibration data against the original model's outputs there, and timed
-briefly. The evaluation data is kept for judging the result, never for choosing it.
+float, calibrated as usual on the first `Int8Config.max_calibration_samples` calibration samples),
+judged against the original model's outputs on the tuning data (`tuning_data`), and timed briefly.
+The evaluation data is kept for judging the result, never for choosing it.
+
+The tuning data is the calibration data, plus training samples when the calibration data alone is
+too few to resolve the budget (`uncertainty.resolution`: with 64 samples one changed prediction
+is 1.6 points, so a 1-point budget could accept no change at all) and training data was given.
 """
 
 from __future__ import annotations
@@ -25,6 +30,35 @@ from edgeml.targets.base import BuildContext, Candidate
 
 # Trials are ranked, not reported: a short timing is enough to order them.
 TRIAL_MEASURE = MeasureConfig(seconds=0.2, min_runs=20, warmup_seconds=0.05)
+SEED = 0                    # which training samples join the tuning data
+
+
+def samples_needed(metric: str, max_drop: float) -> int:
+    """The fewest samples that resolve `max_drop` for `metric`: the least n `uncertainty.resolution` accepts."""
+    if resolution(1, metric, max_drop) is None:
+        return 1
+    low, high = 1, 2                        # resolution(low) fails; find a high that passes, then bisect
+    while resolution(high, metric, max_drop) is not None:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if resolution(middle, metric, max_drop) is None else (middle, high)
+    return high
+
+
+def tuning_data(calibration: Dataset, train: Dataset | None, metric: str, max_drop: float) -> Dataset:
+    """The data the search judges on: `calibration`, plus as many `train` samples (drawn at random, seeded) as
+    it takes to resolve `max_drop` (all of them when that is not enough). Labels are kept when both have them."""
+    missing = samples_needed(metric, max_drop) - len(calibration)
+    if train is None or missing <= 0:
+        return calibration
+    count = min(missing, len(train))
+    index = np.sort(np.random.default_rng(SEED).choice(len(train), count, replace=False))
+    extra = train.subset(index, train.source)
+    labels = None if calibration.labels is None or extra.labels is None else \
+        np.concatenate([calibration.labels, extra.labels])
+    return replace(calibration, inputs={k: np.concatenate([v, extra.inputs[k]]) for k, v in calibration.inputs.items()},
+                   labels=labels, source=f"{calibration.source} + {count} training samples from {train.source}")
 
 
 @dataclass
@@ -34,24 +68,28 @@ class Tuned:
     metric: str                 # the quality metric on the tuning data
     builds: int                 # configurations built for the search (the reused full INT8 build not counted)
     restored: set[tuple[str, ...]]   # those whose build came from the cache (layers kept in float)
+    data: str                   # what each dataset was used for, in words
 
 
 def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
          built: Artifact | None = None, beat: tuple[str, float] | None = None,
-         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]]) -> Tuned:
-    """Search layers to keep in float until `candidate`'s quality drop on the calibration data is within budget.
-    `reference_outputs` are the original model's outputs on the calibration data; `seconds` bounds the search.
+         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None) -> Tuned:
+    """Search layers to keep in float until `candidate`'s quality drop on the tuning `data` is within budget.
+    `data` defaults to the calibration data (see `tuning_data` for more); `reference_outputs` are the original
+    model's outputs on it; `seconds` bounds the search.
 
-    `metric` is the run's; accuracy falls back to the automatic choice when the calibration data has no labels.
+    `metric` is the run's; accuracy falls back to the automatic choice when the tuning data has no labels.
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
     the fastest candidate already within the budget (see `search`). `build(candidate, folder, context)` makes
     each configuration: (artifact, whether it was restored from the cache).
-    When the calibration data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
+    When the tuning data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
     result's `resolution` says so; the search runs as it would otherwise.
     """
-    tuning: Dataset = context.calibration
+    tuning: Dataset = context.calibration if data is None else data
+    if len(reference_outputs[0]) != len(tuning):
+        raise ValueError(f"{len(reference_outputs[0])} reference outputs for {len(tuning)} tuning samples")
     metric = quality_metric(reference_outputs, tuning.labels,
                             "auto" if metric == "accuracy" and tuning.labels is None else metric)
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
@@ -82,9 +120,13 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
 
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None, beat=beat)
-    result.resolution = resolution(len(tuning), metric, max_drop, "the calibration data")
+    result.resolution = resolution(len(tuning), metric, max_drop,
+                                   "the calibration data" if tuning is context.calibration else "the tuning data")
     best = artifacts[result.best.excluded]
     for excluded, artifact in artifacts.items():
         if excluded != result.best.excluded and artifact is not built:
             shutil.rmtree(artifact.folder, ignore_errors=True)
-    return Tuned(result, best, metric, len(builds), restored)
+    judged = "calibration data: ranges, " if tuning is context.calibration else \
+        f"calibration data: ranges; tuning data ({tuning.source}): "
+    return Tuned(result, best, metric, len(builds), restored, f"{judged}sensitivity and the budget check during the "
+                 "search; evaluation data: the final numbers in the candidate table")

@@ -52,6 +52,9 @@ def render_markdown(run: dict) -> str:
         lines += ["", predicted_note(run)]
     for note in quality_notes(run):
         lines += ["", note]
+    if attempt_notes(run):
+        lines += ["", "Builds that needed more than one attempt (each quantizer step's graph is checked; a step that "
+                  "breaks it is retried without):", ""] + attempt_notes(run)
 
     lines += ["", latency_note(machine), ""]
     lines += markdown_table(*latency_table(run))
@@ -283,6 +286,17 @@ def quality_notes(run: dict) -> list[str]:
     return notes
 
 
+def attempt_notes(run: dict) -> list[str]:
+    """One line per candidate whose build's first attempt failed: the attempt that worked, and why each earlier
+    one failed (or, for a failed row, its reason already says)."""
+    lines = []
+    for r in run["rows"]:
+        tried = r.get("attempts") or []
+        if len(tried) > 1:
+            lines.append(f"- {r['name']}: {tried[-1]}; before: " + "; ".join(tried[:-1]))
+    return lines
+
+
 def predicted_note(run: dict) -> str | None:
     profile = run.get("profile")
     if not any(r.get("predicted") for r in run["rows"]):
@@ -389,7 +403,19 @@ def tuning_notes(tuning: dict) -> list[str]:
              + (f" ({cached} build(s) from cache)" if cached else "")),
             f"{tuning['data']}; {metric} there"] + (
         [f"**Too few calibration samples for the budget:** {tuning['resolution']}"]
-        if tuning.get("resolution") else [])
+        if tuning.get("resolution") else []) + (
+        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else [])
+
+
+def _control_note(control: dict, metric: str) -> str:
+    """The quantizer's own accuracy control, run next to the search (edgeml.pipeline.repair)."""
+    if "drop" not in control:
+        return f"{control['method']}, next to the search: no result ({control['stopped']})"
+    return (f"{control['method']}, next to the search on the same data: {len(control['excluded'])} layer(s) in fp32, "
+            f"drop {_drop(control['drop'], metric)} ({'within' if control['met'] else 'over'} the budget), "
+            f"{_ms(control['p50_ms'])} ms (short run), {control['seconds']:.1f} s; "
+            + ("it measured better than the search and makes the row" if control["chosen"]
+               else "the search's result measured better"))
 
 
 def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:

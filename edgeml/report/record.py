@@ -34,6 +34,9 @@ class Row:
     peak_memory_bytes: int | None = None
     build_seconds: float | None = None         # the time to build it, or to restore it from the cache
     cached: bool = False                       # its build was restored from the cache
+    # the build's attempts, one line each, the one that worked last (onnx_attempts: a graph rewrite that broke
+    # the graph is retried without it); empty for builds that do not record them
+    attempts: list[str] = field(default_factory=list)
     selected: bool = False
 
 

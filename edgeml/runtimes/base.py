@@ -32,6 +32,8 @@ class Artifact:
     folder: Path
     entry: str                       # the file the runtime loads
     runtime_config: dict = field(default_factory=dict)
+    # the build's attempts, one line each, the one that worked last (onnx_attempts.Outcome.notes)
+    notes: tuple[str, ...] = ()
 
     @property
     def files(self) -> list[Path]:

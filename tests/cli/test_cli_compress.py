@@ -60,7 +60,7 @@ def test_quantize_keeps_the_sensitive_layers_in_float_to_meet_the_budget(edgeml_
     assert tuning["met"] and 1 <= len(kept) < len(tuning["sensitivity"])
     ranked = sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])
     assert set(kept) == {s["layer"] for s in ranked[:len(kept)]}          # the most sensitive ones
-    assert all(s["op"] in ("Conv", "Gemm", "MatMul") for s in ranked)
+    assert {"Conv", "Gemm", "Relu", "MaxPool"} <= {s["op"] for s in ranked}   # any quantized op, not only compute
     assert any(t["pareto"] for t in tuning["trials"])
 
     graph = onnx.load(str(out / "bundle" / "model.onnx")).graph

@@ -1,12 +1,22 @@
 """The accuracy-budget search on its own: which layers it keeps in float, and when it stops.
 
 `evaluate` here is a small quality model (each quantized layer costs a known amount), so the
-expected choice is known exactly; the real ONNX Runtime search runs in tests/test_cli_compress.py.
+expected choice is known exactly; the real ONNX Runtime search runs at the end of this file (a loss
+in a Concat) and in tests/cli/test_cli_compress.py.
 """
 
+import copy
 import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+import torch
 
 from edgeml.compress.quantize.accuracy import Trial, search
+from edgeml.measure.evaluate import predict
 
 LAYERS = [("conv1", "Conv"), ("conv2", "Conv"), ("fc1", "Gemm"), ("fc2", "Gemm")]
 
@@ -112,3 +122,160 @@ def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
     result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, beat=("other", 20.0))
     assert result.met and set(result.best.excluded) == {"conv3", "conv11", "conv17"}
+
+
+# The real search, with ONNX Runtime: a model whose INT8 loss is in a Concat, not in a compute layer.
+
+class TwoRanges(torch.nn.Module):
+    """The digits CNN with its last features scaled down 1000x (the head scaled up to match), concatenated
+    with a wide-range branch the head ignores: the same function in float. In INT8 the Concat's output
+    takes the wide branch's range and crushes the features to zero, whichever compute layers stay in float."""
+
+    def __init__(self, cnn):
+        super().__init__()
+        self.features, self.classifier = copy.deepcopy(cnn.features), copy.deepcopy(cnn.classifier)
+        torch.manual_seed(0)
+        self.wide = torch.nn.Conv2d(1, 8, 4, stride=4)                 # 8x8 digits -> the features' 2x2
+        with torch.no_grad():
+            last = self.features[5]
+            last.weight /= 1000
+            last.bias /= 1000
+            self.wide.weight *= 1000
+            self.wide.bias *= 1000
+            head = self.classifier[1]
+            wider = torch.nn.Linear(head.in_features + 8 * 2 * 2, head.out_features)
+            wider.weight.zero_()
+            wider.weight[:, :head.in_features] = head.weight * 1000
+            wider.bias.copy_(head.bias)
+            self.classifier[1] = wider
+
+    def forward(self, input):
+        return self.classifier(torch.cat([self.features(input), self.wide(input)], 1))
+
+
+@pytest.fixture(scope="module")
+def two_ranges(digits, tmp_path_factory):
+    model = TwoRanges(digits.model).eval()
+    x = torch.from_numpy(digits.test.inputs["input"])
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), digits.model(x).argmax(1))
+    path = tmp_path_factory.mktemp("two-ranges") / "two-ranges.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x[:2],), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+    return path
+
+
+def ort_int8():
+    from edgeml.targets.cpu import CPU
+
+    return next(c for c in CPU.candidates if c.name == "onnxruntime-int8")
+
+
+def run_tune(candidate, onnx_path, calibration, data, max_drop, work):
+    from edgeml.pipeline.tuning import tune
+    from edgeml.progress import Step
+    from edgeml.runtimes.onnxruntime import OrtRunner
+    from edgeml.targets.base import BuildContext
+
+    reference = predict(OrtRunner(onnx_path, 1), data, 64)
+    return tune(candidate, onnx_path=onnx_path, work=work, context=BuildContext(calibration),
+                reference_outputs=reference, batch=64, fixed=False, sample=calibration.feeds(0, 1), threads=1,
+                max_drop=max_drop, seconds=600, step=Step(None, None), metric="agreement", data=data,
+                build=lambda c, folder, context: (c.build(onnx_path, folder, context), False))
+
+
+def test_the_search_keeps_a_concat_in_float_where_compute_layers_alone_cannot_meet_the_budget(
+        two_ranges, digits, tmp_path):
+    candidate = ort_int8()
+    calibration = digits.validation
+    compute_only = replace(candidate, layers=lambda path: [(name, op) for name, op in candidate.layers(path)
+                                                            if op in ("Conv", "ConvTranspose", "Gemm", "MatMul")])
+    before = run_tune(compute_only, two_ranges, calibration, calibration, 0.02, tmp_path / "compute-only")
+    assert before.result.trials[0].drop > 0.5                      # plain INT8: most predictions change
+    assert before.result.stopped.startswith("out of reach: with all 6 layers in float")   # 4 Conv, 2 Gemm
+
+    tuned = run_tune(candidate, two_ranges, calibration, calibration, 0.02, tmp_path / "any-op")
+    result = tuned.result
+    assert result.met and result.stopped == "budget met" and result.best.drop <= 0.02
+    ops = dict(candidate.layers(two_ranges))
+    assert "Concat" in {ops[name] for name in result.best.excluded}
+    # alone in INT8, the Concat crushes the features, and so does the Gemm reading them (through a Flatten)
+    assert {s["op"] for s in result.sensitivity if s["drop_when_only_this_is_int8"] > 0.5} == {"Concat", "Gemm"}
+    ceiling = result.trials[1]
+    assert set(ceiling.excluded) == set(ops) and ceiling.drop == 0        # all in float: the float model
+    graph = onnx.load(str(tuned.artifact.folder / tuned.artifact.entry)).graph
+    concat = next(n for n in graph.node if n.op_type == "Concat")
+    quantized = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert quantized and concat.output[0] not in quantized               # mixed: the Concat's output stays float
+
+
+def test_keeping_every_listed_op_in_float_gives_the_float_model(two_ranges, digits, tmp_path):
+    from edgeml.compress.quantize import Int8Config
+    from edgeml.compress.quantize import onnxruntime_backend as ort_quant
+    from edgeml.runtimes.onnxruntime import OrtRunner
+
+    layers = ort_quant.compute_layers(two_ranges)
+    assert {"Conv", "Relu", "MaxPool", "Concat", "Gemm"} <= {op for _, op in layers}
+    built = ort_quant.run(two_ranges, tmp_path / "all-float.onnx", digits.validation,
+                          Int8Config(exclude=tuple(name for name, _ in layers)))
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in onnx.load(str(built)).graph.node}
+    data = digits.test
+    np.testing.assert_allclose(predict(OrtRunner(built, 1), data, 64)[0],
+                               predict(OrtRunner(two_ranges, 1), data, 64)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_training_samples_join_the_tuning_data_until_the_budget_is_resolved(digits):
+    from edgeml.measure.uncertainty import resolution
+    from edgeml.pipeline.tuning import samples_needed, tuning_data
+
+    calibration = digits.validation.subset(np.arange(64), "calibration")
+    assert samples_needed("agreement", 0.01) == 100 and samples_needed("cosine", 0.01) == 1
+    assert resolution(99, "agreement", 0.01) and not resolution(100, "agreement", 0.01)
+
+    grown = tuning_data(calibration, digits.train, "accuracy", 0.01)
+    assert len(grown) == 100 and not resolution(len(grown), "accuracy", 0.01)
+    np.testing.assert_array_equal(grown.inputs["input"][:64], calibration.inputs["input"])
+    train_rows = {row.tobytes() for row in digits.train.inputs["input"]}
+    assert all(row.tobytes() in train_rows for row in grown.inputs["input"][64:])
+    assert grown.labels is not None and len(grown.labels) == 100
+    assert "36 training samples" in grown.source
+
+    assert tuning_data(calibration, None, "accuracy", 0.01) is calibration              # nothing to add
+    assert tuning_data(calibration, digits.train, "accuracy", 0.05) is calibration      # 64 resolve 5 points
+    assert tuning_data(calibration, digits.train, "cosine", 0.01) is calibration        # no step to resolve
+    few = digits.train.subset(np.arange(10), "few")
+    assert len(tuning_data(calibration, few, "accuracy", 0.01)) == 74                   # all it has, still short
+    assert resolution(74, "accuracy", 0.01)
+
+
+def test_the_search_judges_on_the_grown_tuning_data(two_ranges, digits, tmp_path):
+    from edgeml.pipeline.tuning import tuning_data
+
+    calibration = digits.validation.subset(np.arange(64), "calibration")
+    alone = run_tune(ort_int8(), two_ranges, calibration, calibration, 0.01, tmp_path / "alone")
+    assert alone.result.resolution and "has 64 samples" in alone.result.resolution
+    data = tuning_data(calibration, digits.train, "agreement", 0.01)
+    tuned = run_tune(ort_int8(), two_ranges, calibration, data, 0.01, tmp_path / "grown")
+    assert tuned.result.resolution is None and tuned.result.met
+    assert "36 training samples" in tuned.data and tuned.data.startswith("calibration data: ranges;")
+
+
+def test_local_errors_rank_the_concat_and_the_gemm_it_feeds_above_the_followers(two_ranges, digits, tmp_path,
+                                                                                 monkeypatch):
+    """Models with many layers rank them by local error and bisect; here forced on a small one."""
+    from edgeml.compress.quantize import accuracy
+
+    monkeypatch.setattr(accuracy, "TRIALS_UP_TO", 4)
+    candidate = ort_int8()
+    ops = dict(candidate.layers(two_ranges))
+    tuned = run_tune(candidate, two_ranges, digits.validation, digits.validation, 0.02, tmp_path)
+    result = tuned.result
+    errors = {s["layer"]: s["local_error"] for s in result.sensitivity}
+    followers = [name for name, op in ops.items() if op in ("Relu", "MaxPool", "Flatten")]
+    concat = next(name for name, op in ops.items() if op == "Concat")
+    first_gemm = next(name for name, op in ops.items() if op == "Gemm")       # reads the Concat through a Flatten
+    assert min(errors[concat], errors[first_gemm]) > 0.5 > max(errors[name] for name in followers), errors
+    assert result.met and {concat, first_gemm} <= set(result.best.excluded)
+    assert len(result.trials) < 2 + len(ops)                                  # fewer builds than one per layer

@@ -1,0 +1,231 @@
+"""Accuracy recovery for OpenVINO INT8 (`openvino-int8-mixed`): edgeml's search through NNCF's ignored scope
+and NNCF's own quantize_with_accuracy_control, on real models trained here and real NNCF/OpenVINO builds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+pytest.importorskip("nncf")
+ov = pytest.importorskip("openvino")
+
+from edgeml.compress.quantize import Int8Config  # noqa: E402
+from edgeml.compress.quantize import openvino_backend as ov_quant  # noqa: E402
+from edgeml.measure.evaluate import compare, sample_scores  # noqa: E402
+from edgeml.runtimes.openvino import read_onnx  # noqa: E402
+
+QUICK = ("--measure-seconds", "0.05", "--threads", "1")
+
+
+def export(model: nn.Module, x: torch.Tensor, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+    return path
+
+
+def heavy_tailed_model(digits) -> nn.Module:
+    """The digits CNN with its two most active hidden units scaled up 1000x and their consumers scaled down to
+    match: the same function in float; in INT8 that activation's range crushes every other unit to zero."""
+    model = copy.deepcopy(digits.model)
+    x = torch.from_numpy(digits.test.inputs["input"])
+    with torch.no_grad():
+        hidden, head = model.classifier[1], model.classifier[3]
+        active = torch.relu(hidden(model.features(x).flatten(1))).mean(0).topk(2).indices
+        hidden.weight[active] *= 1000
+        hidden.bias[active] *= 1000
+        head.weight[:, active] /= 1000
+    assert torch.allclose(model(x), digits.model(x), atol=1e-3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def heavy(digits, tmp_path_factory):
+    """(the heavy-tailed digits CNN as .pt2, as ONNX)."""
+    model = heavy_tailed_model(digits)
+    x = torch.from_numpy(digits.test.inputs["input"])
+    folder = tmp_path_factory.mktemp("ov-heavy")
+    program = torch.export.export(model, (x[:2],), dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(folder / "heavy.pt2"))
+    return folder / "heavy.pt2", export(model, x[:2], folder / "heavy.onnx")
+
+
+class Branchy(nn.Module):
+    """A residual Add, a Concat of two branches, an upsampling Interpolate and a Linear: ops NNCF quantizes
+    besides convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.side = nn.Conv2d(8, 8, 1)
+        self.mix = nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, input):
+        x = F.relu(self.stem(input))
+        x = x + F.relu(self.body(x))
+        x = torch.cat([x, self.side(x)], 1)
+        x = F.relu(self.mix(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+        return self.head(x.mean((2, 3)))
+
+
+def outputs(model, data) -> np.ndarray:
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([compiled(data.feeds(i, i + 1)).to_tuple()[0] for i in range(len(data))])
+
+
+def fake_quantizes(model) -> int:
+    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+def sum_of_three(path):
+    """Three convolutions summed by one ONNX Sum, which OpenVINO splits into two Adds: the first one, which NNCF
+    quantizes, has no ONNX name, so OpenVINO names it itself ('Add_<counter>')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), f"w{i}")
+               for i, shape in enumerate([(4, 1, 3, 3)] * 3 + [(2, 4, 3, 3)])]
+    nodes = [helper.make_node("Conv", ["input", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]) for i in range(3)]
+    nodes += [helper.make_node("Sum", ["c0", "c1", "c2"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+              helper.make_node("Conv", ["r", "w3"], ["logits"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "sum", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def branchy(path, x):
+    torch.manual_seed(0)
+    return export(Branchy().eval(), x, path)
+
+
+@pytest.mark.parametrize("make", [branchy, lambda path, x: sum_of_three(path)], ids=["branchy", "sum-of-three"])
+def test_layers_and_the_ignored_scope_name_the_same_ops(make, digits, tmp_path):
+    path = make(tmp_path / "model.onnx", torch.from_numpy(digits.validation.inputs["input"][:2]))
+    calibration = digits.validation.subset(np.arange(64), "calibration")
+    layers = ov_quant.quantized_ops(read_onnx(path))
+    kinds = {kind for _, kind in layers}
+    assert "Convolution" in kinds and kinds - {"Convolution", "MatMul"}, layers     # not only the compute ops
+    assert layers == ov_quant.quantized_ops(read_onnx(path))        # the same names on another read
+
+    full = ov_quant.run(read_onnx(path), calibration)
+    everything = ov_quant.run(read_onnx(path), calibration, Int8Config(exclude=tuple(name for name, _ in layers)))
+    assert fake_quantizes(full) > 0 and fake_quantizes(everything) == 0
+    float_outputs = outputs(read_onnx(path), calibration)
+    np.testing.assert_allclose(outputs(everything, calibration), float_outputs, rtol=1e-5, atol=1e-5)
+    assert np.abs(outputs(full, calibration) - float_outputs).max() > 1e-3     # INT8 itself does differ
+
+    for name, _ in layers:                                # each name keeps exactly that op in float
+        ov.save_model(ov_quant.run(read_onnx(path), calibration, Int8Config(exclude=(name,))),
+                      str(tmp_path / "one.xml"), compress_to_fp16=False)
+        assert ov_quant.float_ops(tmp_path / "one.xml", layers) == (name,)
+
+
+def test_ops_openvino_names_itself_get_the_same_name_on_every_read(tmp_path):
+    import onnx
+
+    path = sum_of_three(tmp_path / "sum.onnx")
+    named = {n.output[0] for n in onnx.load(str(path)).graph.node} | {"input"}
+
+    def names(model):
+        return [op.get_friendly_name() for op in model.get_ordered_ops()]
+
+    stable = names(ov_quant.stable_names(read_onnx(path)))
+    assert stable == names(ov_quant.stable_names(read_onnx(path)))
+    assert any(name.startswith("Add_") and name not in named for name in stable)
+
+
+def test_local_errors_rank_the_heavy_tailed_layer_first(heavy, digits, tmp_path):
+    _, onnx_path = heavy
+    layers = ov_quant.quantized_ops(read_onnx(onnx_path))
+    ov.save_model(ov_quant.run(read_onnx(onnx_path), digits.validation), str(tmp_path / "int8.xml"),
+                  compress_to_fp16=False)
+    errors = ov_quant.local_errors(tmp_path / "int8.xml", digits.validation, layers)
+    assert set(errors) == {name for name, _ in layers}
+    worst = max(errors, key=errors.get)
+    # the MatMul that reads the heavy-tailed activation (the last one) loses most of it
+    assert worst == [name for name, kind in layers if kind == "MatMul"][-1], errors
+    assert errors[worst] > 10 * sorted(errors.values())[-2]
+
+
+def test_a_score_that_raises_stops_nncf_accuracy_control(heavy, digits):
+    _, onnx_path = heavy
+    data = digits.validation
+    reference = [outputs(read_onnx(onnx_path), data)]
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def score(index, got):
+        calls.append(len(index))
+        if len(calls) > 2:                              # the float and the quantized model's scores, then stop
+            raise Stop
+        return sample_scores(got, [r[index] for r in reference], data.labels[index], "accuracy")
+
+    with pytest.raises(Stop):
+        ov_quant.run_with_accuracy_control(read_onnx(onnx_path), data, data, score, 0.01)
+
+
+def test_accuracy_control_meets_the_budget_plain_int8_breaks(heavy, digits, tmp_path):
+    _, onnx_path = heavy
+    data = digits.validation
+    reference = [outputs(read_onnx(onnx_path), data)]
+    layers = ov_quant.quantized_ops(read_onnx(onnx_path))
+
+    def score(index, got):
+        return sample_scores(got, [r[index] for r in reference], data.labels[index], "accuracy")
+
+    def drop(model):
+        return compare(reference, reference, data.labels)["accuracy"] - \
+            compare([outputs(model, data)], reference, data.labels)["accuracy"]
+
+    assert drop(ov_quant.run(read_onnx(onnx_path), data)) > 0.05
+    controlled = ov_quant.run_with_accuracy_control(read_onnx(onnx_path), data, data, score, 0.01)
+    assert drop(controlled) <= 0.01
+    ov.save_model(controlled, str(tmp_path / "controlled.xml"), compress_to_fp16=False)
+    assert 0 < len(ov_quant.float_ops(tmp_path / "controlled.xml", layers)) < len(layers)   # the rest is INT8
+
+
+def test_quantize_recovers_openvino_int8_within_the_budget(edgeml_cli, heavy, files, tmp_path):
+    pt2, _ = heavy
+    out = tmp_path / "q"
+    result = edgeml_cli("quantize", pt2, "--quantizer", "openvino", "--max-accuracy-drop", "0.01",
+                        "--calib-data", files["calib.npz"], "--eval-data", files["eval.npz"], "-o", out, *QUICK)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    by_name = {r["name"]: r for r in report["rows"]}
+    plain, mixed = by_name["openvino-int8"], by_name["openvino-int8-mixed"]
+    assert plain["quality_drop"] > 0.05                                  # plain INT8 breaks the budget badly
+    assert mixed["quality_drop"] <= 0.01 and mixed["precision"] == "int8+fp32"
+    assert mixed["selected"] and report["selection"]["within_budget"]
+
+    tuning = report["tuning"]["openvino-int8"]
+    control = tuning["accuracy_control"]
+    kept = tuning["best"]["excluded"]
+    assert tuning["met"] and 1 <= len(kept) < len(tuning["sensitivity"])
+    ranked = sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])
+    assert set(kept) == {s["layer"] for s in ranked[:len(kept)]} or control["chosen"]
+    # both searches found the op that reads the heavy-tailed activation, and both are judged on the same data
+    assert ranked[0]["layer"] in kept and ranked[0]["layer"] in control["excluded"]
+    assert control["met"] and control["drop"] <= 0.01
+    assert any(t["purpose"].startswith(control["method"]) for t in tuning["trials"])
+    assert any(t["pareto"] for t in tuning["trials"])
+    assert all(s["op"] in {"Convolution", "MatMul"} for s in tuning["sensitivity"])
+
+    xml = (out / "bundle" / "model.xml").read_text()
+    assert "FakeQuantize" in xml                                        # the shipped model is still INT8
+    md = (out / "report.md").read_text()
+    assert "## Accuracy budget: openvino-int8" in md and "quantize_with_accuracy_control, next to the search" in md
