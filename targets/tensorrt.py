@@ -62,7 +62,7 @@ def _int8_dla(model: Path, out: Path, ctx: BuildContext) -> Artifact:
         raise TargetError(reason)
     out.mkdir(parents=True, exist_ok=True)
     prepare(model, out / "model.onnx")        # the tensor names the cache holds are this model's
-    ranges = quantize(out / "model.onnx", out / "model_qdq.onnx", ctx.calibration, ctx.int8)
+    ranges = quantize(out / "model.onnx", out / "model_qdq.onnx", ctx.calibration, ctx.int8, outputs=True)
     write_calibration_cache(ranges, out / CALIBRATION_CACHE, profile.runtimes["tensorrt"])
     artifact = Artifact(TENSORRT.name, "int8", out, "model.onnx", runtime_config={
         "dla_core": DLA_CORE, "calibration_cache": CALIBRATION_CACHE, "check_entry": "model_qdq.onnx"})
@@ -80,17 +80,25 @@ def dla_unsuited(profile: Profile | None) -> str | None:
     return None
 
 
-def quantize(prepared: Path, output: Path, calibration: Dataset, config: Int8Config):
+def quantize(prepared: Path, output: Path, calibration: Dataset, config: Int8Config, outputs: bool = False):
     """QDQ INT8 as TensorRT takes it; returns the calibration ranges (onnxruntime's TensorsData).
 
     `prepared` is the pre-processed model (onnxruntime_backend.prepare). The same calibration as
     onnxruntime_backend.run, with TensorRT's rules: symmetric INT8 activations and per-channel
     symmetric INT8 weights, biases left in float (TensorRT dequantizes no INT32) and a Q/DQ pair
     for each consumer (TensorRT cannot share one between layers).
+
+    Q/DQ go on the inputs of the ops quantized, not on their outputs, as TensorRT's Q/DQ placement
+    guide recommends: TensorRT fuses the activation after a convolution and quantizes where the next
+    INT8 layer reads, so a Q/DQ on each output only adds a rounding the engine would not need (on the
+    logits too); an Add fused into the convolution that feeds it keeps that input in float.
+    `outputs=True` quantizes every output as well, which calibrates every tensor: the DLA's implicit
+    INT8 needs a range for each.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
 
+    placement = {} if outputs else {"OpTypesToExcludeOutputQuantization": _op_types(prepared)}
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         ranges = Path(tmp) / "ranges.json"
         quantize_static(
@@ -102,10 +110,46 @@ def quantize(prepared: Path, output: Path, calibration: Dataset, config: Int8Con
             calibrate_method=getattr(CalibrationMethod, METHODS[config.calibration_method]),
             nodes_to_exclude=list(config.exclude),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True,
-                           "QuantizeBias": False, "DedicatedQDQPair": True},
+                           "QuantizeBias": False, "DedicatedQDQPair": True, **placement},
             calibration_cache_path=ranges,
         )
+        if not outputs:
+            _float_residual_inputs(output)
         return load_tensors_data(ranges)
+
+
+def _float_residual_inputs(path: Path) -> None:
+    """Take the Q/DQ off one input of each Add that a convolution feeds: TensorRT fuses the Add into that
+    convolution and adds in its epilogue, before any rounding to INT8, so only the other input is INT8."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    dropped = []
+    for add in (n for n in graph.node if n.op_type == "Add"):
+        for i, name in enumerate(add.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if source is not None and source.op_type == "Conv":
+                add.input[i] = q.input[0]      # the Q/DQ pair is this Add's alone (DedicatedQDQPair)
+                dropped += [dq, q]
+                break
+    if not dropped:
+        return
+    for node in dropped:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    onnx.save(model, str(path))
+
+
+def _op_types(model: Path) -> list[str]:
+    import onnx
+
+    return sorted({node.op_type for node in onnx.load(str(model), load_external_data=False).graph.node})
 
 
 def write_calibration_cache(ranges, path: Path, tensorrt_version: str) -> None:
@@ -224,8 +268,8 @@ TENSORRT_FP16 = Candidate(
 TENSORRT_INT8 = Candidate(
     "tensorrt-int8", TENSORRT, "int8", _int8, needs=_ORT, check_with=ONNXRUNTIME, applies=_trtexec_names_fit,
     quantizer="ort",
-    method="explicit INT8: onnxruntime.quantization QDQ, per-channel symmetric INT8 weights, symmetric INT8 "
-           "activations, calibrated; engine built on the device with trtexec --int8")
+    method="explicit INT8: onnxruntime.quantization QDQ on the inputs of the ops quantized, per-channel symmetric "
+           "INT8 weights, symmetric INT8 activations, calibrated; engine built on the device with trtexec --int8")
 TENSORRT_INT8_DLA = Candidate(
     "tensorrt-int8-dla", TENSORRT, "int8", _int8_dla, needs=_ORT, check_with=ONNXRUNTIME,
     applies=_trtexec_names_fit, quantizer="ort", needs_dla=True,

@@ -17,8 +17,10 @@ import torch
 from onnx import numpy_helper
 
 from edgeml.compress.quantize import Int8Config
+from edgeml.compress.quantize.onnxruntime_backend import prepare
 from edgeml.errors import TargetError
 from edgeml.inputs.data import Dataset
+from edgeml.measure.evaluate import compare
 from edgeml.profiles import Profile
 from edgeml.targets.base import BuildContext
 from edgeml.targets.gpu import GPU
@@ -142,7 +144,8 @@ def test_int8_is_a_qdq_model_as_tensorrt_takes_it(built):
         assert len(node.input) < 3 or node.input[2] in constants      # biases stay float: no INT32 dequantize
     activations = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                    and n.input[0] not in constants]
-    assert len(activations) > 10
+    assert len(activations) >= 2 * len(compute)
+    assert all(producers[node.input[0]].op_type == "DequantizeLinear" for node in compute)   # INT8 activations in
     for node in activations:
         zero = constants[node.input[2]]
         assert zero.dtype == np.int8 and zero.shape == () and zero == 0
@@ -163,7 +166,8 @@ def test_dla_calibration_cache(built, digits, tmp_path):
     assert set(scales) <= tensors and {"input", "logits"} <= set(scales) and len(scales) >= 12
 
     # The ranges the cache was written from, parsed back exactly (scale = amax / 127 as float32).
-    ranges = quantize(artifact.folder / "model.onnx", tmp_path / "qdq.onnx", digits.validation, Int8Config())
+    ranges = quantize(artifact.folder / "model.onnx", tmp_path / "qdq.onnx", digits.validation, Int8Config(),
+                      outputs=True)
     write_calibration_cache(ranges, tmp_path / "calibration.cache", "10.3.0")
     assert (tmp_path / "calibration.cache").read_text() == (artifact.folder / "calibration.cache").read_text()
     for name, data in ranges.data.items():
@@ -180,6 +184,56 @@ def test_dla_calibration_cache(built, digits, tmp_path):
     assert len(own) >= 4
     for node in own:
         assert constants[node.input[1]] == np.float32(scales[node.input[0]])
+
+
+def test_int8_quantizes_inputs_only_and_stays_closer_to_fp32(files, digits, tmp_path):
+    """Q/DQ only where an INT8 layer reads (TensorRT's placement), against the same build with every output
+    quantized too (the earlier placement): fewer roundings, so the outputs stay closer to the FP32 model's."""
+    prepare(files["digits.onnx"], tmp_path / "prepared.onnx")
+    outputs = {}
+    for every_output in (False, True):
+        path = tmp_path / f"outputs-{every_output}.onnx"
+        quantize(tmp_path / "prepared.onnx", path, digits.validation, Int8Config(), outputs=every_output)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs[every_output] = session.run(None, digits.test.feeds(0, len(digits.test)))[0]
+        graph = onnx.load(str(path)).graph
+        producers = {out: node for node in graph.node for out in node.output}
+        quantized = [producers.get(n.input[0]) for n in graph.node if n.op_type == "QuantizeLinear"]
+        from_layers = [p for p in quantized if p is not None and p.op_type in ("Conv", "Gemm")]
+        assert bool(from_layers) == every_output          # no Q/DQ right after a convolution or a Gemm
+        assert (producers[graph.output[0].name].op_type == "DequantizeLinear") == every_output   # float logits
+    session = ort.InferenceSession(str(files["digits.onnx"]), providers=["CPUExecutionProvider"])
+    fp32 = session.run(None, digits.test.feeds(0, len(digits.test)))[0]
+    inputs_only, every = (compare([outputs[o]], [fp32], digits.test.labels) for o in (False, True))
+    assert inputs_only["max_abs_error"] < every["max_abs_error"] / 2
+    assert inputs_only["kl"] < every["kl"]
+    assert inputs_only["agreement"] >= every["agreement"]
+
+
+def test_int8_leaves_the_convolution_input_of_a_residual_add_in_float(tmp_path):
+    """TensorRT fuses a residual Add into the convolution feeding it: that input stays float, the skip is INT8."""
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.conv = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            return x + self.conv(x)
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 16, 16)
+    torch.onnx.export(Residual().eval(), (x[:2],), str(tmp_path / "model.onnx"), dynamo=False,
+                      input_names=["input"], dynamic_axes={"input": {0: "n"}})
+    prepare(tmp_path / "model.onnx", tmp_path / "prepared.onnx")
+    quantize(tmp_path / "prepared.onnx", tmp_path / "qdq.onnx", Dataset({"input": x.numpy()}, None, "noise"),
+             Int8Config())
+    graph = onnx.load(str(tmp_path / "qdq.onnx")).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    (add,) = [n for n in graph.node if n.op_type == "Add"]
+    assert sorted(producers[name].op_type for name in add.input) == ["Conv", "DequantizeLinear"]
+    used = {name for node in graph.node for name in node.input}
+    assert all(t.name in used for t in graph.initializer)      # the dropped pair's scales went with it
 
 
 def test_tensorrt_version_numbers():
