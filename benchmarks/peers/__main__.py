@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from benchmarks.peers import report, verdict
-from benchmarks.peers.cases import MODELS, SEED, Case, load_case
+from benchmarks.peers.cases import CACHE, FASHION_MNIST, MODELS, SEED, Case, load_case
 from benchmarks.peers.methods import BATCH, METHODS, Context
 from edgeml.inputs.export import export_onnx
 from edgeml.measure.evaluate import compare, predict
 from edgeml.measure.latency import MeasureConfig
 from edgeml.measure.paired_timing import interleave, summarize
 from edgeml.measure.roofline import measure_host
+from edgeml.measure.uncertainty import drop_uncertainty
 from edgeml.report.record import Run
 from edgeml.runtimes.pytorch import TorchRunner
 
@@ -34,7 +35,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"a subset of {','.join(MODELS)}")
     parser.add_argument("--quick", action="store_true", help="small sample counts, for development")
-    parser.add_argument("--fashion-mnist", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST)
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help=f"fine-tuned weights, kept between runs (default {CACHE})")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="RESULTS.md here, results/ below")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -50,7 +53,7 @@ def main() -> None:
     for key in models:
         print(f"== {key}", flush=True)
         torch.set_num_threads(build_threads)
-        case = load_case(key, work / key, args.quick, args.fashion_mnist)
+        case = load_case(key, work / key, args.quick, args.fashion_mnist, args.cache)
         results.append(benchmark(case, work / key, args, build_threads))
     print("== this host's roofline", flush=True)
     hosts = [measure_host(args.threads, repeats=10) for _ in range(args.rounds)]
@@ -67,6 +70,10 @@ def benchmark(case: Case, work: Path, args, build_threads: int) -> dict:
     reference = predict(reference_runner, case.evaluation, BATCH)
     reference_calibration = predict(reference_runner, case.calibration, BATCH)
     reference_quality = compare(reference, reference, case.evaluation.labels)[case.metric]
+    confidence = top1_confidence(reference[0])
+    if confidence is not None:
+        print(f"   PyTorch FP32 on the evaluation data: median top-1 probability {confidence['median_top1']:.2f}, "
+              f"{confidence['margin_under'] * 100:.1f} % with a top-1 margin under {MARGIN}", flush=True)
     started = time.perf_counter()
     onnx = work / "model.onnx"
     export_onnx(case.source, onnx, case.calibration.feeds(0, 2))
@@ -78,8 +85,8 @@ def benchmark(case: Case, work: Path, args, build_threads: int) -> dict:
             continue
         print(f"-- {case.key}: {method.label}", flush=True)
         row = {"label": method.label, "tool": method.tool, "call": method.call, "status": "ok", "reason": None,
-               "precision": None, "metrics": {}, "drop": None, "within_budget": None, "latency": None,
-               "size_bytes": None, "build_seconds": None, "detail": "", "edgeml": None}
+               "precision": None, "metrics": {}, "drop": None, "uncertainty": None, "within_budget": None,
+               "latency": None, "size_bytes": None, "build_seconds": None, "detail": "", "edgeml": None}
         rows.append(row)
         folder = work / re.sub(r"[^a-z0-9]+", "-", method.label.lower()).strip("-")
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,10 +103,13 @@ def benchmark(case: Case, work: Path, args, build_threads: int) -> dict:
         metrics = compare(outputs, reference, case.evaluation.labels)
         drop = reference_quality - metrics[case.metric]
         row.update(precision=built.precision, metrics=metrics, drop=drop, within_budget=drop <= case.max_drop + 1e-12,
+                   uncertainty=drop_uncertainty(outputs, reference, case.evaluation.labels, case.metric, SEED),
                    size_bytes=built.size_bytes, build_seconds=built.build_seconds, detail=built.detail,
                    edgeml=None if built.run is None else edgeml_summary(built.run))
         runners[method.label] = built.runner
-        print(f"   {case.metric} {metrics[case.metric]:.4f}, built in {row['build_seconds']:.1f} s", flush=True)
+        low, high = row["uncertainty"]["ci95"]
+        print(f"   {case.metric} {metrics[case.metric]:.4f}, drop {drop:.4f} (95% CI {low:.4f} to {high:.4f}), "
+              f"built in {row['build_seconds']:.1f} s", flush=True)
 
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -113,7 +123,23 @@ def benchmark(case: Case, work: Path, args, build_threads: int) -> dict:
             row["latency"] = summarize(runs[row["label"]])
     return {"key": case.key, "title": case.title, "data": case.data, "budget": case.budget, "metric": case.metric,
             "max_drop": case.max_drop, "reference_quality": reference_quality, "onnx": str(onnx),
+            "samples": len(case.evaluation), "confidence": confidence, "stress": case.stress,
             "export_seconds": export_seconds, "load_average": load, "rows": rows}
+
+
+MARGIN = 0.05       # a top-1 margin (top-1 minus top-2 probability) under this is a near tie
+
+
+def top1_confidence(logits: np.ndarray) -> dict | None:
+    """How sure a classifier is of its top-1 class: the median top-1 softmax probability, and the share of
+    samples whose top-1 margin is under MARGIN. None for outputs that are not (samples, classes)."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return None
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    return {"median_top1": float(np.median(top2[:, 1])), "margin": MARGIN,
+            "margin_under": float(np.mean(top2[:, 1] - top2[:, 0] < MARGIN))}
 
 
 def edgeml_summary(run: Run) -> dict:

@@ -24,7 +24,7 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
     lines = [
         "# edgeml against the tools users would pick instead",
         "",
-        f"Command: `{command}` (`make bench` runs it for all three models).",
+        f"Command: `{command}` (`make bench` runs it for every case).",
         (f"Measured {datetime.now(UTC).date()} on {machine['cpu']} ({machine['architecture']}, "
          f"{machine['logical_cores']} logical cores, shared with other work), **{args.threads} thread(s)** for every "
          f"method, batch 1, Python {platform.python_version()}. The whole run took {seconds / 60:.1f} minutes."),
@@ -39,7 +39,10 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
          "methods. Every round's p50 is in results/peers.json."),
         ("- **Quality**: on held-out data that no tool calibrated or tuned on (per model below), against PyTorch "
          "FP32. The budgets were fixed before the run; a method outside its budget is marked ✗ and is never the "
-         "fastest peer."),
+         "fastest peer. The drop's 95% CI is the paired bootstrap over the evaluation samples "
+         "(`edgeml.measure.uncertainty.drop_uncertainty`); for top-1 metrics \"changed\" counts the samples a "
+         "method got wrong that PyTorch FP32 got right (agreement: whose top-1 class changed) and the reverse, with "
+         "the exact McNemar p-value for accuracy."),
         ("- **Build s**: the wall time the tool took to make its model. The ONNX-based peers start from one FP32 "
          "export (`torch.onnx.export`, dynamo), whose time is the ONNX Runtime FP32 row's and is not counted again. "
          "edgeml's rows are the whole `edgeml.optimize` call, with its build cache off: loading the model, export "
@@ -65,9 +68,9 @@ def write(args, results: list[dict], host: Profile, targets: list[dict], seconds
         "charges copy bandwidth for tensors that stay in cache, so a small model can run below it (see the roofline "
         "calibration in README.md).",
         "",
-        ("| model | edgeml | selected | edgeml p50 ms | fastest peer within budget | peer p50 ms | speed-up (95% CI) "
-         "| edgeml / floor |"),
-        "|---|---|---|---|---|---|---|---|",
+        ("| model | edgeml | selected | edgeml drop (95% CI) | edgeml p50 ms | fastest peer within budget "
+         "| peer p50 ms | speed-up (95% CI) | edgeml / floor |"),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for h in result["headline"]:
@@ -92,10 +95,11 @@ def _headline_cells(result: dict, h: dict) -> list[str]:
     budget = "" if h["within_budget"] or h["status"] != "ok" else " (outside budget)"
     cells = [result["title"], h["edgeml"], h["detail"].removeprefix("selected ") + budget]
     if h["status"] != "ok":
-        return cells + ["failed", h["peer"] or "—", "—", "—", "—"]
+        return cells + ["—", "failed", h["peer"] or "—", "—", "—", "—"]
     speed = h.get("speedup")
     floor = h.get("floor") or {}
-    cells += [f"{h['p50_ms']:.3f}", h["peer"] or "—", "—" if speed is None else f"{h['peer_p50_ms']:.3f}",
+    cells += [_drop_ci(h["drop"], h["uncertainty"], result["metric"]), f"{h['p50_ms']:.3f}", h["peer"] or "—",
+              "—" if speed is None else f"{h['peer_p50_ms']:.3f}",
               "—" if speed is None else f"**{speed['ratio']:.2f}x** ({speed['ci95'][0]:.2f}–{speed['ci95'][1]:.2f})"]
     if "times_floor" in floor:
         cells.append(f"{floor['times_floor']:.1f}x ({floor['ms']:.3f} ms at {floor['precision']})")
@@ -106,16 +110,19 @@ def _headline_cells(result: dict, h: dict) -> list[str]:
 
 def _model_section(result: dict) -> list[str]:
     peer = fastest_peer(result["rows"])
-    lines = ["", f"## {result['title']}", "", f"Data: {result['data']}.", "",
+    lines = ["", f"## {result['title']}", "", f"Data: {result['data']}.", ""]
+    if result.get("stress"):
+        lines += [_stress(result), ""]
+    lines += [
              (f"Budget: {result['budget']} (max drop {_drop(result['max_drop'], result['metric'])}); PyTorch FP32: "
               f"{_quality(result['reference_quality'], result['metric'])}. Export to ONNX: "
               f"{result['export_seconds']:.1f} s."), "",
-             (f"| method | precision | {result['metric']} | drop | budget | p50 ms (95% CI) | p90 ms | vs fastest peer "
-              "| size MB | build s | notes |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             (f"| method | precision | {result['metric']} | drop (95% CI) | changed | budget | p50 ms (95% CI) "
+              "| p90 ms | vs fastest peer | size MB | build s | notes |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         if row["status"] != "ok":
-            lines.append(f"| {row['label']} | — | — | — | — | — | — | — | — | — | failed: "
+            lines.append(f"| {row['label']} | — | — | — | — | — | — | — | — | — | — | failed: "
                          f"{row['reason'].replace('|', '/')} |")
             continue
         lat = row["latency"]
@@ -125,7 +132,8 @@ def _model_section(result: dict) -> list[str]:
         versus = "—" if peer is None else f"{peer['latency']['p50_ms'] / lat['p50_ms']:.2f}x"
         lines.append("| " + " | ".join([
             f"**{row['label']}**" if row is peer else row["label"], row["precision"], quality,
-            _drop(row["drop"], result["metric"]), "✓" if row["within_budget"] else "✗",
+            _drop_ci(row["drop"], row["uncertainty"], result["metric"]), _changed(row["uncertainty"]),
+            "✓" if row["within_budget"] else "✗",
             f"{lat['p50_ms']:.3f} ({lat['p50_ci95_ms'][0]:.3f}–{lat['p50_ci95_ms'][1]:.3f})", f"{lat['p90_ms']:.3f}",
             versus, f"{row['size_bytes'] / 1e6:.2f}", f"{row['build_seconds']:.1f}", row["detail"]]) + " |")
     lines += ["", ("The fastest peer within budget is in bold; \"vs fastest peer\" is its p50 / the row's p50. "
@@ -156,6 +164,40 @@ def _edgeml_notes(run: dict, benchmark_metric: str) -> str:
     return (f"judged by {metric} on the evaluation data; candidates (p50 as `optimize` measured it): "
             + "; ".join(parts)
             + ". Longest steps: " + "; ".join(f"{s['step']} {s['seconds']:.0f} s" for s in steps) + ".")
+
+
+def _stress(result: dict) -> str:
+    """Why a case is a stress test, with the FP32 model's confidence and OpenVINO bf16's changes measured here."""
+    text = f"**Stress test**: {result['stress']}."
+    confidence = result.get("confidence")
+    if confidence is not None:
+        text += (f" Measured in this run: PyTorch FP32's median top-1 probability on the evaluation data is "
+                 f"{confidence['median_top1']:.2f}, and {confidence['margin_under'] * 100:.0f} % of the samples have a "
+                 f"top-1 margin (top-1 minus top-2 probability) under {confidence['margin']:g}")
+        bf16 = next((r for r in result["rows"] if r["status"] == "ok" and r["tool"] == "peer"
+                     and r["precision"] == "bf16"), None)
+        if bf16 is not None:
+            text += (f"; {bf16['label']} (bf16 alone) changes the top-1 class of "
+                     f"{(1 - bf16['metrics']['agreement']) * 100:.2f} % of them")
+        text += "."
+    return text
+
+
+def _drop_ci(drop: float, uncertainty: dict | None, metric: str) -> str:
+    if uncertainty is None:
+        return _drop(drop, metric)
+    low, high = uncertainty["ci95"]
+    if metric == "cosine":
+        return f"{drop:.4f} ({low:.4f}–{high:.4f})"
+    return f"{drop * 100:.2f} pt ({low * 100:.2f}–{high * 100:.2f})"
+
+
+def _changed(uncertainty: dict | None) -> str:
+    """Samples made worse / better than PyTorch FP32 (top-1 metrics), with McNemar's p for accuracy."""
+    if uncertainty is None or uncertainty["worse"] is None:
+        return "—"
+    text = f"{uncertainty['worse']} / {uncertainty['better']}"
+    return text if uncertainty["mcnemar_p"] is None else f"{text} (p {uncertainty['mcnemar_p']:.2g})"
 
 
 def _quality(value: float, metric: str) -> str:

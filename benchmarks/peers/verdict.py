@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeml.measure import cpu_features
 from edgeml.measure.paired_timing import speedup
 from edgeml.measure.roofline import predict
 from edgeml.profiles import Profile, ProfileError
@@ -20,11 +21,18 @@ PRUNED = "edgeml cpu, prune 50 % + distill"
 # (target, the edgeml row, the model key (None: every model), least speed-up); (target, model key, most seconds).
 SPEED_TARGETS = (("edgeml within budget and at least 1.0x the fastest peer within budget, on every model", MAIN,
                   None, 1.0),
-                 ("at least 1.7x on EfficientNet-Lite0", MAIN, "efficientnet", 1.7),
+                 ("at least 1.7x on EfficientNet-Lite0 photo crops (stress test)", MAIN, "efficientnet", 1.7),
                  ("at least 1.1x on all-MiniLM-L6-v2", MAIN, "minilm", 1.1),
                  ("pruned + distilled CNN at least 1.3x", PRUNED, "cnn", 1.3))
-TIME_TARGETS = (("`optimize` (target cpu) within 60 s on EfficientNet-Lite0", "efficientnet", 60.0),
+TIME_TARGETS = (("`optimize` (target cpu) within 60 s on EfficientNet-Lite0 photo crops", "efficientnet", 60.0),
                 ("`optimize` (target cpu) within 120 s on all-MiniLM-L6-v2", "minilm", 120.0))
+
+
+# The labelled mobile CNN (issue 15): (target, model key, least speed-up over ONNX Runtime FP32).
+LABELLED_TARGET = ("EfficientNet-Lite0 on Fashion-MNIST: an INT8 or mixed artifact within 1.0 point of top-1 "
+                   "accuracy, at least 1.4x ONNX Runtime FP32 on a CPU with VNNI or AMX, and at least 1.0x the "
+                   "fastest peer within budget", "efficientnet-fashion", 1.4)
+ORT_FP32 = "ONNX Runtime FP32"
 
 
 def fastest_peer(rows: list[dict]) -> dict | None:
@@ -40,7 +48,8 @@ def headline(result: dict, host: Profile, threads: int) -> list[dict]:
         if row["tool"] != "edgeml":
             continue
         line = {"model": result["title"], "edgeml": row["label"], "status": row["status"], "detail": row["detail"],
-                "within_budget": row["within_budget"], "peer": None if peer is None else peer["label"]}
+                "within_budget": row["within_budget"], "peer": None if peer is None else peer["label"],
+                "drop": row["drop"], "uncertainty": row.get("uncertainty")}
         if row["status"] == "ok":
             line["p50_ms"] = row["latency"]["p50_ms"]
             if peer is not None:
@@ -83,6 +92,8 @@ def targets(results: list[dict]) -> list[dict]:
             if not ok:
                 reasons.append(f"{result['title']}: {why_slower(result, label, line, least)}")
         rows.append({"target": text, "measured": "; ".join(parts), "met": met, "reason": " ".join(reasons)})
+    if LABELLED_TARGET[1] in by_key:
+        rows.append(labelled_target(by_key[LABELLED_TARGET[1]]))
     for text, key, most in TIME_TARGETS:
         if key not in by_key:
             continue
@@ -92,6 +103,46 @@ def targets(results: list[dict]) -> list[dict]:
         rows.append({"target": text, "measured": "—" if seconds is None else f"{seconds:.0f} s", "met": met,
                      "reason": "" if met else why_slow(row)})
     return rows
+
+
+def labelled_target(result: dict) -> dict:
+    """The labelled mobile CNN's target: INT8 (or mixed) within budget, fast against ONNX Runtime FP32 on a CPU
+    with 32-bit INT8 dot products (VNNI, AMX), and ahead of every peer within budget."""
+    text, _, least = LABELLED_TARGET
+    line = next(h for h in result["headline"] if h["edgeml"] == MAIN)
+    row = next(r for r in result["rows"] if r["label"] == MAIN)
+    ort = next((r for r in result["rows"] if r["label"] == ORT_FP32 and r["status"] == "ok"), None)
+    flags = cpu_features.shown()
+    cpu = "CPU: " + (", ".join(flags) if flags else "no SIMD features listed")
+    if row["status"] != "ok" or ort is None:
+        failed = row if row["status"] != "ok" else next((r for r in result["rows"] if r["label"] == ORT_FP32), None)
+        why = f"{ORT_FP32} was not run." if failed is None else f"{failed['label']} failed: {failed['reason']}."
+        return {"target": text, "measured": cpu, "met": False, "reason": why}
+    versus_ort = speedup(ort["latency"], row["latency"])
+    peer = line.get("speedup")
+    low, high = row["uncertainty"]["ci95"]
+    selected = row["detail"].removeprefix("selected ")
+    measured = (f"{selected} ({row['precision']}): drop {row['drop'] * 100:.2f} pt (95% CI {low * 100:.2f}–"
+                f"{high * 100:.2f}); {versus_ort['ratio']:.2f}x {ORT_FP32} ({versus_ort['ci95'][0]:.2f}–"
+                f"{versus_ort['ci95'][1]:.2f}); "
+                + ("no peer within budget" if peer is None else
+                   f"{peer['ratio']:.2f}x {line['peer']} ({peer['ci95'][0]:.2f}–{peer['ci95'][1]:.2f})")
+                + f"; {cpu}")
+    missed = []
+    if not cpu_features.has_vnni():
+        missed.append("this CPU has no VNNI or AMX (INT8 dot products into 32 bits), which the target asks for")
+    if "int8" not in row["precision"]:
+        missed.append(f"the selected artifact computes in {row['precision']}, not INT8")
+    if not row["within_budget"]:
+        missed.append(f"the selected artifact is outside the budget (drop {row['drop'] * 100:.2f} pt)")
+    if versus_ort["ratio"] < least:
+        missed.append(f"{versus_ort['ratio']:.2f}x {ORT_FP32} is below {least:.1f}x")
+    if peer is not None and peer["ratio"] < 1.0:
+        missed.append(f"{line['peer']} is faster ({peer['ratio']:.2f}x)")
+    reason = ""
+    if missed:
+        reason = "; ".join(missed) + ". " + why_slower(result, MAIN, line, 1.0)
+    return {"target": text, "measured": measured, "met": not missed, "reason": reason}
 
 
 def why_slower(result: dict, label: str, line: dict, least: float) -> str:
