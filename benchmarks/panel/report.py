@@ -1,0 +1,160 @@
+"""panel.json (everything measured) and panel.md (the tables) from the panel's results."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from benchmarks.panel.peers import RECIPES
+from edgeml.measure import cpu_features
+from edgeml.measure.latency import machine_info
+
+PACKAGES = ("edgeml", "onnxruntime", "openvino", "nncf", "onnx", "torch", "transformers", "numpy")
+FASTER_ABOVE = 1.02          # speed-ups within 2 % of each other count as a tie (edgeml's own selection margin)
+
+
+def header(args, command: str) -> dict:
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(args.threads), "cpu": cpu_features.describe(), "threads": args.threads,
+            "packages": {p: installed(p) for p in PACKAGES}, "budget": args.max_accuracy_drop,
+            "tuning_budget": args.tuning_budget, "measure_seconds": args.measure_seconds,
+            "samples": {"calibration": args.calibration, "evaluation": args.evaluation}}
+
+
+def write(out: Path, header: dict, results: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        result["verdict"] = verdict(result)
+    (out / "panel.json").write_text(json.dumps({"header": header, "models": results}, indent=1, default=str) + "\n")
+    (out / "panel.md").write_text(markdown(header, results))
+
+
+def best_peer(result: dict) -> tuple[str, float] | None:
+    """The INT8 peer with the largest speed-up over ONNX Runtime FP32 among those within the budget."""
+    peers = result.get("peers") or {}
+    base = (peers.get("onnxruntime-fp32") or {}).get("p50_ms")
+    within = [(name, base / p["p50_ms"]) for name, p in peers.items()
+              if name != "onnxruntime-fp32" and p.get("status") == "ok" and base
+              and p["quality_drop"] <= result["budget"]]
+    return max(within, key=lambda x: x[1]) if within else None
+
+
+def verdict(result: dict) -> dict:
+    edgeml = result.get("edgeml") or {}
+    if edgeml.get("status") != "ok":
+        return {"selected": None, "within_budget": None, "speedup": None, "peer": None, "as_fast": None}
+    chosen = next((c for c in edgeml["candidates"] if c["name"] == edgeml["selected"]), {})
+    peer = best_peer(result)
+    speedup = chosen.get("speedup")
+    as_fast = None if peer is None or speedup is None else speedup * FASTER_ABOVE >= peer[1]
+    return {"selected": edgeml["selected"], "within_budget": edgeml.get("within_budget"), "speedup": speedup,
+            "peer": None if peer is None else {"name": peer[0], "speedup": peer[1]}, "as_fast": as_fast}
+
+
+def _f(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _outcome(status: str | None, reason: str | None) -> str:
+    if status == "ok":
+        return "built"
+    return _cell(f"{status}: {reason}" if reason else str(status))
+
+
+def markdown(header: dict, results: list[dict]) -> str:
+    machine, cpu = header["machine"], header["cpu"]
+    packages = ", ".join(f"{k} {v}" for k, v in header["packages"].items() if v)
+    lines = [
+        "# edgeml on a panel of real models",
+        "",
+        "Written by `python -m benchmarks.panel` (`make panel`); see benchmarks/README.md. Quality drop is the "
+        "budget's metric below the input model in ONNX Runtime FP32 on the evaluation data (negative: better); p50 "
+        "is batch-1 latency; speed-up is against the input model (edgeml's rows: its `original` row; peers: the "
+        "ONNX Runtime FP32 peer run). Models marked *random* have random weights: they count for build robustness "
+        "and speed, not accuracy.",
+        "",
+        f"- command: `{header['command']}`",
+        f"- date: {header['date']}; total {header.get('seconds', '-')} s",
+        f"- machine: {machine.get('cpu')}, {machine.get('logical_cores')} logical cores, {machine.get('os')}; "
+        f"CPU features ({cpu.get('features_from')}): {', '.join(cpu.get('features') or []) or 'unknown'}; "
+        f"INT8 scheme: {cpu.get('int8_scheme', {}).get('name')}",
+        f"- threads: {header['threads']}; budget: {header['budget']} (max accuracy drop); tuning budget "
+        f"{header['tuning_budget']}; {header['measure_seconds']} s timed per row; samples: "
+        f"{header['samples']['calibration']} calibration, {header['samples']['evaluation']} evaluation per model",
+        f"- packages: {packages}",
+        "",
+        "## Models",
+        "",
+        "| model | stands for | ONNX from | weights | source | sha256 | data |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        p = r.get("provenance") or {}
+        source = f"{p.get('package', '-')}" + (f"=={p['version']}" if p.get("version") else "")
+        if p.get("member"):
+            source += f" `{p['member'].split('/')[-1]}`"
+        lines.append(f"| {r['key']} | {_cell(r['covers'])} | {_cell(r['origin'])} | "
+                     f"{'pretrained' if r['pretrained'] else 'random'} | {_cell(source)} | "
+                     f"{p.get('sha256', '-')[:12]} | {_cell(r['data'])} |")
+    lines += ["", "## Per model", "",
+              "| model | metric | edgeml selected | within budget | speed-up | fastest peer within budget | "
+              "as fast as it |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        v, edgeml = r.get("verdict", {}), r.get("edgeml") or {}
+        if r.get("prepared"):
+            selected = _cell(f"not run: {r['prepared']}")
+        elif edgeml.get("status") != "ok":
+            selected = _cell(f"edgeml {edgeml.get('status')}: {edgeml.get('reason')}")
+        else:
+            selected = v["selected"]
+        peer = v.get("peer")
+        lines.append(f"| {r['key']} | {r.get('metric', '-')} | {selected} | {_f(v.get('within_budget'), '')} | "
+                     f"{_f(v.get('speedup'), '.2f')}x | "
+                     f"{'-' if not peer else peer['name'] + ' ' + format(peer['speedup'], '.2f') + 'x'} | "
+                     f"{_f(v.get('as_fast'), '')} |")
+    lines += ["", "## Every candidate", "",
+              "| model | tool | candidate | result | quality drop | p50 ms | speed-up | build s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        edgeml = r.get("edgeml") or {}
+        for c in edgeml.get("candidates", []):
+            name = c["name"] + (" **(selected)**" if c["selected"] else "")
+            outcome = "reference" if c["role"] == "reference" else _outcome(c["status"], c["reason"])
+            lines.append(f"| {r['key']} | edgeml | {name} | {outcome} | "
+                         f"{_f(c['quality_drop'], '.4f')} | {_f(c['p50_ms'], '.2f')} | {_f(c['speedup'], '.2f')} | "
+                         f"{_f(c['build_seconds'], '.1f')} |")
+        base = ((r.get("peers") or {}).get("onnxruntime-fp32") or {}).get("p50_ms")
+        for name, p in (r.get("peers") or {}).items():
+            speedup = base / p["p50_ms"] if base and p.get("p50_ms") else None
+            lines.append(f"| {r['key']} | peer | {name} | {_outcome(p['status'], p.get('reason'))} | "
+                         f"{_f(p.get('quality_drop'), '.4f')} | {_f(p.get('p50_ms'), '.2f')} | {_f(speedup, '.2f')} | "
+                         f"{_f(p.get('build_seconds'), '.1f')} |")
+    lines += ["", "## Failures to fix", "",
+              "Every failed edgeml candidate, failed edgeml run and failed peer, with its error line.", ""]
+    for r in results:
+        edgeml = r.get("edgeml") or {}
+        if r.get("prepared"):
+            lines.append(f"- {r['key']}: panel could not prepare it: {r['prepared']}")
+        if edgeml.get("status") == "failed":
+            lines.append(f"- {r['key']}: edgeml run failed: {edgeml['reason']}")
+        for c in edgeml.get("candidates", []):
+            if c["status"] == "failed":
+                lines.append(f"- {r['key']}: edgeml {c['name']}: {c['reason']}")
+        if edgeml.get("left_in_cwd"):
+            lines.append(f"- {r['key']}: edgeml left files in its working folder: {', '.join(edgeml['left_in_cwd'])}")
+        for name, p in (r.get("peers") or {}).items():
+            if p.get("status") == "failed":
+                lines.append(f"- {r['key']}: peer {name}: {p['reason']}")
+    lines += ["", "## Peer recipes", ""] + [f"- {name}: {text}" for name, text in RECIPES.items()]
+    return "\n".join(lines) + "\n"
