@@ -105,7 +105,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         return None
 
     def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
-        _mark_pareto(trials)
+        mark_pareto(trials)
         within = [t for t in trials if t.drop <= max_drop + 1e-12]
         best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
             min(trials, key=lambda t: (t.drop, t.p50_ms))
@@ -179,7 +179,7 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
     return finish("budget met", sensitivity)
 
 
-def _mark_pareto(trials: list[Trial]) -> None:
+def mark_pareto(trials: list[Trial]) -> None:
     """A trial is on the Pareto front when no other is both faster and better (lower drop)."""
     for t in trials:
         t.pareto = not any(o is not t and o.p50_ms <= t.p50_ms and o.drop <= t.drop

@@ -226,11 +226,11 @@ def local_errors(quantized: Path, calibration: Dataset, layers: list[tuple[str, 
     with tempfile.TemporaryDirectory() as tmp:
         values = _tensor_values(quantized, tensors, calibration, min(samples, len(calibration)),
                                 Path(tmp) / "exposed.onnx")
-    return {layer: max((_noise(values[f], values[d]) for f, d in layer_pairs), default=0.0)
+    return {layer: max((relative_noise(values[f], values[d]) for f, d in layer_pairs), default=0.0)
             for layer, layer_pairs in pairs.items()}
 
 
-def _noise(reference, got) -> float:
+def relative_noise(reference, got) -> float:
     """Mean over channels (axis 1) of each channel's relative error: a few huge channels cannot hide
     the others being crushed to zero."""
     import numpy as np

@@ -165,7 +165,7 @@ def local_errors(quantized: Path, calibration: Dataset, layers: list[tuple[str, 
     import openvino as ov
     from nncf.openvino.graph.metatypes.groups import QUANTIZE_AGNOSTIC_OPERATIONS
 
-    from edgeml.compress.quantize.onnxruntime_backend import _noise as relative_noise
+    from edgeml.compress.quantize.onnxruntime_backend import relative_noise
 
     core = ov.Core()
     model = core.read_model(str(quantized))

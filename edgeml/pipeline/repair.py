@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgeml.compress.quantize.accuracy import Trial, _mark_pareto
+from edgeml.compress.quantize.accuracy import Trial, mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, sample_scores
@@ -157,7 +157,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
                   f"{control.method}: {len(kept)} layer(s) in float")
     result = tuned.result
     result.trials.append(trial)
-    _mark_pareto(result.trials)
+    mark_pareto(result.trials)
     within = [t for t in (result.best, trial) if t.drop <= budget + 1e-12]
     best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
         min((result.best, trial), key=lambda t: (t.drop, t.p50_ms))
