@@ -540,9 +540,11 @@ def verify(bundle):
 
     result = verify_bundle(bundle)
     manifest = result.manifest
+    backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else {}
+    # a manifest that fails its schema may lack any of these: the table then shows that check failing
     table = Table("check", "result", "detail",
-                  title=f"{bundle}: {manifest['candidate']} ({manifest['backend']['name']} "
-                  f"{manifest['precision']}, target {manifest['target']})", title_justify="left")
+                  title=f"{bundle}: {manifest.get('candidate', '?')} ({backend.get('name', '?')} "
+                  f"{manifest.get('precision', '?')}, target {manifest.get('target', '?')})", title_justify="left")
     for c in result.checks:
         table.add_row(c.name, "ok" if c.passed else "[red]FAILED[/red]", c.detail)
     _table_console().print(table)

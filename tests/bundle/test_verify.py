@@ -214,6 +214,12 @@ def test_verify_checks_the_manifest(copy, tmp_path):
     result = cli("verify", bundle)
     assert result.exit_code == 1 and "does not match its schema at files/0/path" in result.stdout
 
+    for key in ("candidate", "backend"):        # required fields missing: the schema check fails, not the CLI
+        del manifest[key]
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        result = cli("verify", bundle)
+        assert result.exit_code == 1 and "does not match its schema" in result.stdout, result.output
+
     manifest["format_version"] = 1
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     result = cli("verify", bundle)
