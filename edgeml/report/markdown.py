@@ -402,7 +402,7 @@ def tuning_notes(tuning: dict) -> list[str]:
              f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
              + (f" ({cached} build(s) from cache)" if cached else "")),
             f"{tuning['data']}; {metric} there"] + (
-        [f"**Too few calibration samples for the budget:** {tuning['resolution']}"]
+        [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
         [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else [])
 

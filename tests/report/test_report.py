@@ -186,14 +186,14 @@ def test_the_accuracy_search_shows_its_sensitivity_table(edgeml_cli, run_dir, tm
     md = edgeml_cli("report", folder).stdout
     assert "## Accuracy budget: onnxruntime-int8" in md
     assert "| node_linear | Gemm | +7.00 pt |" in md and "onnxruntime-int8-mixed" in md
-    assert ("- **Too few calibration samples for the budget:** the calibration data has 50 samples: accuracy moves "
+    assert ("- **Too few samples to resolve the budget:** the calibration data has 50 samples: accuracy moves "
             "in steps of 2 points, coarser than the 1-point budget") in md
 
     assert edgeml_cli("report", folder, "--format", "html").exit_code == 0
     search = section((folder / "report.html").read_text(), "Accuracy budget: onnxruntime-int8")
     assert "<th>accuracy drop when only this layer is INT8</th>" in search
     assert search.index("node_linear") < search.index("node_conv2d")       # most sensitive first
-    assert "<li><strong>Too few calibration samples for the budget:</strong> the calibration data has 50" in search
+    assert "<li><strong>Too few samples to resolve the budget:</strong> the calibration data has 50" in search
 
 
 def test_drops_carry_their_interval_and_a_coarse_evaluation_set_is_named(edgeml_cli, run_dir, tmp_path):
