@@ -53,6 +53,24 @@ def test_a_library_that_swallows_the_first_interruption_is_interrupted_again():
             build_with_fallback()
 
 
+def test_a_finalizer_is_not_interrupted():
+    """The alarm that comes while a __del__ runs (the garbage collector's, anywhere) waits for the next one."""
+    finished = []
+
+    class Resource:
+        def __del__(self):
+            until = time.monotonic() + 0.8
+            while time.monotonic() < until:       # a runtime's teardown, past the limit
+                pass
+            finished.append(True)
+
+    with pytest.raises(TimeLimit):
+        with time_limit(0.2, "the build"):
+            Resource()
+            _calibrate_forever()
+    assert finished == [True]
+
+
 def test_the_limit_is_gone_after_the_block():
     with time_limit(0.2, "a quick build"):
         pass
