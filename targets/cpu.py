@@ -3,8 +3,8 @@ opt-in PyTorch INT8 program made by Intel Neural Compressor from the PyTorch mod
 
 Some candidates suit only some models, which their `applies` rule reads from the ONNX graph: dynamic
 INT8 and weight-only INT8/INT4 are for models whose compute is in MatMuls with weights (transformers,
-RNNs), not for CNNs; BF16 needs a CPU with BF16 instructions (edgeml.measure.cpu_features, which
-$EDGEML_CPU_FEATURES overrides).
+RNNs), not for CNNs; the bf16 precision hint (the FP32 IR in bf16, and the INT8 IR with its float parts in
+bf16) needs a CPU with BF16 instructions (edgeml.measure.cpu_features, which $EDGEML_CPU_FEATURES overrides).
 """
 
 from __future__ import annotations
@@ -139,9 +139,18 @@ def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     return save_ir(read_onnx(model), out, "fp32")
 
 
+def _nncf_int8(model: Path, ctx: BuildContext):
+    return ov_quant.run(read_onnx(model), ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
+
+
 def _ov_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    quantized = ov_quant.run(read_onnx(model), ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
-    return save_ir(quantized, out, "int8")
+    return save_ir(_nncf_int8(model, ctx), out, "int8")
+
+
+def _ov_int8_bf16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
+    """`_ov_int8`'s IR run with the bf16 hint: the ops NNCF leaves in float run in bf16, as OpenVINO's
+    default hint runs them on CPUs with BF16 instructions."""
+    return save_ir(_nncf_int8(model, ctx), out, "int8", hint="bf16")
 
 
 def _ov_int8_layers(model: Path) -> list[tuple[str, str]]:
@@ -203,7 +212,7 @@ CPU = Target(
         Candidate("onnxruntime-fp32", ONNXRUNTIME, "fp32", _ort_fp32,
                   method="the exported ONNX model as it is", as_given=True),
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
-                  method="onnxruntime.quantization static QDQ, per-channel weights, calibrated",
+                  method="onnxruntime.quantization static QDQ, per-channel weights, calibrated (U8S8 on x86)",
                   quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors),
         Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
@@ -226,6 +235,10 @@ CPU = Target(
                                                    method="NNCF quantize_with_accuracy_control")),
         Candidate("openvino-bf16", OPENVINO, "bf16", _ov_bf16,
                   method="the FP32 OpenVINO IR, run with the bf16 precision hint", applies=_bf16_fits),
+        Candidate("openvino-int8-bf16", OPENVINO, "int8", _ov_int8_bf16, needs=_OV_NEEDS,
+                  method="openvino-int8's NNCF INT8 IR, run with the bf16 precision hint (the ops left in float "
+                         "run in bf16)",
+                  quantizer="openvino", applies=_bf16_fits),
         Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV_NEEDS,
                   method="NNCF weight compression: INT8 asymmetric MatMul weights per channel; activations in float",
                   quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), 1)),

@@ -16,10 +16,11 @@ from edgeml.measure import cpu_features
 
 QUICK = ("--measure-seconds", "0.05")
 # The CPU target's candidates that suit a CNN, in the target's order; the MatMul-only ones skip it.
-# openvino-bf16 follows this CPU's BF16 instructions as edgeml sees them ($EDGEML_CPU_FEATURES overrides).
+# The bf16-hint candidates follow this CPU's BF16 instructions as edgeml sees them ($EDGEML_CPU_FEATURES overrides).
 BF16_HERE = cpu_features.has_bf16()
+BF16_HINT = ["openvino-bf16", "openvino-int8-bf16"]
 BUILT_ON_CNN = ["original", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-fp16", "openvino-fp32",
-                "openvino-int8"] + (["openvino-bf16"] if BF16_HERE else [])
+                "openvino-int8"] + (BF16_HINT if BF16_HERE else [])
 SKIPPED_ON_CNN = {"onnxruntime-int8-dynamic", "onnxruntime-int4-weights", "openvino-int8-weights",
                   "openvino-int4-weights"}
 
@@ -31,10 +32,10 @@ def check_run(out, *, kind, exporter=None, labelled=True):
     every = {r["name"]: r for r in report["rows"]}
     skipped = {n for n, r in every.items() if r["status"] == "skipped"}
     as_given = {"onnxruntime-fp32"} if kind == "onnx" else set()     # an ONNX input: the original row is it
-    assert skipped == SKIPPED_ON_CNN | as_given | (set() if BF16_HERE else {"openvino-bf16"})
+    assert skipped == SKIPPED_ON_CNN | as_given | (set() if BF16_HERE else set(BF16_HINT))
     assert all("transformer" in every[n]["reason"] for n in SKIPPED_ON_CNN)
     if not BF16_HERE:
-        assert every["openvino-bf16"]["reason"] == cpu_features.missing_bf16()
+        assert all(every[n]["reason"] == cpu_features.missing_bf16() for n in BF16_HINT)
     # When INT8 misses the budget (random data can do that) the search adds a -mixed row.
     rows = {n: r for n, r in every.items() if n not in skipped and not n.endswith("-mixed")}
     assert list(rows) == [n for n in BUILT_ON_CNN if n not in as_given]
