@@ -212,7 +212,8 @@ def _value_specs(values) -> list[TensorSpec]:
     specs = []
     for inp in values:
         t = inp.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        # A dim_value of 0 or below is no size: PaddlePaddle's exports write -1 for "any".
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
                      for d in t.shape.dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
         specs.append(TensorSpec(inp.name, dims, dtype))

@@ -115,9 +115,13 @@ def parity(reference: list[np.ndarray], exported: Exported, evaluation: Dataset,
 
 
 def eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
-    """(batch, whether the model fixes it): the model's own batch, else EVAL_BATCH bounded by the sample size."""
-    first = inputs[0].shape[0] if inputs and inputs[0].shape else None
-    if isinstance(first, int):
+    """(batch, whether the model fixes it): the model's own batch, else EVAL_BATCH bounded by the sample size.
+
+    The batch is fixed when any input fixes its first dimension: a recurrent model's state input (h: 1x64) next
+    to a dynamic audio input takes one sample a call, like the state.
+    """
+    first = next((s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)), None)
+    if first is not None:
         return first, True
     per_sample = max(math.prod(d if isinstance(d, int) else 1 for d in s.shape[1:]) for s in inputs)
     return max(1, min(EVAL_BATCH, EVAL_BATCH_ELEMENTS // per_sample)), False

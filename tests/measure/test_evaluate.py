@@ -38,3 +38,62 @@ def test_compare_metrics():
     assert quality_metric([np.zeros((4, 1))], labels) == "cosine"
     with pytest.raises(DataError, match="labels range 0..5"):
         quality_metric(ref, np.array([0, 5, 1, 1]))
+
+
+def _transpose_model(path, input_shape, perm, reduce=False):
+    """A real ONNX model: x transposed by `perm` (or summed over its first axis)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if reduce:
+        node = helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)    # all axes: a scalar
+    else:
+        node = helper.make_node("Transpose", ["x"], ["y"], perm=perm)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_outputs_keep_every_sample_wherever_the_batch_axis_is(tmp_path):
+    """Real models from other projects put the batch elsewhere: a CRNN's [time, batch, classes], an output with
+    no batch axis at all; every sample's whole output is kept, samples first."""
+    import onnx
+
+    from edgeml.inputs.data import Dataset
+    from edgeml.inputs.models import onnx_input_specs
+    from edgeml.pipeline.exported import eval_batch
+    from edgeml.runtimes.onnxruntime import OrtRunner
+
+    x = np.random.default_rng(0).standard_normal((10, 3, 6)).astype(np.float32)
+    data = Dataset({"x": x}, None, "ten")
+
+    # fixed batch 1, time first: [1, 3, W] -> [W, 1, 3]
+    fixed = _transpose_model(tmp_path / "fixed.onnx", [1, 3, "W"], [2, 0, 1])
+    batch, is_fixed = eval_batch(onnx_input_specs(onnx.load(str(fixed))))
+    assert (batch, is_fixed) == (1, True)
+    got = predict(OrtRunner(fixed, 1), data, batch, is_fixed)[0]
+    assert got.shape == (10, 6, 1, 3)
+    np.testing.assert_array_equal(got, x.transpose(0, 2, 1)[:, :, None, :])
+
+    # dynamic batch on axis 1: [N, 3, 6] -> [6, N, 3]
+    dynamic = _transpose_model(tmp_path / "dynamic.onnx", ["N", 3, 6], [2, 0, 1])
+    got = predict(OrtRunner(dynamic, 1), data, 4)[0]
+    np.testing.assert_array_equal(got, x.transpose(0, 2, 1))
+
+    # no batch axis in the output: the batch runs again one sample a call
+    summed = _transpose_model(tmp_path / "summed.onnx", ["N", 3, 6], None, reduce=True)
+    got = predict(OrtRunner(summed, 1), data, 4)[0]
+    np.testing.assert_allclose(got, x.sum(axis=(1, 2)), rtol=1e-5)
+
+
+def test_a_dimension_of_minus_one_is_dynamic(tmp_path):
+    """PaddlePaddle writes -1 for "any" size: read as a dynamic batch, not a fixed batch of -1."""
+    import onnx
+
+    from edgeml.inputs.models import onnx_input_specs
+    from edgeml.pipeline.exported import eval_batch
+
+    specs = onnx_input_specs(onnx.load(str(_transpose_model(tmp_path / "m.onnx", [-1, 3, 48, 192], [0, 1, 2, 3]))))
+    assert specs[0].shape == (None, 3, 48, 192)
+    assert eval_batch(specs)[1] is False

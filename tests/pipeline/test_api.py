@@ -25,3 +25,6 @@ def test_evaluation_batches_shrink_for_large_inputs():
     tokens = [TensorSpec("ids", (None, 128), "int64"), TensorSpec("mask", ("b", 128), "int64")]
     assert eval_batch(tokens) == (32, False)
     assert eval_batch([TensorSpec("x", (4, 3, 224, 224), "float32")]) == (4, True)
+    # a recurrent model's state fixes the batch of every input (silero-vad: audio N x 576, h and c 1 x 64)
+    state = [TensorSpec("input", (None, 576), "float32"), TensorSpec("h", (1, 64), "float32")]
+    assert eval_batch(state) == (1, True)
