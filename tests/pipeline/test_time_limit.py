@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -107,3 +108,19 @@ def test_a_build_past_the_tuning_budget_fails_its_row(tmp_path):
     assert not (tmp_path / "out").exists()
     assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"data.npz", "sequence.py", "w.pt"}
 
+
+
+def test_a_build_in_a_worker_thread_is_limited_too():
+    caught = []
+
+    def worker():
+        try:
+            with time_limit(0.3, "the build"):
+                _calibrate_forever()
+        except TimeLimit as e:
+            caught.append(str(e))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=30)
+    assert caught == ["time limit (0.3 s, the tuning budget): the build did not finish"]
