@@ -3,7 +3,6 @@ and NNCF's own quantize_with_accuracy_control, on real models trained here and r
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 
@@ -15,6 +14,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("nncf")
 ov = pytest.importorskip("openvino")
+
+from heavy_tailed import heavy_tailed_model  # noqa: E402
 
 from edgeml.compress.quantize import Int8Config  # noqa: E402
 from edgeml.compress.quantize import openvino_backend as ov_quant  # noqa: E402
@@ -30,21 +31,6 @@ def export(model: nn.Module, x: torch.Tensor, path):
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
     return path
-
-
-def heavy_tailed_model(digits) -> nn.Module:
-    """The digits CNN with its two most active hidden units scaled up 1000x and their consumers scaled down to
-    match: the same function in float; in INT8 that activation's range crushes every other unit to zero."""
-    model = copy.deepcopy(digits.model)
-    x = torch.from_numpy(digits.test.inputs["input"])
-    with torch.no_grad():
-        hidden, head = model.classifier[1], model.classifier[3]
-        active = torch.relu(hidden(model.features(x).flatten(1))).mean(0).topk(2).indices
-        hidden.weight[active] *= 1000
-        hidden.bias[active] *= 1000
-        head.weight[:, active] /= 1000
-    assert torch.allclose(model(x), digits.model(x), atol=1e-3)
-    return model
 
 
 @pytest.fixture(scope="module")
