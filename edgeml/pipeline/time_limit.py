@@ -4,9 +4,12 @@ hours) ends as `failed: time limit (...)` and the other candidates still finish.
 A watchdog thread raises `TimeLimit` in the thread that runs the build (CPython's PyThreadState_SetAsyncExc), which
 takes effect at its next Python bytecode: that interrupts a library's loop of calls; one long native call ends
 first. It is raised again every second until the build returns, so a library that catches `Exception` and carries
-on is interrupted again. No OS signal is sent: a SIGALRM timer did the same, but a signal reaches whichever
-thread the kernel picks, and in a process where runtimes had started their own thread pools it crashed the
-process (a segmentation fault after hundreds of builds).
+on is interrupted again; one that wraps it in an error of its own (torch.export re-raises it as "While executing
+...") still ends as the time limit, since any error after the limit is reported as the limit.
+
+No OS signal is sent: a SIGALRM timer did the same, but a signal reaches whichever thread the kernel picks, and in
+a process where runtimes had started their own thread pools it crashed the process (a segmentation fault after
+hundreds of builds).
 
 A finalizer (`__del__`, run by the garbage collector wherever an allocation triggers it) is not interrupted: there
 the exception would be ignored anyway, and a runtime's object torn down halfway can crash the process later; the
@@ -62,7 +65,7 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
     # SetAsyncExc raises a class: the message travels as a class attribute.
     expired = type("TimeLimit", (TimeLimit,),
                    {"reason": f"time limit ({seconds:g} s, the tuning budget): {what} did not finish"})
-    target, done, lock = threading.get_ident(), threading.Event(), threading.Lock()
+    target, done, fired, lock = threading.get_ident(), threading.Event(), threading.Event(), threading.Lock()
 
     def watch() -> None:
         wait = seconds
@@ -74,6 +77,7 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
                     wait = FINALIZER_POLL_S
                     continue
                 _raise_in(target, expired)
+                fired.set()
             wait = REPEAT_S
 
     gc.collect()
@@ -82,6 +86,10 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
     watcher.start()
     try:
         yield
+    except Exception as e:
+        if fired.is_set() and not isinstance(e, TimeLimit):
+            raise expired() from e
+        raise
     finally:
         while True:        # an exception scheduled just before the block ended must not escape past this
             try:

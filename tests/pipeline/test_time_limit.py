@@ -54,6 +54,25 @@ def test_a_library_that_swallows_the_first_interruption_is_interrupted_again():
             build_with_fallback()
 
 
+def test_a_library_that_wraps_the_interruption_in_its_own_error_still_ends_as_the_limit():
+    """torch.export re-raises whatever stops a traced call as its own error ("While executing %lstm ...")."""
+    def traced_call():
+        try:
+            _calibrate_forever()
+        except Exception as e:
+            raise RuntimeError("While executing %lstm") from e
+
+    with pytest.raises(TimeLimit, match="the build did not finish"):
+        with time_limit(0.5, "the build"):
+            traced_call()
+
+
+def test_an_error_before_the_limit_stays_itself():
+    with pytest.raises(ValueError, match="bad input"):
+        with time_limit(30, "the build"):
+            raise ValueError("bad input")
+
+
 def test_a_finalizer_is_not_interrupted():
     """The alarm that comes while a __del__ runs (the garbage collector's, anywhere) waits for the next one."""
     finished = []
