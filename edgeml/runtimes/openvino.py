@@ -43,9 +43,12 @@ def save_ir(model, folder: Path, precision: str, hint: str = "f32") -> Artifact:
 
 
 def read_onnx(onnx_path: Path):
+    """The ONNX model as an openvino.Model after OpenVINO's conversion passes (ov.convert_model): shape subgraphs
+    folded, activations fused (HSwish ...). Core.read_model skips them, and NNCF then quantizes the unfused ops
+    (Maximum, Divide ...) too: on PP-OCR's detector, 166 FakeQuantize ops against 101 and INT8 30% slower."""
     import openvino as ov
 
-    return ov.Core().read_model(str(onnx_path))
+    return ov.convert_model(str(onnx_path))
 
 
 OPENVINO = Backend("openvino", ("openvino",), extra="edgeml[cpu]", open=open_artifact)
