@@ -104,22 +104,66 @@ def open_model(manifest: dict, threads: int | None):
                        f"{module} {manifest['backend']['requires'][module]}") from e
 
 
-def batched(call, batch: int | None):
-    """`call` on chunks of `batch` samples, the last padded with its last sample (a model with a fixed batch
-    size), or on all samples at once when `batch` is None."""
+class NoBatchAxis(Unusable):
+    """An output of a call of several samples has no axis of their count."""
+
+
+def batched(call, batch: int | None, fixed: bool = True):
+    """`call` on chunks of `batch` samples, the last padded with its last sample when `fixed` (a model with a fixed
+    batch size), or on all samples at once when `batch` is None; the outputs with one sample per row of the first
+    axis.
+
+    Each output's batch axis is found on the first call and kept for the others (so a last chunk of one sample
+    is read like the rest): the first axis of the call's sample count, so that a sequence model's
+    [time, batch, classes] becomes [batch, time, classes]. A call of one sample whose output's first axis is
+    not 1 gives that sample's whole output (a new leading axis). When an output of several samples has no axis of
+    their count, every sample runs alone, unless the batch is fixed.
+    """
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if batch is None:
-            return [np.array(o) for o in call(feeds)]
         count = len(next(iter(feeds.values())))
+        size = batch or count
+        axes = None
         parts = []
-        for start in range(0, count, batch):
-            chunk = {k: v[start:start + batch] for k, v in feeds.items()}
-            short = batch - len(next(iter(chunk.values())))
-            if short:
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in chunk.items()}
-            parts.append([np.array(o)[:batch - short] for o in call(chunk)])
+        for start in range(0, count, size):
+            chunk = {k: v[start:start + size] for k, v in feeds.items()}
+            fed = keep = len(next(iter(chunk.values())))
+            if fixed and fed < size:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], size - fed, axis=0)]) for k, v in chunk.items()}
+                fed = size
+            outputs = [np.array(o) for o in call(chunk)]    # a copy: a runtime may reuse its buffers
+            if axes is None:
+                try:
+                    axes = [_batch_axis(o, fed) for o in outputs]
+                except NoBatchAxis:
+                    if fixed and batch:
+                        raise
+                    return batched(call, 1, fixed)(feeds)
+            parts.append([o[None] if axis is None else np.moveaxis(o, axis, 0)[:keep]
+                          for o, axis in zip(outputs, axes)])
         return [np.concatenate(column) for column in zip(*parts)]
     return run
+
+
+def _batch_axis(output: np.ndarray, fed: int) -> int | None:
+    """The axis of `output` that holds the `fed` samples of its call; None for a call of one sample whose output
+    does not start with an axis of 1."""
+    if fed == 1 and (output.ndim == 0 or output.shape[0] != 1):
+        return None
+    axis = next((axis for axis, size in enumerate(output.shape) if size == fed), None)
+    if axis is None:
+        raise NoBatchAxis(f"an output of shape {tuple(output.shape)} has no axis of the batch's size {fed}: give "
+                          "the model a batch dimension, or data of one sample a call")
+    return axis
+
+
+def model_batch(shapes) -> int | None:
+    """The batch size a model with inputs of `shapes` fixes: the first dimension when every input fixes it to
+    the same size; 1 when only some inputs fix it, or to different sizes (a recurrent model's state h: 1x64 beside
+    a dynamic audio input); None when none fixes it. Scalar inputs do not count."""
+    firsts = {_fixed(shape[0]) for shape in shapes if shape}
+    if firsts <= {None}:
+        return None
+    return firsts.pop() if len(firsts) == 1 else 1
 
 
 def _fixed(size) -> int | None:
@@ -140,7 +184,7 @@ def _onnxruntime(manifest: dict, model: Path, threads: int | None):
         raise Unusable("ONNX Runtime could not start its CUDA provider (install onnxruntime-gpu, CUDA and cuDNN)")
     inputs = session.get_inputs()
     return batched(lambda feeds: session.run(None, {i.name: feeds[i.name] for i in inputs}),
-                   _fixed(inputs[0].shape[0] if inputs[0].shape else None))
+                   model_batch([i.shape for i in inputs]))
 
 
 def _openvino(manifest: dict, model: Path, threads: int | None):
@@ -152,9 +196,9 @@ def _openvino(manifest: dict, model: Path, threads: int | None):
     compiled = ov.Core().compile_model(str(model), "CPU", config)
     request = compiled.create_infer_request()
     names = [port.get_any_name() for port in compiled.inputs]
-    first = compiled.inputs[0].get_partial_shape()
-    batch = first[0].get_length() if first.rank.is_static and len(first) and first[0].is_static else None
-    return batched(lambda feeds: list(request.infer({n: feeds[n] for n in names}).to_tuple()), batch)
+    shapes = [[d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else [None]
+              for shape in (port.get_partial_shape() for port in compiled.inputs)]
+    return batched(lambda feeds: list(request.infer({n: feeds[n] for n in names}).to_tuple()), model_batch(shapes))
 
 
 def _litert(manifest: dict, model: Path, threads: int | None):

@@ -9,49 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeml.bundle.runner import NoBatchAxis, batched
 from edgeml.errors import DataError
 from edgeml.inputs.data import Dataset
 from edgeml.runtimes.base import Runner
 
 
 def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool = False) -> list[np.ndarray]:
-    """All outputs of `runner` over `dataset`, one sample per row of the first axis.
+    """All outputs of `runner` over `dataset`, one sample per row of the first axis, in batches of `batch_size`.
 
     With `fixed_batch` (a model whose batch dimension is a fixed size) the last batch is padded
-    to `batch_size` and the padding dropped from the outputs.
-
-    An output's batch axis is the first one of the batch's size: a sequence model's [time, batch, classes]
-    output is moved to [batch, time, classes]. When a call takes one sample, an output whose first axis is
-    not 1 is that sample's whole output (a new leading axis). When no axis of a batched call's output has the
-    batch's size, the batch runs again one sample a call.
+    to `batch_size` and the padding dropped from the outputs. Outputs whose batch axis is not the first
+    are read as the bundle's run.py reads them (edgeml.bundle.runner.batched).
     """
-    parts: list[list[np.ndarray]] = []
-    for start in range(0, len(dataset), batch_size):
-        feeds = dataset.feeds(start, start + batch_size)
-        fed = keep = len(next(iter(feeds.values())))
-        if fed < batch_size and fixed_batch:
-            feeds = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - fed, axis=0)]) for k, v in feeds.items()}
-            fed = batch_size
-        outputs = [np.asarray(o) for o in runner.run(feeds)]
-        try:
-            parts.append([_samples(o, fed, keep) for o in outputs])
-        except DataError:
-            if fixed_batch:
-                raise
-            parts += [[_samples(np.asarray(o), 1, 1) for o in runner.run(dataset.feeds(i, i + 1))]
-                      for i in range(start, start + keep)]
-    return [np.concatenate(column) for column in zip(*parts)]
-
-
-def _samples(output: np.ndarray, fed: int, keep: int) -> np.ndarray:
-    """The first `keep` samples of one call's `output` (`fed` samples in), samples on the first axis."""
-    if fed == 1 and (output.ndim == 0 or output.shape[0] != 1):
-        return output[None]                   # one sample's whole output
-    axis = next((axis for axis, size in enumerate(output.shape) if size == fed), None)
-    if axis is None:
-        raise DataError(f"an output of shape {tuple(output.shape)} has no axis of the batch's size {fed}: "
-                        "give the model a batch dimension, or data of one sample a call")
-    return np.moveaxis(output, axis, 0)[:keep]
+    try:
+        return batched(runner.run, batch_size, fixed_batch)(dataset.inputs)
+    except NoBatchAxis as e:
+        raise DataError(str(e)) from e
 
 
 METRICS = ("auto", "accuracy", "agreement", "cosine")

@@ -145,7 +145,8 @@ def _layer_costs(path: str, mtime_ns: int, size: int, precision: str) -> tuple[t
 
 
 def _inferred_graph(path: str):
-    """The graph with every tensor's shape inferred, its dynamic dimensions (batch, ...) set to 1."""
+    """The graph with every tensor's shape inferred, its dynamic dimensions (batch, ..., and -1, which PaddlePaddle
+    writes for any size) set to 1."""
     import onnx
 
     model = onnx.load(path, load_external_data=False)
@@ -154,7 +155,7 @@ def _inferred_graph(path: str):
     for value in graph.input:
         if value.name not in initializers:
             for dim in value.type.tensor_type.shape.dim:
-                if not dim.HasField("dim_value"):
+                if not dim.HasField("dim_value") or dim.dim_value <= 0:
                     dim.dim_value = 1
     del graph.value_info[:]                     # exporters' symbolic shapes would override the 1s
     for value in graph.output:
@@ -163,7 +164,7 @@ def _inferred_graph(path: str):
 
 
 def _dims(shape) -> tuple[int, ...]:
-    return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in shape.dim)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

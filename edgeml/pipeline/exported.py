@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.runner import model_batch
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.inputs import data as data_mod
 from edgeml.inputs.data import Dataset
@@ -115,13 +116,10 @@ def parity(reference: list[np.ndarray], exported: Exported, evaluation: Dataset,
 
 
 def eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
-    """(batch, whether the model fixes it): the model's own batch, else EVAL_BATCH bounded by the sample size.
-
-    The batch is fixed when any input fixes its first dimension: a recurrent model's state input (h: 1x64) next
-    to a dynamic audio input takes one sample a call, like the state.
-    """
-    first = next((s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)), None)
-    if first is not None:
-        return first, True
+    """(batch, whether the model fixes it): the model's own batch (edgeml.bundle.runner.model_batch), else
+    EVAL_BATCH bounded by the sample size."""
+    fixed = model_batch([s.shape for s in inputs])
+    if fixed is not None:
+        return fixed, True
     per_sample = max(math.prod(d if isinstance(d, int) else 1 for d in s.shape[1:]) for s in inputs)
     return max(1, min(EVAL_BATCH, EVAL_BATCH_ELEMENTS // per_sample)), False

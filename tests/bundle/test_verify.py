@@ -257,3 +257,36 @@ def test_verify_refuses_what_is_not_an_archive(tmp_path):
     (tmp_path / "x.tar.gz").write_bytes(gzip.compress(b"not a tar"))
     result = cli("verify", tmp_path / "x.tar.gz")
     assert result.exit_code == 2 and "cannot read" in result.stderr
+
+
+def test_a_model_from_another_framework_optimizes_and_verifies(tmp_path):
+    """The shapes real third-party models have: a batch of -1 (PaddlePaddle), a state input fixed at batch 1
+    beside it (h: 1x5, as silero-vad's), an output with time first and the batch second (a CRNN's)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 5)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]),        # [6, batch, 3]
+             helper.make_node("MatMul", ["t", "w"], ["m"]),
+             helper.make_node("Add", ["m", "h"], ["y"])]
+    graph = helper.make_graph(nodes, "crnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 6]),
+                                             helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", -1, 5])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    for name, n in (("calib", 16), ("eval", 24)):
+        np.savez(tmp_path / f"{name}.npz", x=rng.standard_normal((n, 3, 6)).astype(np.float32),
+                 h=rng.standard_normal((n, 5)).astype(np.float32))
+
+    result = cli("optimize", tmp_path / "m.onnx", *RUNS["cpu"], "--calib-data", tmp_path / "calib.npz",
+                 "--eval-data", tmp_path / "eval.npz", "-o", tmp_path / "out", *QUICK)
+    assert result.exit_code == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())["rows"]}
+    assert rows["onnxruntime-int8"]["status"] == "ok" and rows["onnxruntime-int8"]["metrics"]["cosine"] > 0.99
+    bundle = tmp_path / "out" / "bundle"
+    inputs, outputs, tolerance = read_reference(bundle / "reference.npz")
+    want = (inputs["x"].transpose(0, 2, 1) @ w + inputs["h"][:, None])[:, :, None]    # [sample, time, 1, 5]
+    assert outputs["y"].shape == want.shape and np.abs(outputs["y"] - want).max() <= tolerance * np.abs(want).max()
+    assert run_py(bundle, "--check").returncode == 0
+    assert cli("verify", bundle).exit_code == 0

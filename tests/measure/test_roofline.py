@@ -55,9 +55,10 @@ def test_conv_transpose_macs(tmp_path):
     assert _macs(path) == [4 * 5 * 5 * 2 * 3 * 3]            # every input element scatters into M x kh x kw
 
 
-def test_gemm_macs_with_a_dynamic_batch_set_to_one(tmp_path):
+@pytest.mark.parametrize("batch", ["batch", -1])           # PaddlePaddle writes -1 for any size
+def test_gemm_macs_with_a_dynamic_batch_set_to_one(tmp_path, batch):
     gemm = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
-    path = _model(tmp_path, [gemm], [("x", ["batch", 64])], [("w", (10, 64)), ("b", (10,))])
+    path = _model(tmp_path, [gemm], [("x", [batch, 64])], [("w", (10, 64)), ("b", (10,))])
     assert _macs(path) == [64 * 10]
 
 

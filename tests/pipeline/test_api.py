@@ -28,3 +28,6 @@ def test_evaluation_batches_shrink_for_large_inputs():
     # a recurrent model's state fixes the batch of every input (silero-vad: audio N x 576, h and c 1 x 64)
     state = [TensorSpec("input", (None, 576), "float32"), TensorSpec("h", (1, 64), "float32")]
     assert eval_batch(state) == (1, True)
+    # a first dimension fixed but not the batch (a state of 2 layers x batch 1 x 64): still one sample a call
+    layers = [TensorSpec("input", (None, 576), "float32"), TensorSpec("h", (2, 1, 64), "float32")]
+    assert eval_batch(layers) == (1, True)
