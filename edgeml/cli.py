@@ -210,21 +210,25 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 @click.option("--target", default="cpu", show_default=True, help="Deployment target (see `edgeml targets`).")
 @quantize_options
 @data_options
+@click.option("--train-data", type=click.Path(),
+              help="Training data (labels optional): when INT8 breaks the budget, the PyTorch model is also "
+                   "fine-tuned with fake INT8 (quantization-aware distillation).")
 @run_options
 @click.pass_context
-def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data, eval_data, preprocess, out,
-             force, **flags):
+def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess,
+             out, force, **flags):
     """Quantize MODEL (post-training, calibrated), measure it against the original, bundle the best.
 
     With --max-accuracy-drop, layers that cost the most accuracy are kept in float until the
     budget is met; the report shows the per-layer sensitivity and every configuration tried.
+    With --train-data, quantization-aware distillation is tried too (the `-qat` row).
     """
     from edgeml.inputs.recipe import Recipe
     from edgeml.progress import Reporter
 
     run = edgeml.optimize(
         model, example=example, weights=weights, input_shapes=input_shapes, data=data, split=split,
-        calib_data=calib_data, eval_data=eval_data, preprocess=preprocess, force=force,
+        calib_data=calib_data, eval_data=eval_data, train_data=train_data, preprocess=preprocess, force=force,
         out=out or _default_out(model, example, "quantized"),
         reporter=Reporter(Console(stderr=True, soft_wrap=True)), debug=ctx.obj["debug"],
         cache=flags["cache"], cache_dir=flags["cache_dir"], **_settings(Recipe(), flags))

@@ -59,6 +59,9 @@ class Candidate:
     # -> each layer's local error in it, which ranks layers in one pass instead of one build each.
     local_errors: Callable[[Path, Dataset, list[tuple[str, str]]], dict[str, float]] | None = None
     accuracy_control: AccuracyControl | None = None     # searched too, for candidates with `layers`
+    # Its quantizer can start from a model fine-tuned with fake INT8 (edgeml.pipeline.quantization_aware): the
+    # last resort when it breaks the budget and training data is given.
+    quantization_aware: bool = False
     opt_in: bool = False             # built only when --quantizer names its quantizer
     # For artifacts whose runtime lives on the device (TensorRT builds its engine there): the backend
     # that runs the same model file here to check its quality (ONNX Runtime on the QDQ model). When

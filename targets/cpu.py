@@ -213,7 +213,8 @@ CPU = Target(
                   method="the exported ONNX model as it is", as_given=True),
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated (U8S8 on x86)",
-                  quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors),
+                  quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors,
+                  quantization_aware=True),
         Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
                          "at run time",

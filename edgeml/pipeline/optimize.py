@@ -38,6 +38,7 @@ from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.exported import onnx_digest, onnx_model, parity, source_key
 from edgeml.pipeline.layer_times import layer_times
 from edgeml.pipeline.load import Given, Inputs, data_notes, load, make_run_recipe
+from edgeml.pipeline.quantization_aware import quantization_aware
 from edgeml.pipeline.repair import repair
 from edgeml.pipeline.selection import select
 from edgeml.pipeline.stages import compress, measure_stages
@@ -131,6 +132,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
                        store=store)
         repairs = build_candidates(ctx, candidates, exported_drop=exported_drop)
         repair(ctx, repairs, original=original, calibration=calibration, train=inputs.train)
+        quantization_aware(ctx, repairs, inputs.train)
         paired = bench.time_contenders(run.rows, ctx.artifacts, recipe.max_accuracy_drop,
                                        original_eligible=ctx.original_eligible, reporter=reporter)
 

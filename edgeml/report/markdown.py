@@ -388,8 +388,9 @@ def op_table(layer_times: dict) -> tuple[list[str], list[list[str]]]:
 
 def tuning_notes(tuning: dict) -> list[str]:
     """What the accuracy-budget search did; a search that did not run has only a `reason`."""
+    qat = [_qat_note(tuning["quantization_aware"])] if tuning.get("quantization_aware") else []
     if "best" not in tuning:
-        return [f"plain INT8 broke the budget on the evaluation data; no search ran: {tuning['reason']}"]
+        return [f"plain INT8 broke the budget on the evaluation data; no search ran: {tuning['reason']}"] + qat
     best = tuning["best"]
     metric = tuning["metric"]
     outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"
@@ -404,7 +405,16 @@ def tuning_notes(tuning: dict) -> list[str]:
             f"{tuning['data']}; {metric} there"] + (
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
-        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else [])
+        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + qat
+
+
+def _qat_note(qat: dict) -> str:
+    """The last resort after the search (edgeml.pipeline.quantization_aware)."""
+    if "row" not in qat:
+        return f"quantization-aware distillation: {qat['stopped']}"
+    return (f"quantization-aware distillation: row {qat['row']}, every layer in INT8, "
+            f"{'within' if qat['met'] else 'over'} the budget on the evaluation data, {qat['seconds']:.1f} s"
+            + (" (from cache)" if qat["cached"] else "") + "".join(f"; {n}" for n in qat["notes"]))
 
 
 def _control_note(control: dict, metric: str) -> str:
