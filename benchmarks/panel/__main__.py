@@ -38,12 +38,14 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(keys), help=f"a subset of {','.join(keys)}")
     parser.add_argument("--threads", type=int, default=1, help="inference threads of every run (default 1)")
     parser.add_argument("--measure-seconds", type=float, default=0.5, help="timed seconds per candidate (default 0.5)")
-    parser.add_argument("--tuning-budget", default="1m", help="edgeml's --tuning-budget (default 1m)")
+    parser.add_argument("--tuning-budget", default="3m", help="edgeml's --tuning-budget (default 3m)")
     parser.add_argument("--max-accuracy-drop", type=float, default=0.01, help="the budget (default 0.01, edgeml's)")
     parser.add_argument("--calibration", type=int, default=64, help="calibration samples per model (default 64)")
     parser.add_argument("--evaluation", type=int, default=200, help="evaluation samples per model (default 200)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed to each edgeml run (default 1200)")
     parser.add_argument("--peer-timeout", type=float, default=600, help="seconds allowed to each peer (default 600)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds of the head-to-head timing of edgeml and the peers (default 5)")
     parser.add_argument("--no-peers", action="store_true", help="run edgeml only")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgeml-panel",
                         help="wheels, model files and work folders (default ~/.cache/edgeml-panel)")
@@ -89,7 +91,31 @@ def run_model(entry: Entry, args) -> dict:
     fp32 = result["peers"].get("onnxruntime-fp32", {})
     result["metric"] = fp32.get("metric", entry.metric)
     result["edgeml"] = run_edgeml(entry, model, files, work, result["metric"], args)
+    result["head_to_head"] = run_head_to_head(result, model, files, work, args)
     return result
+
+
+def run_head_to_head(result: dict, model: Path, files: dict, work: Path, args) -> dict | None:
+    """edgeml's bundle and the peers' models within the budget, timed side by side (benchmarks.panel.head_to_head);
+    None when edgeml failed or no peer is within the budget."""
+    within = {name: next(p for p in (work / "peers" / name).glob("model.*") if p.suffix in (".xml", ".onnx"))
+              for name, peer in result["peers"].items()
+              if name != "onnxruntime-fp32" and peer.get("status") == "ok"
+              and peer["quality_drop"] <= args.max_accuracy_drop}
+    if result["edgeml"].get("status") != "ok" or not within:
+        return None
+    print(f"-- {result['key']}: head to head with {', '.join(within)}", flush=True)
+    folder = _fresh(work / "head-to-head")
+    spec = {"bundle": str(work / "edgeml-out" / "bundle"), "model": str(model), "eval": str(files["evaluation"]),
+            "peers": {name: str(path) for name, path in within.items()}, "threads": args.threads,
+            "measure_seconds": args.measure_seconds, "rounds": args.rounds}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    failure = _subprocess([sys.executable, "-m", "benchmarks.panel.head_to_head", str(folder / "spec.json")],
+                          folder, args.peer_timeout)
+    if failure is not None:
+        print(f"   failed: {failure}", flush=True)
+        return {"status": "failed", "reason": failure}
+    return json.loads((folder / "result.json").read_text())
 
 
 def run_peers(entry: Entry, model: Path, files: dict, work: Path, args) -> dict:

@@ -47,15 +47,25 @@ def best_peer(result: dict) -> tuple[str, float] | None:
 
 
 def verdict(result: dict) -> dict:
+    """edgeml's selection against the fastest peer within the budget. When the head-to-head timing ran
+    (benchmarks.panel.head_to_head), that peer is the fastest side by side and "as fast" is judged there; else on
+    the rows' speed-ups, each against its own run of the input model."""
     edgeml = result.get("edgeml") or {}
     if edgeml.get("status") != "ok":
-        return {"selected": None, "within_budget": None, "speedup": None, "peer": None, "as_fast": None}
+        return {"selected": None, "within_budget": None, "speedup": None, "peer": None, "as_fast": None,
+                "head_to_head": None}
     chosen = next((c for c in edgeml["candidates"] if c["name"] == edgeml["selected"]), {})
     peer = best_peer(result)
     speedup = chosen.get("speedup")
     as_fast = None if peer is None or speedup is None else speedup * FASTER_ABOVE >= peer[1]
+    head = result.get("head_to_head") or {}
+    if head.get("status") == "ok":
+        name = min(head["peer_over_edgeml"], key=lambda n: head["p50_ms"][n])
+        head = {"peer": name, **head["peer_over_edgeml"][name]}
+        as_fast = head["ratio"] * FASTER_ABOVE >= 1
     return {"selected": edgeml["selected"], "within_budget": edgeml.get("within_budget"), "speedup": speedup,
-            "peer": None if peer is None else {"name": peer[0], "speedup": peer[1]}, "as_fast": as_fast}
+            "peer": None if peer is None else {"name": peer[0], "speedup": peer[1]}, "as_fast": as_fast,
+            "head_to_head": head or None}
 
 
 def _f(value, spec: str, none: str = "-") -> str:
@@ -81,8 +91,10 @@ def markdown(header: dict, results: list[dict]) -> str:
         "Written by `python -m benchmarks.panel` (`make panel`); see benchmarks/README.md. Quality drop is the "
         "budget's metric below the input model in ONNX Runtime FP32 on the evaluation data (negative: better); p50 "
         "is batch-1 latency; speed-up is against the input model (edgeml's rows: its `original` row; peers: the "
-        "ONNX Runtime FP32 peer run). Models marked *random* have random weights: they count for build robustness "
-        "and speed, not accuracy.",
+        "ONNX Runtime FP32 peer run). \"Side by side\" times edgeml's bundle and every peer model within the budget in "
+        "one process, in alternating rounds (benchmarks/panel/head_to_head.py): above 1, edgeml is faster; \"as fast "
+        "as it\" is judged there (a 2 % margin counts as a tie), else on the speed-ups. Models marked *random* have "
+        "random weights: they count for build robustness and speed, not accuracy.",
         "",
         f"- command: `{header['command']}`",
         f"- date: {header['date']}; total {header.get('seconds', '-')} s",
@@ -109,7 +121,8 @@ def markdown(header: dict, results: list[dict]) -> str:
                      f"{p.get('sha256', '-')[:12]} | {_cell(r['data'])} |")
     lines += ["", "## Per model", "",
               "| model | metric | edgeml selected | within budget | speed-up | fastest peer within budget | "
-              "as fast as it |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              "side by side: peer p50 / edgeml p50 (95% CI) | as fast as it |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         v, edgeml = r.get("verdict", {}), r.get("edgeml") or {}
         if r.get("prepared"):
@@ -118,11 +131,12 @@ def markdown(header: dict, results: list[dict]) -> str:
             selected = _cell(f"edgeml {edgeml.get('status')}: {edgeml.get('reason')}")
         else:
             selected = v["selected"]
-        peer = v.get("peer")
+        peer, head = v.get("peer"), v.get("head_to_head")
+        side = "-" if not head else f"{head['peer']} {head['ratio']:.2f}x ({head['ci95'][0]:.2f}-{head['ci95'][1]:.2f})"
         lines.append(f"| {r['key']} | {r.get('metric', '-')} | {selected} | {_f(v.get('within_budget'), '')} | "
                      f"{_f(v.get('speedup'), '.2f')}x | "
                      f"{'-' if not peer else peer['name'] + ' ' + format(peer['speedup'], '.2f') + 'x'} | "
-                     f"{_f(v.get('as_fast'), '')} |")
+                     f"{side} | {_f(v.get('as_fast'), '')} |")
     lines += ["", "## Every candidate", "",
               "| model | tool | candidate | result | quality drop | p50 ms | speed-up | build s |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
