@@ -62,9 +62,11 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
     if getattr(_active, "on", False):
         yield
         return
-    # SetAsyncExc raises a class: the message travels as a class attribute.
+    # SetAsyncExc raises a class: the message travels as a class attribute, and is the only one (torch.fx writes
+    # "While executing %node" into the args of an exception passing through it).
     expired = type("TimeLimit", (TimeLimit,),
-                   {"reason": f"time limit ({seconds:g} s, the tuning budget): {what} did not finish"})
+                   {"reason": f"time limit ({seconds:g} s, the tuning budget): {what} did not finish",
+                    "__str__": lambda self: self.reason})
     target, done, fired, lock = threading.get_ident(), threading.Event(), threading.Event(), threading.Lock()
 
     def watch() -> None:
@@ -76,8 +78,8 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
                 if _in_finalizer(sys._current_frames().get(target)):
                     wait = FINALIZER_POLL_S
                     continue
+                fired.set()         # before the exception: the thread may handle it before this one runs again
                 _raise_in(target, expired)
-                fired.set()
             wait = REPEAT_S
 
     gc.collect()

@@ -67,6 +67,20 @@ def test_a_library_that_wraps_the_interruption_in_its_own_error_still_ends_as_th
             traced_call()
 
 
+def test_a_library_that_rewrites_the_interruption_s_message_does_not_change_the_reason():
+    """torch.fx's interpreter writes "While executing %node" into the args of an exception passing through it."""
+    def interpreted_call():
+        try:
+            _calibrate_forever()
+        except Exception as e:
+            e.args = ("While executing %lstm",)
+            raise
+
+    with pytest.raises(TimeLimit, match="the build did not finish"):
+        with time_limit(0.5, "the build"):
+            interpreted_call()
+
+
 def test_an_error_before_the_limit_stays_itself():
     with pytest.raises(ValueError, match="bad input"):
         with time_limit(30, "the build"):
