@@ -2,8 +2,9 @@
 
 When an INT8 candidate that can be trained (`Candidate.quantization_aware`) broke the budget, the training data
 (--train-data) and the PyTorch model are given, and no other candidate's row within the budget is already as fast
-as that candidate with every layer in INT8 (its own `-mixed` row keeps layers in float), the model is fine-tuned with fake INT8 against itself as teacher and
-quantized like the candidate: the `<candidate>-qat` row, every layer in INT8, judged and timed like the others.
+as that candidate with every layer in INT8 (its own `-mixed` row keeps layers in float), the model is fine-tuned
+with fake INT8 against itself as teacher and quantized like the candidate: the `<candidate>-qat` row, every layer
+in INT8, judged and timed like the others.
 Its build (training included) is cached and has the tuning budget as its time limit, like every build.
 """
 
