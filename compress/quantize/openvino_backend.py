@@ -38,12 +38,14 @@ _DECOMPRESSION = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose"}
 
 
 def stable_names(model):
-    """Rename the ops OpenVINO named itself ('Multiply_59', '<type>_<counter>') after their place in the graph
-    ('Multiply_12'), which is the same on every read of the same model; returns `model`."""
+    """Rename the ops OpenVINO named itself ('Multiply_59': an op type and a process-wide counter) after their place
+    in the graph ('Multiply_12'), which is the same on every read of the same model; returns `model`. The type in
+    the name need not be the op's own: a Convolution that ov.convert_model fused with a batch norm's Multiply keeps
+    the Multiply's name."""
     for position, op in enumerate(model.get_ordered_ops()):
-        kind = op.get_type_name()
-        if re.fullmatch(rf"{re.escape(kind)}_\d+", op.get_friendly_name()):
-            op.set_friendly_name(f"{kind}_{position}")
+        counted = re.fullmatch(r"([A-Z][A-Za-z0-9]*)_\d+", op.get_friendly_name())
+        if counted:
+            op.set_friendly_name(f"{counted.group(1)}_{position}")
     return model
 
 
