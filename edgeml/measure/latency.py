@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgeml.measure import timing_slot
+
 
 @dataclass(frozen=True)
 class MeasureConfig:
@@ -47,6 +49,11 @@ class Latency:
 
 
 def measure_latency(run_once: Callable[[], object], config: MeasureConfig = MeasureConfig()) -> Latency:
+    with timing_slot.held():           # one measurement at a time per machine when jobs share it (edgeml.sweep)
+        return _measure(run_once, config)
+
+
+def _measure(run_once: Callable[[], object], config: MeasureConfig) -> Latency:
     clock = time.perf_counter
     warmup = 0
     start = clock()
