@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgeml.errors import EdgemlError, first_line
@@ -32,25 +34,18 @@ def check_tracker(tracker: str) -> None:
         raise EdgemlError("--track mlflow needs MLflow: pip install 'edgeml[track]'") from None
 
 
-def track(run: Run, out: Path, tracker: str, reporter: Reporter | None = None) -> str:
-    """Log the finished run in OUT to `tracker`; return the tracker's run id."""
+def track(run: Run, out: Path, tracker: str, reporter: Reporter | None = None, *, parent: str | None = None) -> str:
+    """Log the finished run in OUT to `tracker` (as a child of the run `parent`, if given); return its run id."""
     check_tracker(tracker)
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
-    if uri.startswith("file:"):
-        # MLflow 3 refuses its file store unless told it is wanted; it is the default here.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    client, uri, name, experiment_id = _experiment()
+    tags = {"edgeml.version": run.edgeml_version, "edgeml.source_sha256": run.source["sha256"],
+            "edgeml.candidate": run.selected.name, "edgeml.output": str(out)}
+    if parent is not None:
+        tags["mlflow.parentRunId"] = parent
     try:
-        client = MlflowClient(tracking_uri=uri)
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
-        experiment = client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
-        tracked = client.create_run(experiment_id, run_name=f"{run.source['name']}-{run.target}",
-                                    tags={"edgeml.version": run.edgeml_version,
-                                          "edgeml.source_sha256": run.source["sha256"],
-                                          "edgeml.candidate": run.selected.name, "edgeml.output": str(out)})
+        tracked = client.create_run(experiment_id, run_name=f"{run.source['name']}-{run.target}", tags=tags)
     except Exception as e:
         raise EdgemlError(f"cannot log to MLflow at {uri}: {first_line(e)}") from e
     run_id = tracked.info.run_id
@@ -68,6 +63,42 @@ def track(run: Run, out: Path, tracker: str, reporter: Reporter | None = None) -
     if reporter is not None and reporter.console is not None:
         reporter.console.print(f"Tracked as MLflow run {run_id} (experiment {name}, {uri})")
     return run_id
+
+
+@contextmanager
+def parent_run(run_name: str, tags: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """An MLflow run that other runs are logged under (`track(..., parent=ID)`), finished when the block ends:
+    (its run id, the tracking URI, the experiment name)."""
+    check_tracker("mlflow")
+    client, uri, name, experiment_id = _experiment()
+    try:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    except Exception as e:
+        raise EdgemlError(f"cannot log to MLflow at {uri}: {first_line(e)}") from e
+    status = "FAILED"
+    try:
+        yield run_id, uri, name
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status)
+
+
+def _experiment():
+    """(client, tracking URI, experiment name, experiment id): MLFLOW_TRACKING_URI, else ./mlruns; the experiment
+    MLFLOW_EXPERIMENT_NAME, else edgeml (created when missing)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
+    if uri.startswith("file:"):
+        # MLflow 3 refuses its file store unless told it is wanted; it is the default here.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        experiment = client.get_experiment_by_name(name)
+        return client, uri, name, experiment.experiment_id if experiment else client.create_experiment(name)
+    except Exception as e:
+        raise EdgemlError(f"cannot log to MLflow at {uri}: {first_line(e)}") from e
 
 
 def params(run: Run) -> dict[str, str]:
