@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo lint test bench-setup bench-fashion-mnist bench-mobile bench bench-roofline clean
+.PHONY: setup demo lint test test-sweep-cluster bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The sweep on a two-node Ray cluster started on this machine, with a node killed mid-sweep (also in `make test`).
+test-sweep-cluster: setup
+	$(BIN)/python -m pytest -m cluster tests/sweep
 
 bench-setup: setup
 	$(BIN)/python -m pip install --quiet -e ".[all,bench]"
@@ -69,6 +73,11 @@ bench-tensorrt: bench-setup
 .PHONY: bench-ptq
 bench-ptq: bench-setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.ptq_methods
+
+# `edgeml sweep` (8 cells) on the local Ray with 2 workers against the same cells one after another:
+# benchmarks/results/sweep.md and .json.
+bench-sweep: setup
+	$(BIN)/python -m benchmarks.sweep --threads 1 --measure-seconds 0.5 --workers 2
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache

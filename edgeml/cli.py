@@ -204,6 +204,25 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 
 
 @cli.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: one folder per cell under OUT/cells, the journal, sweep.md/.html/.json.")
+@click.option("--address", metavar="ADDR", help="Join a Ray cluster: auto, or ray://HOST:PORT  [default: start Ray "
+              "here]")
+@click.option("--max-parallel", type=int, metavar="N", help="Run at most N cells at once  [default: as Ray fits]")
+@click.option("--resume", is_flag=True, help="Continue the sweep in OUT: run only the cells not journaled there.")
+@click.option("--track", type=click.Choice(["mlflow"]), help="Log each cell to MLflow, as child runs of the sweep.")
+def sweep(sweep_file, out, address, max_parallel, resume, track):
+    """Run every cell of SWEEP.yaml (models x targets x recipes, each an `optimize` run) on Ray."""
+    from edgeml.sweep.runner import sweep as run_sweep
+
+    run_sweep(sweep_file, out, address=address, max_parallel=max_parallel, resume=resume, track=track,
+              console=Console(stderr=True, soft_wrap=True))
+    click.echo((out / "sweep.md").read_text())
+    click.echo(f"Wrote {out}/ (sweep.md, sweep.html, sweep.json, cells/, journal/)")
+
+
+@cli.command()
 @model_options
 @click.option("--precision", type=click.Choice([p for p in PRECISIONS if p not in ("auto", "fp32")]),
               default="int8", show_default=True, help="Precision to quantize to.")

@@ -1,0 +1,49 @@
+"""Ray for the sweep tests: every process a test starts (its sweep drivers, their Ray, a cluster's nodes) carries
+one RAY_TMPDIR of its own, so that the test can find, kill and check them by it, and leaves nothing running.
+
+Tests marked `cluster` start a two-node Ray cluster on this machine and kill a node mid-sweep; they run with the
+others, and alone with `pytest -m cluster tests/sweep` (`make test-sweep-cluster`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+from sweeps import RAY, RayProcesses
+
+SLOT = json.dumps({"edgeml_timing": 1})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: a two-node Ray cluster on this machine (run with -m cluster)")
+
+
+@pytest.fixture
+def ray_processes():
+    processes = RayProcesses()
+    try:
+        yield processes
+    finally:
+        processes.kill()
+        left = processes.find()
+        shutil.rmtree(processes.tmpdir, ignore_errors=True)
+        assert not left, f"processes left running: {left}"
+
+
+@pytest.fixture
+def cluster(ray_processes):
+    """A head node and a worker node (one CPU and one timing slot each) on this machine: the GCS address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["--num-cpus=1", f"--resources={SLOT}", "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                   env=ray_processes.env, check=True, capture_output=True, timeout=120)
+    address = f"127.0.0.1:{port}"
+    subprocess.run([RAY, "start", f"--address={address}", *common], env={**ray_processes.env, "EDGEML_NODE": "worker"},
+                   check=True, capture_output=True, timeout=120)
+    return address
