@@ -62,6 +62,9 @@ class Candidate:
     # Its quantizer can start from a model fine-tuned with fake INT8 (edgeml.pipeline.quantization_aware): the
     # last resort when it breaks the budget and training data is given.
     quantization_aware: bool = False
+    # (candidate, precision) of the candidates that run this one's model with another runtime config
+    # (openvino-int8-bf16): a `-mixed` row of this one is judged and timed with their config too.
+    runs_also_as: tuple[tuple[str, str], ...] = ()
     opt_in: bool = False             # built only when --quantizer names its quantizer
     # For artifacts whose runtime lives on the device (TensorRT builds its engine there): the backend
     # that runs the same model file here to check its quality (ONNX Runtime on the QDQ model). When

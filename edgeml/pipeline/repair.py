@@ -31,7 +31,7 @@ from edgeml.pipeline.time_limit import TimeLimit
 from edgeml.pipeline.tuning import TRIAL_MEASURE, Tuned, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
-from edgeml.runtimes.base import Runner
+from edgeml.runtimes.base import Artifact, Runner
 from edgeml.targets.base import Candidate
 
 
@@ -79,6 +79,8 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     ctx.judged[mixed.name] = bench.measure_artifact(mixed, candidate, tuned.artifact, local=True)
                     ctx.artifacts[mixed.name] = tuned.artifact
                     mixed.predicted = plan.predict(ctx.exported.path, ctx.profile, mixed.precision, recipe.threads)
+                    for other, precision in candidate.runs_also_as:
+                        _mixed_as(ctx, candidate, mixed, tuned.artifact, other, precision)
             except Exception as e:
                 if fatal(e, ctx.debug):
                     raise
@@ -112,6 +114,25 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: b
                 cached=control["cached"] if chosen else kept in tuned.restored)
     run.rows.append(mixed)
     return mixed
+
+
+def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artifact, other: str,
+              precision: str) -> None:
+    """The `mixed` row's model run with the runtime config of the candidate `other` (which runs `candidate`'s
+    model with another config: openvino-int8-bf16, the layers kept in float then in bf16), where `other` was built
+    here: the row `<other>-mixed`, judged and timed like the rest."""
+    built = ctx.artifacts.get(other)
+    if built is None:
+        return
+    row = Row(f"{other}-mixed", candidate.backend.name, precision, "candidate",
+              method=f"{mixed.method}; run as {other} (the layers in float run in {precision.split('+')[-1]})",
+              backend_version=mixed.backend_version,
+              build_seconds=mixed.build_seconds, cached=mixed.cached)
+    ctx.run.rows.append(row)
+    configured = replace(artifact, runtime_config=built.runtime_config)
+    ctx.judged[row.name] = ctx.bench.measure_artifact(row, candidate, configured, local=True)
+    ctx.artifacts[row.name] = configured
+    row.predicted = plan.predict(ctx.exported.path, ctx.profile, candidate.precision, ctx.recipe.threads)
 
 
 def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data: Dataset,
