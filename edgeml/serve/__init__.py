@@ -1,0 +1,9 @@
+"""`edgeml serve BUNDLE`: the bundle behind HTTP (POST /v1/predict, GET /health, GET /metrics).
+
+decode.py reads and checks a request's inputs, model.py checks, loads and runs the bundle (one worker
+thread, optional micro-batching), app.py is the FastAPI app, its metrics and `serve`.
+"""
+
+from edgeml.serve.app import serve
+
+__all__ = ["serve"]

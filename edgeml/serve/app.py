@@ -1,0 +1,190 @@
+"""The HTTP side of `edgeml serve`: FastAPI routes on uvicorn, Prometheus metrics, the bearer token.
+
+Every answer that is not a prediction is JSON `{"error": "one line"}`: a client's mistake gets its 4xx
+(edgeml.serve.decode), and only a failure of the runtime itself is a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import os
+import socket
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+
+from edgeml.errors import EdgemlError, first_line
+from edgeml.serve.decode import RequestError, decode
+from edgeml.serve.model import ServedModel
+
+PATHS = ("/v1/predict", "/health", "/metrics")
+SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SAMPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of their own (what /metrics shows)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgeml_serve_requests", "HTTP requests answered, by path and status code",
+                                ["path", "code"], registry=self.registry)
+        self.errors = Counter("edgeml_serve_errors", "Requests refused or failed, by kind", ["kind"],
+                              registry=self.registry)
+        self.latency = Histogram("edgeml_serve_predict_seconds", "Time to answer a successful POST /v1/predict, "
+                                 "from the request's arrival to its response", buckets=SECONDS, registry=self.registry)
+        self.inference = Histogram("edgeml_serve_inference_seconds", "Time of one runtime call",
+                                   buckets=SECONDS, registry=self.registry)
+        self.batch = Histogram("edgeml_serve_batch_samples", "Samples per runtime call (several requests' with "
+                               "micro-batching)", buckets=SAMPLES, registry=self.registry)
+
+    def observe_batch(self, samples: int, seconds: float) -> None:
+        self.batch.observe(samples)
+        self.inference.observe(seconds)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+class _Guard:
+    """ASGI middleware around every request: the bearer token (when set, compared in constant time) and the
+    count of every answer by path and status."""
+
+    def __init__(self, app, token: str | None, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def counted(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if self.expected is not None and not hmac.compare_digest(given, self.expected):
+                self.metrics.errors.labels("unauthorized").inc()
+                await _error(401, "missing or wrong bearer token: send the header 'Authorization: Bearer TOKEN'",
+                             {"WWW-Authenticate": "Bearer"})(scope, receive, counted)
+            else:
+                await self.app(scope, receive, counted)
+        finally:
+            path = scope["path"] if scope["path"] in PATHS else "other"
+            self.metrics.requests.labels(path, str(status)).inc()
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise RequestError(400, "bad_header", f"Content-Length {length[:40]!r} is not a number of bytes")
+    if length is not None and int(length) > limit:
+        raise RequestError(413, "body_too_large", f"the body has {int(length):,} bytes; this server takes at most "
+                           f"{limit:,} (--max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body_too_large", f"the body exceeds {limit:,} bytes (--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, max_body: int = 32 << 20,
+               max_samples: int = 1024) -> FastAPI:
+    app = FastAPI(title="edgeml serve", docs_url=None, redoc_url=None, openapi_url=None)
+    manifest = model.bundle.manifest
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        start = time.perf_counter()
+        try:
+            body = await _body(request, max_body)
+            feeds = decode(body, request.headers.get("content-type"), model.inputs, max_samples, max_body)
+            outputs = await asyncio.wrap_future(model.submit(feeds))
+        except RequestError as e:
+            metrics.errors.labels(e.kind).inc()
+            return _error(e.status, str(e))
+        except Exception as e:  # the runtime failed on inputs that passed every check: the server's fault
+            metrics.errors.labels("runtime").inc()
+            return _error(500, f"the runtime failed: {type(e).__name__}: {first_line(e)}")
+        try:
+            response = JSONResponse({"outputs": {name: o.tolist() for name, o in zip(model.outputs, outputs)}})
+        except ValueError:      # JSON has no NaN or infinity
+            metrics.errors.labels("output_not_finite").inc()
+            return _error(500, "the model's outputs hold NaN or infinite values, which JSON cannot carry")
+        metrics.latency.observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/health")
+    async def health():
+        loaded = model.alive
+        return JSONResponse({"status": "ok" if loaded else "error", "checks": "passed", "model_loaded": loaded,
+                             "bundle": str(model.bundle.folder), "candidate": manifest.get("candidate"),
+                             "backend": manifest["backend"]["name"], "inputs": manifest["inputs"],
+                             "outputs": manifest["outputs"], "max_batch": model.max_batch},
+                            200 if loaded else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException):
+        if e.status_code == 404:
+            metrics.errors.labels("not_found").inc()
+            return _error(404, f"no such path {request.url.path[:100]}: this server answers POST /v1/predict, "
+                          "GET /health and GET /metrics")
+        if e.status_code == 405:
+            metrics.errors.labels("method_not_allowed").inc()
+            allowed = (e.headers or {}).get("Allow", "")
+            return _error(405, f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+                          e.headers)
+        metrics.errors.labels("http").inc()
+        return _error(e.status_code, first_line(Exception(e.detail)), e.headers)
+
+    app.add_middleware(_Guard, token=token, metrics=metrics)
+    return app
+
+
+def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None, max_batch: int = 1,
+          max_wait_ms: float = 2.0, token: str | None = None, max_body_mb: float = 32, max_samples: int = 1024,
+          announce=print) -> None:
+    """Check and load BUNDLE, then answer HTTP on host:port until interrupted (SIGINT or SIGTERM)."""
+    import uvicorn
+
+    if max_batch < 1 or max_samples < 1 or max_body_mb <= 0 or max_wait_ms < 0:
+        raise EdgemlError("--max-batch, --max-samples and --max-body-mb must be positive, --max-wait-ms at least 0")
+    metrics = Metrics()
+    model = ServedModel.load(bundle, threads or os.cpu_count() or 1, max_batch, max_wait_ms / 1000,
+                             metrics.observe_batch)
+    app = create_app(model, metrics, token, int(max_body_mb * (1 << 20)), max_samples)
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        raise EdgemlError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    bound = sock.getsockname()[1]
+    announce(f"serving {bundle} ({model.bundle.manifest.get('candidate')}) on http://{host}:{bound}: "
+             "POST /v1/predict, GET /health, GET /metrics")
+    if not token and not _loopback(host):
+        announce(f"warning: {host} is reachable from other machines and no --token is set")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
