@@ -1,5 +1,6 @@
-"""Shared fixtures: the digits CNN trained once per session, saved in every MODEL format; the CLI run
-in-process; a CPU with given features (assume_cpu)."""
+"""Shared fixtures: the digits CNN trained once per session, saved in every MODEL format; one optimize run of
+the digits example shared by the tests that only read it (demo_run); the CLI run in-process; a CPU with given
+features (assume_cpu)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def files(digits, tmp_path_factory) -> dict[str, Path]:
     np.savez(d / "calib.npz", input=digits.validation.inputs["input"], labels=digits.validation.labels)
     np.savez(d / "eval.npz", input=digits.test.inputs["input"], labels=digits.test.labels)
     return {p.name: p for p in d.iterdir()}
+
+
+DEMO = ("--example", "digits", "--target", "cpu", "--threads", "1", "--measure-seconds", "0.05")
+
+
+@pytest.fixture(scope="session")
+def demo_run(digits, tmp_path_factory):
+    """`edgeml optimize` (in this process) of the digits example with DEMO's settings and a cache of its own, empty
+    before: (cache folder, OUT, the run's stderr, DEMO). Its OUT is shared by the tests that only read it (the cache
+    tests' first run, the report tests): read it, or copy it before writing into it."""
+    from edgeml.cli import cli
+
+    tmp = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(cli, ["optimize", *DEMO, "--cache-dir", str(tmp / "cache"), "-o", str(tmp / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return tmp / "cache", tmp / "out", result.stderr, DEMO
 
 
 @pytest.fixture

@@ -132,7 +132,8 @@ def test_existing_out_needs_force(edgeml_cli, files, tmp_path):
     assert result.exit_code == 2 and "already exists" in result.stderr and "--force" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     result = edgeml_cli("optimize", files["digits.onnx"], "--calib-data", files["calib.npz"],
-                        "--eval-data", files["eval.npz"], "-o", out, "--force", "--measure-seconds", "0.05")
+                        "--eval-data", files["eval.npz"], "-o", out, "--force", "--precision", "fp32", "--threads", "1",
+                        "--measure-seconds", "0.05")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["bundle", "recipe.yaml", "report.json", "report.md"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -122,12 +122,15 @@ def _entries(cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, digits):
-    """Two identical runs sharing one cache: (cache folder, first run dir, its record, second run dir, record)."""
-    tmp = tmp_path_factory.mktemp("cached")
-    first = _optimize(tmp / "out1", tmp / "cache")
-    second = _optimize(tmp / "out2", tmp / "cache")
-    return tmp / "cache", tmp / "out1", first, tmp / "out2", second
+def two_runs(tmp_path_factory, demo_run):
+    """Two identical runs sharing one cache: (cache folder, first run dir, its record, second run dir, record).
+    The first is the session's demo_run (RUN, into a cache of its own that was empty before it)."""
+    cache, out1, stderr, settings = demo_run
+    assert settings == RUN
+    first = {**json.loads((out1 / "report.json").read_text()), "stderr": stderr}
+    out2 = tmp_path_factory.mktemp("cached") / "out2"
+    second = _optimize(out2, cache)
+    return cache, out1, first, out2, second
 
 
 def test_a_second_run_restores_the_export_and_every_build(two_runs):

@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from edgeml.compress.quantize.accuracy import SearchResult, Trial
 from edgeml.measure.evaluate import compare
@@ -20,14 +19,9 @@ EXTERNAL = re.compile(r"""(src|href)=["']?(https?:|//)|<link|<script|@import|url
 
 
 @pytest.fixture(scope="module")
-def run_dir(digits, tmp_path_factory):
-    from edgeml.cli import cli
-
-    out = tmp_path_factory.mktemp("report") / "digits"
-    result = CliRunner().invoke(cli, ["optimize", "--example", "digits", "-o", str(out), "--measure-seconds", "0.05",
-                                      "--threads", "1"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return out
+def run_dir(demo_run, tmp_path_factory):
+    """A copy of the session's optimize run of the digits example (demo_run): `edgeml report` writes into it."""
+    return shutil.copytree(demo_run[1], tmp_path_factory.mktemp("report") / "digits")
 
 
 def record(folder):
