@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.runner import batched
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
 from edgeml.inputs.data import Dataset
 
@@ -81,10 +82,13 @@ def run_with_accuracy_control(model, calibration: Dataset, validation: Dataset,
     import nncf
 
     def validate(compiled, items) -> tuple[float, list[float]]:
+        # each output read with one sample per row, as edgeml reads a model's outputs (a time-major [T, 1, C] output
+        # is one sample's [T, 1, C], not T rows)
+        run = batched(lambda feeds: compiled(feeds).to_tuple(), 1)
         index, outputs = [], []
         for i, feeds in items:
             index.append(i)
-            outputs.append(compiled(feeds).to_tuple())
+            outputs.append(run(feeds))
         scores = np.asarray(score(index, [np.concatenate(column) for column in zip(*outputs)]), dtype=np.float64)
         return float(scores.mean()), scores.tolist()
 

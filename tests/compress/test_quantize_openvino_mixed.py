@@ -251,3 +251,34 @@ def test_quantize_recovers_openvino_int8_within_the_budget(edgeml_cli, heavy, fi
     assert "FakeQuantize" in xml                                        # the shipped model is still INT8
     md = (out / "report.md").read_text()
     assert "## Accuracy budget: openvino-int8" in md and "quantize_with_accuracy_control, next to the search" in md
+
+
+class TimeMajor(nn.Module):
+    """A sequence model's layout: [time, batch, classes] out, batch fixed to 1 (ddddocr's OCR model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+
+    def forward(self, input):
+        return self.conv(input).permute(2, 0, 1)
+
+
+def test_accuracy_control_scores_a_time_major_output_one_sample_per_row(tmp_path):
+    from edgeml.inputs.data import Dataset
+
+    torch.manual_seed(0)
+    path = tmp_path / "time-major.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TimeMajor().eval(), (torch.randn(1, 4, 12),), str(path), dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    data = Dataset({"input": np.random.default_rng(0).standard_normal((8, 4, 12)).astype(np.float32)}, None, "noise")
+    seen = []
+
+    def score(index, outputs):
+        seen.append((len(index), outputs[0].shape))
+        return np.ones(len(index))
+
+    ov_quant.run_with_accuracy_control(read_onnx(path), data, data, score, max_drop=1.0)
+    assert seen and all(shape == (count, 12, 1, 6) for count, shape in seen), seen
