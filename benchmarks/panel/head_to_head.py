@@ -17,22 +17,14 @@ import sys
 from pathlib import Path
 
 from benchmarks.panel.peers import batch_of
+from edgeml.bundle.folder import Bundle
 from edgeml.inputs.data import load_npz
 from edgeml.measure.latency import MeasureConfig
 from edgeml.measure.paired_timing import interleave, round_speedup, summarize
-from edgeml.runtimes import BACKENDS
-from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.onnxruntime import OrtRunner
 from edgeml.runtimes.openvino import OpenVinoRunner
 
 EDGEML = "edgeml"
-
-
-def open_bundle(bundle: Path, threads: int):
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    artifact = Artifact(manifest["backend"]["name"], manifest["precision"], bundle, manifest["entry"],
-                        manifest.get("runtime_config") or {})
-    return BACKENDS[artifact.backend].open(artifact, threads)
 
 
 def open_peer(model: Path, threads: int):
@@ -42,7 +34,7 @@ def open_peer(model: Path, threads: int):
 
 def run(spec: dict) -> dict:
     threads = spec["threads"]
-    runners = {EDGEML: open_bundle(Path(spec["bundle"]), threads)}
+    runners = {EDGEML: Bundle.open(spec["bundle"]).open_runner(threads)}
     runners.update({name: open_peer(Path(path), threads) for name, path in spec["peers"].items()})
     batch, fixed = batch_of(Path(spec["model"]))
     feeds = load_npz(Path(spec["eval"])).feeds(0, batch if fixed else 1)

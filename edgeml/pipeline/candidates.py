@@ -109,9 +109,14 @@ def build_candidates(ctx: RunContext, candidates: list[Candidate], *,
                 if fatal(e, ctx.debug):
                     raise
                 row.status = "failed"
-                row.reason = first_line(e) if isinstance(e, TimeLimit) else f"{type(e).__name__}: {first_line(e)}"
+                row.reason = failure_reason(e)
                 step.fail(row.reason)
     return repairs
+
+
+def failure_reason(e: Exception) -> str:
+    """A failed row's reason: a time limit's own message, else the error's type and first line."""
+    return first_line(e) if isinstance(e, TimeLimit) else f"{type(e).__name__}: {first_line(e)}"
 
 
 def original_artifact(model: Path, folder: Path) -> Artifact:

@@ -15,13 +15,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
 from edgeml.pipeline import plan
-from edgeml.pipeline.candidates import fatal
+from edgeml.pipeline.candidates import failure_reason, fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
-from edgeml.pipeline.time_limit import TimeLimit
 from edgeml.report.record import Row
 from edgeml.runtimes.base import Artifact
 from edgeml.targets.base import BuildContext, Candidate
@@ -90,7 +88,7 @@ def _build_row(ctx: RunContext, candidate: Candidate, row: Row, train: Dataset) 
             if fatal(e, ctx.debug):
                 raise
             qat_row.status = "failed"
-            qat_row.reason = first_line(e) if isinstance(e, TimeLimit) else f"{type(e).__name__}: {first_line(e)}"
+            qat_row.reason = failure_reason(e)
             step.fail(qat_row.reason)
             return {"stopped": f"failed: {qat_row.reason}", "seconds": round(time.monotonic() - started, 3)}
     return {"row": name, "notes": list(artifact.notes), "drop": qat_row.quality_drop,
