@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--evaluation", type=int, default=200, help="evaluation samples per model (default 200)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed to each edgeml run (default 1200)")
     parser.add_argument("--peer-timeout", type=float, default=600, help="seconds allowed to each peer (default 600)")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="alternating rounds of the head-to-head timing of edgeml and the peers (default 5)")
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="alternating rounds of the head-to-head timing of edgeml and the peers (default 9)")
     parser.add_argument("--no-peers", action="store_true", help="run edgeml only")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgeml-panel",
                         help="wheels, model files and work folders (default ~/.cache/edgeml-panel)")
@@ -157,7 +157,7 @@ def run_edgeml(entry: Entry, model: Path, files: dict, work: Path, metric: str, 
         command += ["--input-shape", shape]
     print("-- " + " ".join(shlex.quote(c) for c in command), flush=True)
     started = time.perf_counter()
-    failure = _subprocess([sys.executable, "-m", "edgeml", "--debug"] + command[1:], cwd, args.timeout)
+    failure = _subprocess([sys.executable, "-m", "edgeml"] + command[1:], cwd, args.timeout)
     result = {"command": " ".join(shlex.quote(c) for c in command), "wall_seconds":
               round(time.perf_counter() - started, 1), "left_in_cwd": sorted(p.name for p in cwd.iterdir())}
     if failure is not None:

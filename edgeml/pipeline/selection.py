@@ -10,12 +10,17 @@ p50 is within `CLOSE` of the fastest are timed again together, in alternating ro
 and one counts as faster than another only when the lower end of its speed-up's 95% CI is above
 `FASTER`. The speed-up is the median of the rounds' own ratios (each round times the rows back to back, so
 the load of a shared machine, which changes between rounds, cancels out), its CI a bootstrap over rounds.
-Rows that are not faster than each other are tied, and the tie goes to the higher quality, then the simpler
-precision (fp32, then fp16/bf16, then int8, then int4), then the smaller file, then the original model (for
-an ONNX input it is a candidate in its own right, its bytes unchanged).
+Rows that are not faster than each other are tied, and the tie goes to the higher quality (a difference under
+`QUALITY_RESOLUTION` of the budget is none: a cosine 0.99512 against 0.99510 is not a better model), then the
+simpler precision (fp32, then fp16/bf16, then int8, then int4), then the original model (for an ONNX input it is
+a candidate in its own right, its bytes unchanged), then the lower p50 of the alternating rounds (an INT8 model
+whose float remainder runs in bf16 against the same model in fp32: nothing else tells them apart), then the
+smaller file.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from edgeml.measure.paired_timing import round_speedup
 from edgeml.profiles import Profile
@@ -29,6 +34,7 @@ MOST_CONTENDERS = 4   # at most this many of them (the fastest)
 # twenty between two equal rows, and a gain under 2% is not worth a less precise model.
 FASTER = 1.02
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2, "int4": 3}
+QUALITY_RESOLUTION = 0.01   # quality differences under this fraction of the budget do not order tied rows
 
 
 def select(rows: list[Row], max_drop: float, metric: str, profile: Profile | None = None, *,
@@ -101,10 +107,20 @@ def contenders(rows: list[Row], max_drop: float, *, original_eligible: bool = Fa
     return chosen
 
 
-def preference(row: Row, metric: str) -> tuple:
-    """Sort key among tied rows: higher quality, simpler precision, smaller file, the original, the name."""
-    precision = max(PRECISION_ORDER.get(part, len(PRECISION_ORDER)) for part in row.precision.split("+"))
-    return (-row.metrics[metric], precision, row.size_bytes or 0, row.role != "reference", row.name)
+def preference(rows: list[Row], metric: str, max_drop: float, paired: dict) -> Callable[[Row], tuple]:
+    """Sort key among the tied `rows`: higher quality (to QUALITY_RESOLUTION of `max_drop`), simpler precision, the
+    original, lower p50 in `paired`, smaller file, the name."""
+    best = max(r.metrics[metric] for r in rows)
+
+    def key(row: Row) -> tuple:
+        quality = row.metrics[metric]
+        return (0.0 if quality >= best - QUALITY_RESOLUTION * max_drop else best - quality, _precision(row),
+                row.role != "reference", paired[row.name]["p50_ms"], row.size_bytes or 0, row.name)
+    return key
+
+
+def _precision(row: Row) -> int:
+    return max(PRECISION_ORDER.get(part, len(PRECISION_ORDER)) for part in row.precision.split("+"))
 
 
 def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tuple[Row, dict, str]:
@@ -114,10 +130,11 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
     fastest = min(paired, key=lambda name: paired[name]["p50_ms"])
     versus = {name: round_speedup(paired[name], paired[fastest]) for name in paired if name != fastest}
     tied = [fastest] + [name for name, s in versus.items() if s["ci95"][0] <= FASTER]
-    chosen = min((by_name[name] for name in tied), key=lambda r: preference(r, metric))
+    prefer = preference([by_name[name] for name in tied], metric, max_drop, paired)
+    chosen = min((by_name[name] for name in tied), key=prefer)
     record = {
         "rounds": len(paired[fastest]["round_p50_ms"]), "faster_above": FASTER, "fastest": fastest,
-        "tied": sorted(tied, key=lambda name: preference(by_name[name], metric)),
+        "tied": sorted(tied, key=lambda name: prefer(by_name[name])),
         "rows": {name: {"p50_ms": s["p50_ms"], "p50_ci95_ms": s["p50_ci95_ms"], "round_p50_ms": s["round_p50_ms"],
                         "speedup_of_fastest": None if name == fastest else
                         {"ratio": versus[name]["ratio"], "ci95": versus[name]["ci95"]}}
@@ -131,9 +148,8 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
                   f"and {within}: {against}")
         return chosen, record, reason
     s = versus[chosen.name]
-    why = "it has the higher quality" if chosen.metrics[metric] > by_name[fastest].metrics[metric] else \
-        "its precision is simpler" if preference(chosen, metric)[1] < preference(by_name[fastest], metric)[1] else \
-        "it is the original model" if chosen.role == "reference" else "its file is smaller"
+    why = "it has the higher quality" if prefer(chosen)[0] < prefer(by_name[fastest])[0] else \
+        "its precision is simpler" if _precision(chosen) < _precision(by_name[fastest]) else "it is the original model"
     reason = (f"{chosen.name} and {fastest} are {_tie(s)} (speed-up of {fastest} {s['ratio']:.2f}x, 95% CI "
               f"{s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}, {record['rounds']} alternating rounds); the tie goes to "
               f"{chosen.name}: {why}; {within}")

@@ -80,6 +80,19 @@ def test_a_tie_goes_to_the_higher_quality_then_the_simpler_precision():
     assert summary["candidate"] == "fp32"
 
 
+def test_a_quality_difference_far_below_the_budget_does_not_settle_a_tie():
+    # the same INT8 model with its float remainder in fp32 or in bf16: a cosine apart in the fifth decimal
+    rows = [row("int8", 1.0, 0.99512, 0.0049, precision="int8"), row("int8-bf16", 1.0, 0.99510, 0.0049,
+                                                                       precision="int8+bf16")]
+    summary = select(rows, 0.01, "accuracy", paired={"int8": timed(1.0, 0.05), "int8-bf16": timed(0.99, 0.05, seed=1)})
+    assert summary["candidate"] == "int8-bf16" and sorted(summary["paired"]["tied"]) == ["int8", "int8-bf16"]
+    for r in rows:
+        r.selected = False
+    rows[0].metrics["accuracy"] = 0.99612               # a tenth of the budget better: that settles it
+    assert select(rows, 0.01, "accuracy", paired={"int8": timed(1.0, 0.05),
+                                                  "int8-bf16": timed(0.99, 0.05, seed=1)})["candidate"] == "int8"
+
+
 def test_the_original_onnx_model_is_shipped_when_nothing_beats_it():
     original = Row("original", "onnxruntime", "fp32", "reference", metrics={"accuracy": 0.99}, quality_drop=0.0,
                    latency={"p50_ms": 1.0}, size_bytes=100)
