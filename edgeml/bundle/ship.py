@@ -56,44 +56,46 @@ class ShipResult:
     remote_check: str | None = None   # the output of `run.py --check` there (--verify-remote)
 
 
-def parse_destination(text: str) -> Destination:
-    """`ssh://[user@]host[:port]/path` or a local folder."""
+def parse_destination(text: str, what: str = "--to") -> Destination:
+    """`ssh://[user@]host[:port]/path` or a local folder; `what` names the setting in error messages."""
     if "://" not in text:
         return Destination(str(Path(text).expanduser()))
     url = urlsplit(text)
     if url.scheme != "ssh":
-        raise EdgemlError(f"--to {text}: use ssh://user@host[:port]/path or a local folder")
+        raise EdgemlError(f"{what} {text}: use ssh://user@host[:port]/path or a local folder")
     try:
         port = url.port
     except ValueError:
-        raise EdgemlError(f"--to {text}: the port must be a number from 1 to 65535") from None
+        raise EdgemlError(f"{what} {text}: the port must be a number from 1 to 65535") from None
     host, user, path = url.hostname, url.username and unquote(url.username), unquote(url.path)
     if not host or host.startswith("-") or (user or "").startswith("-"):
-        raise EdgemlError(f"--to {text}: no usable host; use ssh://user@host[:port]/path")
+        raise EdgemlError(f"{what} {text}: no usable host; use ssh://user@host[:port]/path")
     if url.password is not None or url.query or url.fragment:
-        raise EdgemlError(f"--to {text}: no password, query or fragment; use -i/--identity for the key")
+        raise EdgemlError(f"{what} {text}: no password, query or fragment; use -i/--identity for the key")
     if path in ("", "/"):
-        raise EdgemlError(f"--to {text}: give the folder on the device, e.g. ssh://{url.netloc}/opt/models")
+        raise EdgemlError(f"{what} {text}: give the folder on the device, e.g. ssh://{url.netloc}/opt/models")
     return Destination(path, host, user, port)
 
 
-def ship(bundle: Path | str, to: str, *, identity: Path | str | None = None, ssh_options: dict[str, str] | None = None,
-         verify_remote: bool = False, transfer: str = "auto") -> ShipResult:
-    """Copy BUNDLE into the folder `to` names (as BUNDLE's own name there) and verify it by sha256.
+def ship(bundle: Path | str, to: str | Destination, *, identity: Path | str | None = None,
+         ssh_options: dict[str, str] | None = None, verify_remote: bool = False, transfer: str = "auto",
+         name: str | None = None) -> ShipResult:
+    """Copy BUNDLE into the folder `to` names (as `name` there, default BUNDLE's own name) and verify it by sha256.
 
     `transfer`: auto (rsync when both ends have it, else scp), or rsync / scp to insist on one.
     Raises EdgemlError naming the files that differ, or when the device cannot be reached.
     """
     bundle = Path(bundle).resolve()
+    name = name or bundle.name
     expected = _expected_hashes(Bundle.open(bundle, fields=True))
-    target = parse_destination(to)
+    target = to if isinstance(to, Destination) else parse_destination(to)
     if transfer not in TRANSFERS:
         raise EdgemlError(f"transfer {transfer!r}: use one of {', '.join(TRANSFERS)}")
-    ssh = None if target.host is None else _Ssh(target, identity, ssh_options or {})
+    ssh = None if target.host is None else Ssh(target, identity, ssh_options or {})
     if ssh is None:
-        result = _copy_local(bundle, Path(target.path) / bundle.name, expected)
+        result = _copy_local(bundle, Path(target.path) / name, expected)
     else:
-        result = ssh.ship(bundle, expected, transfer)
+        result = ssh.ship(bundle, name, expected, transfer)
     _check(result, expected)
     if verify_remote:
         result.remote_check = _reference_check(bundle, result.destination, ssh)
@@ -143,7 +145,7 @@ def _copy_local(bundle: Path, folder: Path, expected: dict[str, str]) -> ShipRes
     return result
 
 
-class _Ssh:
+class Ssh:
     """ssh, scp and rsync argument lists for one destination."""
 
     def __init__(self, target: Destination, identity: Path | str | None, options: dict[str, str]):
@@ -161,17 +163,17 @@ class _Ssh:
 
     def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run `command` (a remote shell line, built with shlex.quote) on the device."""
-        done = _run([*self.ssh_args(), "--", self.target.login, command])
+        done = run_tool([*self.ssh_args(), "--", self.target.login, command])
         if done.returncode == 255:
             raise EdgemlError(f"cannot reach {self.target.login} over ssh"
                               f"{f' (port {self.target.port})' if self.target.port else ''}: "
-                              f"{_last_line(done.stderr) or 'ssh exited 255'}")
+                              f"{last_line(done.stderr) or 'ssh exited 255'}")
         if check and done.returncode != 0:
-            raise EdgemlError(f"on {self.target.host}, `{command}` failed: {_last_line(done.stderr)}")
+            raise EdgemlError(f"on {self.target.host}, `{command}` failed: {last_line(done.stderr)}")
         return done
 
-    def ship(self, bundle: Path, expected: dict[str, str], transfer: str) -> ShipResult:
-        folder = f"{self.target.path.rstrip('/')}/{bundle.name}"
+    def ship(self, bundle: Path, name: str, expected: dict[str, str], transfer: str) -> ShipResult:
+        folder = f"{self.target.path.rstrip('/')}/{name}"
         self.run(f"mkdir -p -- {shlex.quote(folder)}")
         if transfer == "auto":
             remote_rsync = self.run("command -v rsync", check=False).returncode == 0
@@ -206,10 +208,10 @@ class _Ssh:
         args = ["rsync", "--recursive", "--links", "--perms", "--times", "--partial", "--checksum",
                 "--itemize-changes", "--protect-args", "-e", shlex.join(self.ssh_args()),
                 f"{bundle}/", f"{self.target.login}:{folder}/"]
-        done = _run(args)
+        done = run_tool(args)
         if done.returncode != 0:
             raise EdgemlError(f"rsync to {self.target.host} failed (exit {done.returncode}): "
-                              f"{_last_line(done.stderr)}; run ship again to resume")
+                              f"{last_line(done.stderr)}; run ship again to resume")
         return [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line[:2] in ("<f", ">f")]
 
     def _scp(self, bundle: Path, folder: str, paths: list[str]) -> None:
@@ -218,30 +220,30 @@ class _Ssh:
             self.run("mkdir -p -- " + " ".join(shlex.quote(f"{folder}/{d}") for d in subfolders))
         port = ["-P", str(self.target.port)] if self.target.port else []
         for rel in paths:
-            done = _run(["scp", "-q", "-p", *port, *self.options, "--", str(bundle / rel),
-                         f"{self.target.login}:{folder}/{rel}"])
+            done = run_tool(["scp", "-q", "-p", *port, *self.options, "--", str(bundle / rel),
+                             f"{self.target.login}:{folder}/{rel}"])
             if done.returncode != 0:
-                raise EdgemlError(f"scp of {rel} to {self.target.host} failed: {_last_line(done.stderr)}; "
+                raise EdgemlError(f"scp of {rel} to {self.target.host} failed: {last_line(done.stderr)}; "
                                   "run ship again to resume")
 
 
-def _reference_check(bundle: Path, destination: Destination, ssh: _Ssh | None) -> str:
+def _reference_check(bundle: Path, destination: Destination, ssh: Ssh | None) -> str:
     """Run the bundle's `run.py --check` where it was copied; its output, or why none ran."""
     if not (bundle / "run.py").is_file():
         return ("not run: this bundle has no run.py (bundles from `edgeml pack` carry one), so there is no "
                 "reference check to run on the device")
     if ssh is None:
-        done = _run([sys.executable, "run.py", "--check"], cwd=destination.path)
+        done = run_tool([sys.executable, "run.py", "--check"], cwd=destination.path)
     else:
         done = ssh.run(f"cd {shlex.quote(destination.path)} && python3 run.py --check", check=False)
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
         raise EdgemlError(f"the reference check on {destination.host or 'this machine'} failed (exit "
-                          f"{done.returncode}): {_last_line(output)}")
+                          f"{done.returncode}): {last_line(output)}")
     return output
 
 
-def _run(args: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_tool(args: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run a tool; when interrupted, stop it with SIGTERM so that rsync keeps what it sent (--partial)."""
     try:
         process = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -260,6 +262,6 @@ def _run(args: list[str], cwd: str | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,40 +13,6 @@ import pytest
 from edgeml.bundle.ship import parse_destination, ship
 from edgeml.errors import EdgemlError
 from edgeml.hashing import sha256_file
-
-SSHD = Path("/usr/sbin/sshd")
-needs_sshd = pytest.mark.skipif(not SSHD.exists(), reason="OpenSSH server not installed (/usr/sbin/sshd); "
-                                                          ".ci/run installs it with apt-get")
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """sshd on a free loopback port, with a throwaway host key and a user key for the current user."""
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    shutil.copy(d / "user_key.pub", d / "authorized_keys")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no", "UsePAM no",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-        "Subsystem sftp internal-sftp", ""]))
-    Path("/run/sshd").mkdir(exist_ok=True)       # privilege separation folder sshd insists on
-    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
-    options = {"StrictHostKeyChecking": "no", "UserKnownHostsFile": "/dev/null", "BatchMode": "yes",
-               "LogLevel": "ERROR"}
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "identity": d / "user_key", "options": options,
-           "port": port}
-    server.terminate()
-    server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -81,7 +44,6 @@ def _seed(bundle: Path, folder: Path) -> None:
     (folder / "model.onnx").write_bytes(data[: len(data) // 3])
 
 
-@needs_sshd
 @pytest.mark.parametrize("transfer", ["rsync", "scp"])
 def test_ship_resumes_and_sends_only_missing_or_truncated_files(tmp_path, bundle, sshd, transfer):
     if transfer == "rsync" and not shutil.which("rsync"):
@@ -102,7 +64,6 @@ def test_ship_resumes_and_sends_only_missing_or_truncated_files(tmp_path, bundle
     assert again.sent == [] and again.verified == 4
 
 
-@needs_sshd
 def test_ship_cli_over_ssh_reports_sent_files_and_missing_run_py(tmp_path, bundle, sshd, edgeml_cli):
     remote = tmp_path / "dev ice"                 # a space: remote paths must be quoted for the remote shell
     _seed(bundle, remote / bundle.name)
@@ -114,7 +75,6 @@ def test_ship_cli_over_ssh_reports_sent_files_and_missing_run_py(tmp_path, bundl
     assert "no run.py" in result.output
 
 
-@needs_sshd
 def test_verify_remote_runs_run_py_check_there(tmp_path, bundle, sshd, edgeml_cli):
     (bundle / "run.py").write_text("import sys\nassert sys.argv[1:] == ['--check']\nprint('reference check: ok')\n")
     result = _ship_cli(edgeml_cli, bundle, f"{sshd['url']}{tmp_path}", sshd, "--verify-remote")

@@ -1,0 +1,109 @@
+"""The release layout of `edgeml rollout` on one device, in a local folder or over SSH.
+
+    DEST/releases/<bundle id>/   a bundle, shipped and verified by `edgeml ship`'s machinery
+    DEST/current -> releases/<id>   what the device runs
+    DEST/previous -> releases/<id>  what `current` was before the last switch (`--rollback` returns to it)
+
+Both links are relative, so DEST can move. Each changes in one rename: a new link under a temporary
+name, renamed over the old one (os.replace here, `mv -T` over SSH), so a reader always finds either
+the old release or the new one, never no link. Every remote command is built with shlex.quote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+from edgeml.bundle.fleet import Device
+from edgeml.bundle.folder import MANIFEST
+from edgeml.bundle.ship import ShipResult, Ssh, last_line, run_tool, ship
+from edgeml.errors import EdgemlError, first_line
+from edgeml.hashing import sha256_file
+
+RELEASES, CURRENT, PREVIOUS = "releases", "current", "previous"
+ID_LENGTH = 12
+TIMING_SCRIPT = Path(__file__).with_name("device_timing.py")
+
+
+def bundle_id(bundle: Path) -> str:
+    """A bundle's release name: the start of its manifest's sha256 (the manifest lists every file's sha256)."""
+    return sha256_file(Path(bundle) / MANIFEST)[:ID_LENGTH]
+
+
+def release_of(link: str | None) -> str | None:
+    """The release id a `current`/`previous` link target names."""
+    return None if link is None else PurePosixPath(link).name
+
+
+class DeviceFolder:
+    """DEST of one device: ship releases into it, run the device's Python in a release, switch its links."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.root = device.destination.path.rstrip("/") or "/"
+        self.ssh = Ssh(device.destination, device.identity, device.ssh_options) if device.remote else None
+
+    def ship(self, bundle: Path, release: str) -> ShipResult:
+        releases = replace(self.device.destination, path=f"{self.root}/{RELEASES}")
+        return ship(bundle, releases, identity=self.device.identity, ssh_options=self.device.ssh_options,
+                    name=release)
+
+    def links(self) -> tuple[str | None, str | None]:
+        """The targets of `current` and `previous` (None where there is no such link)."""
+        if self.ssh is None:
+            return tuple(os.readlink(p) if os.path.islink(p) else None
+                         for p in (os.path.join(self.root, CURRENT), os.path.join(self.root, PREVIOUS)))
+        done = self.ssh.run(f"cd -- {shlex.quote(self.root)} 2>/dev/null || exit 0; "
+                            f'printf "%s\\n" "$(readlink {CURRENT})" "$(readlink {PREVIOUS})"')
+        lines = done.stdout.split("\n")
+        return tuple((lines[i] or None) if i < len(lines) else None for i in (0, 1))
+
+    def has(self, link: str) -> bool:
+        """Whether the release `link` points at (relative to DEST) is there."""
+        path = f"{self.root}/{link}"
+        if self.ssh is None:
+            return os.path.isfile(os.path.join(path, MANIFEST))
+        return self.ssh.run(f"test -f {shlex.quote(f'{path}/{MANIFEST}')}", check=False).returncode == 0
+
+    def point(self, links: dict[str, str]) -> None:
+        """Point each link name (current, previous) at its target, each in one rename, in the order given."""
+        if self.ssh is None:
+            for name, target in links.items():
+                temporary = os.path.join(self.root, f".{name}.new")
+                try:
+                    if os.path.lexists(temporary):
+                        os.unlink(temporary)
+                    os.symlink(target, temporary)
+                    os.replace(temporary, os.path.join(self.root, name))
+                except OSError as e:
+                    raise EdgemlError(f"cannot switch {self.root}/{name}: {e.strerror or first_line(e)}") from None
+            return
+        steps = [f"cd -- {shlex.quote(self.root)}"]
+        for name, target in links.items():
+            steps.append(f"ln -sfn -- {shlex.quote(target)} .{name}.new && mv -T -- .{name}.new {name}")
+        self.ssh.run(" && ".join(steps))
+
+    def check(self, release: str) -> tuple[bool, str]:
+        """The bundle's `run.py --check` in the release, with the device's Python: (passed, its output)."""
+        done = self._python(release, ["run.py", "--check"])
+        output = (done.stdout + done.stderr).strip()
+        return done.returncode == 0, output or f"run.py --check exited {done.returncode} without output"
+
+    def time(self, release: str, seconds: float, threads: int | None) -> dict:
+        """The release's on-device latency (device_timing.py with the bundle's run.py); EdgemlError if it fails."""
+        args = ["-c", TIMING_SCRIPT.read_text(), f"{seconds:g}", *([str(threads)] if threads else [])]
+        done = self._python(release, args)
+        try:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise EdgemlError(f"the timing failed (exit {done.returncode}): "
+                              f"{last_line(done.stderr) or last_line(done.stdout) or 'no output'}") from None
+
+    def _python(self, release: str, args: list[str]):
+        folder = f"{self.root}/{RELEASES}/{release}"
+        if self.ssh is None:
+            return run_tool([self.device.python, *args], cwd=folder)
+        return self.ssh.run(f"cd -- {shlex.quote(folder)} && {shlex.join([self.device.python, *args])}", check=False)

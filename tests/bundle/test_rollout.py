@@ -1,0 +1,212 @@
+"""`edgeml rollout` to a fleet of three devices, three folders behind a real OpenSSH server on loopback (and,
+cheaper, local folders): real digits bundles, canaries, the release links, rollback and the JSON lines log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import edgeml
+from edgeml.bundle.reference import read_reference, write_reference
+from edgeml.bundle.releases import bundle_id
+from edgeml.hashing import sha256_file
+
+DEVICES = ("dev-1", "dev-2", "dev-3")
+HOMES = "device homes"            # the devices' folders: a space, which the remote shell must get quoted
+GENEROUS = {"max_latency_ratio": 50, "measure_seconds": 0.05}   # tiny model, busy machine: test the mechanics
+
+
+@pytest.fixture(scope="module")
+def runs(digits, tmp_path_factory) -> dict[str, Path]:
+    """Two optimize runs of the digits example (OUT folders: bundle/ beside report.json), and a broken copy of the
+    int8 one: its reference outputs negated and the manifest re-hashed, so its files verify but its check fails."""
+    out = tmp_path_factory.mktemp("rollout-runs")
+    for name, settings in {"fp32": {"precision": "fp32"}, "int8": {"precision": "int8", "quantizer": "ort"}}.items():
+        edgeml.optimize(example="digits", out=out / name, threads=1, measure_seconds=0.05, **settings)
+    bad = shutil.copytree(out / "int8", out / "bad") / "bundle"
+    inputs, outputs, tolerance = read_reference(bad / "reference.npz")
+    write_reference(bad / "reference.npz", inputs, {k: -v for k, v in outputs.items()}, tolerance)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["path"] == "reference.npz":
+            f["sha256"], f["size"] = sha256_file(bad / "reference.npz"), (bad / "reference.npz").stat().st_size
+    (bad / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return {name: out / name / "bundle" for name in ("fp32", "int8", "bad")}
+
+
+def ssh_fleet(tmp_path: Path, sshd: dict, **thresholds) -> Path:
+    """fleet.yaml: three devices, folders of tmp_path/devices reached over ssh; their run.py runs with this Python."""
+    devices = [{"name": name, "to": f"{sshd['url']}{tmp_path / HOMES / name}", "identity": str(sshd["identity"]),
+                "ssh_options": sshd["options"], "python": sys.executable, "threads": 1} for name in DEVICES]
+    return _write(tmp_path, {"devices": devices, "thresholds": {**GENEROUS, **thresholds}})
+
+
+def local_fleet(tmp_path: Path, **thresholds) -> Path:
+    devices = [{"name": name, "to": f"{HOMES}/{name}"} for name in DEVICES]
+    return _write(tmp_path, {"devices": devices, "thresholds": {**GENEROUS, **thresholds}})
+
+
+def _write(tmp_path: Path, fleet: dict) -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet))
+    return path
+
+
+def links(tmp_path: Path, name: str) -> tuple[str | None, str | None]:
+    """What `current` and `previous` of a device point at (loopback: its folder is here too)."""
+    folder = tmp_path / HOMES / name
+    return tuple(os.readlink(folder / link) if (folder / link).is_symlink() else None
+                 for link in ("current", "previous"))
+
+
+def log_of(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "edgeml-rollout" / "rollout.jsonl").read_text().splitlines()]
+
+
+def steps(records: list[dict], run: str) -> list[tuple[str, str | None, str]]:
+    return [(r["step"], r.get("device"), r["outcome"]) for r in records if r["run"] == run and "device" in r]
+
+
+def test_rollout_canary_first_then_the_fleet_then_rollback(tmp_path, runs, sshd, edgeml_cli):
+    fleet = ssh_fleet(tmp_path, sshd)
+    first, second = bundle_id(runs["fp32"]), bundle_id(runs["int8"])
+
+    result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"rolled out {first} (onnxruntime-fp32) to 3 device(s)" in result.output
+    for name in DEVICES:
+        assert links(tmp_path, name) == (f"releases/{first}", None)
+        assert sha256_file(tmp_path / HOMES / name / "current" / "model.onnx") == \
+            sha256_file(runs["fp32"] / "model.onnx")
+    records = log_of(tmp_path)
+    run = records[0]["run"]
+    assert records[0]["step"] == "start" and records[0]["canaries"] == ["dev-1"] and records[-1]["step"] == "end"
+    assert steps(records, run) == [
+        *[("state", n, "ok") for n in DEVICES],
+        ("ship", "dev-1", "ok"), ("check", "dev-1", "ok"), ("profile", "dev-1", "ok"), ("compare", "dev-1", "ok"),
+        ("switch", "dev-1", "ok"),
+        *[(step, n, "ok") for n in DEVICES[1:] for step in ("ship", "check", "switch")]]
+    compare = next(r for r in records if r["step"] == "compare")
+    assert compare["ratio"] == pytest.approx(compare["device_p50_ms"] / compare["build_p50_ms"])
+    assert all(r["started"] <= r["finished"] for r in records if "started" in r)
+    assert records[-1]["running"] == {n: first for n in DEVICES}
+
+    result = edgeml_cli("rollout", runs["int8"], "--fleet", fleet, "--canary", "2")
+    assert result.exit_code == 0, result.output + result.stderr
+    for name in DEVICES:
+        assert links(tmp_path, name) == (f"releases/{second}", f"releases/{first}")
+
+    result = edgeml_cli("rollout", "--fleet", fleet, "--rollback")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"rolled back: dev-1, dev-2, dev-3 run {first}" in result.output
+    for name in DEVICES:
+        assert links(tmp_path, name) == (f"releases/{first}", f"releases/{second}")
+    assert [r["outcome"] for r in log_of(tmp_path) if r["step"] == "rollback"] == ["ok"] * 3
+
+
+def test_a_failing_canary_changes_no_device(tmp_path, runs, sshd, edgeml_cli):
+    good, bad = bundle_id(runs["fp32"]), bundle_id(runs["bad"])
+    # the same device folders as local folders: the quicker way to put every device on the good bundle first
+    assert edgeml_cli("rollout", runs["fp32"], "--fleet", local_fleet(tmp_path), "--canary", "3").exit_code == 0
+    fleet = ssh_fleet(tmp_path, sshd)
+    before = len(log_of(tmp_path))
+
+    result = edgeml_cli("rollout", runs["bad"], "--fleet", fleet)
+    assert result.exit_code == 1
+    closing = result.output.strip().splitlines()[-2]
+    assert closing.startswith("FAILED: canary dev-1 failed: check: run.py --check: output: FAILED: max error")
+    assert closing.endswith("no device was switched, each stays on its previous release")
+    for name in DEVICES:
+        assert links(tmp_path, name) == (f"releases/{good}", None)
+    assert (tmp_path / HOMES / "dev-1" / "releases" / bad).is_dir()          # shipped to the canary only
+    assert not any((tmp_path / HOMES / n / "releases" / bad).exists() for n in DEVICES[1:])
+    records = log_of(tmp_path)[before:]
+    print("\n".join(json.dumps(r) for r in records))          # the canary-failure rollout's log
+    assert steps(records, records[0]["run"]) == [
+        *[("state", n, "ok") for n in DEVICES], ("ship", "dev-1", "ok"), ("check", "dev-1", "failed")]
+    assert records[-1]["outcome"] == "failed" and records[-1]["running"] == {n: good for n in DEVICES}
+
+
+def test_local_folders_latency_gate_and_rollback_without_previous(tmp_path, runs, edgeml_cli):
+    fleet = local_fleet(tmp_path, max_latency_ratio=1e-6)
+    result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet, "-o", tmp_path / "edgeml-rollout")
+    assert result.exit_code == 1
+    assert "dev-1: compare: failed: p50" in result.output and "(at most 1e-06x)" in result.output
+    assert all(links(tmp_path, name) == (None, None) for name in DEVICES)
+
+    result = edgeml_cli("rollout", "--fleet", fleet, "--rollback")
+    assert result.exit_code == 0
+    assert result.output.count("rollback: skipped: no previous release: left on nothing") == 3
+
+    alone = shutil.copytree(runs["fp32"], tmp_path / "alone" / "bundle")            # no report.json beside it
+    result = edgeml_cli("rollout", alone, "--fleet", local_fleet(tmp_path), "--canary", "3")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"latency check skipped: no report.json beside the bundle ({alone.parent / 'report.json'})" in result.output
+    assert result.output.count("compare: skipped: latency check skipped") == 3
+    assert all(links(tmp_path, name)[0] == f"releases/{bundle_id(alone)}" for name in DEVICES)
+
+
+def test_an_unreachable_device_stops_the_rollout_before_anything_changes(tmp_path, runs, edgeml_cli):
+    with socket.socket() as s:                   # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fleet = _write(tmp_path, {"devices": [{"name": "dev-1", "to": f"{HOMES}/dev-1"},
+                                          {"name": "dev-2", "to": f"ssh://nobody@127.0.0.1:{port}/srv",
+                                           "ssh_options": {"BatchMode": "yes"}}]})
+    result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet)
+    assert result.exit_code == 1
+    assert "FAILED: cannot read the state of dev-2 (state: cannot reach nobody@127.0.0.1 over ssh" in result.output
+    assert "nothing was changed" in result.output and not (tmp_path / HOMES).exists()
+
+
+def test_every_fleet_problem_is_one_line(tmp_path, edgeml_cli):
+    bundle = tmp_path / "bundle"                    # the fleet file and the options are checked before the bundle
+    fleet = _write(tmp_path, {
+        "devices": [{"name": "a", "to": "pi@10.0.0.5:/opt/models"},
+                    {"name": "b", "to": "ftp://host/x", "threads": 0},
+                    {"name": "c", "to": "c", "identity": "nope.key", "colour": "red"},
+                    {"name": "d", "to": "d"}, {"name": "d", "to": "e"}],
+        "thresholds": {"max_latency_ratio": -1, "speed": 2}, "extra": 1})
+    result = edgeml_cli("rollout", bundle, "--fleet", fleet)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith(f"error: {fleet}: ") for line in lines)
+    for expected in ["unknown key 'extra'", "devices[0] (a): to pi@10.0.0.5:/opt/models: write it as "
+                     "ssh://pi@10.0.0.5/opt/models", "devices[1] (b): to ftp://host/x: use ssh://",
+                     "devices[1] (b): threads: a whole number", "devices[2] (c): unknown key 'colour'",
+                     "devices[2] (c): identity", "no such key file", "devices[2] (c): identity and ssh_options apply",
+                     "device d: another device has the same name", "thresholds: max_latency_ratio: a number above 0",
+                     "thresholds: unknown key 'speed'"]:
+        assert any(expected in line for line in lines), (expected, lines)
+    assert not (tmp_path / "edgeml-rollout").exists()
+
+    result = edgeml_cli("rollout", bundle, "--fleet", local_fleet(tmp_path), "--canary", "4")
+    assert result.exit_code == 2 and "--canary 4: give 1 to 3" in result.stderr
+    result = edgeml_cli("rollout", bundle, "--fleet", local_fleet(tmp_path), "--rollback")
+    assert result.exit_code == 2 and "or --rollback without one" in result.stderr
+    result = edgeml_cli("rollout", bundle, "--fleet", local_fleet(tmp_path))
+    assert result.exit_code == 2 and "is not an edgeml bundle" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "edgeml-rollout").exists()
+
+
+def test_the_readme_shows_the_example_fleet_as_it_is(tmp_path):
+    from edgeml.bundle.fleet import FleetError, load_fleet
+
+    example = Path(__file__).parents[2] / "examples" / "fleet.yaml"
+    assert f"```yaml\n{example.read_text()}```" in (example.parents[1] / "README.md").read_text()
+    with pytest.raises(FleetError) as raised:                  # its only problem here: the key is not on this machine
+        load_fleet(example)
+    assert [p.split(": ", 1)[1] for p in raised.value.problems] == [
+        f"devices[0] (kitchen-pi): identity {Path('~/.ssh/fleet_ed25519').expanduser()}: no such key file"]
+    data = yaml.safe_load(example.read_text())
+    del data["devices"][0]["identity"]
+    fleet = load_fleet(_write(tmp_path, data))
+    assert [d.name for d in fleet.devices] == ["kitchen-pi", "bench-rig"] and fleet.thresholds.max_latency_ratio == 1.5
+    assert fleet.devices[0].destination.host == "10.0.0.5" and fleet.devices[0].threads == 4
