@@ -3,7 +3,8 @@
 `manifest.json` (format 3, described by manifest.schema.json) lists every file with its sha256 and
 size, the inputs and outputs, the preprocessing, the backend and the runtime versions it needs,
 the quality measured at build time, the INT8 scheme, the lineage (source model and data hashes,
-recipe, seeds, edgeml version) and the reference vectors (edgeml.bundle.reference). `run.py` (a copy of
+recipe, seeds, edgeml version), the reference vectors (edgeml.bundle.reference) and the monitoring
+statistics `edgeml serve` watches drift with (edgeml.bundle.monitoring). `run.py` (a copy of
 edgeml/bundle/runner.py) runs the bundle with its runtime and numpy alone.
 
 A bundle holds only what the same settings reproduce: two runs on the same machine write it byte for
@@ -22,6 +23,7 @@ import numpy as np
 
 from edgeml.bundle import reference
 from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST
+from edgeml.bundle.monitoring import Summaries
 from edgeml.hashing import sha256_file
 from edgeml.inputs.specs import TensorSpec
 from edgeml.report.record import Row, Run
@@ -39,19 +41,22 @@ HERE = Path(__file__).parent                 # runner.py
 @dataclass
 class Judged:
     """What judged an artifact at build time: the backend that ran it here (the artifact's own, or its
-    `check_with` for runtimes that run on the device only), on which file, and its first outputs."""
+    `check_with` for runtimes that run on the device only), on which file, its first outputs, and the
+    per-sample summaries of all its outputs on the evaluation data (edgeml.bundle.monitoring)."""
     backend: str
     version: str | None
     entry: str
     outputs: list[np.ndarray]
+    summaries: list[Summaries]
 
 
 def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], preprocessing: dict | None,
-                 reference_inputs: dict[str, np.ndarray], judged: Judged) -> dict:
+                 reference_inputs: dict[str, np.ndarray], judged: Judged, monitoring: dict | None) -> dict:
     """Move `artifact` into `folder`, add reference.npz and run.py, write the manifest; return the manifest.
 
-    `reference_inputs` are the first evaluation samples and `judged.outputs` the outputs they gave.
+    `reference_inputs` are the first evaluation samples and `judged.outputs` the outputs they gave;
+    `monitoring` is the block edgeml.bundle.monitoring made (None: left out, as for random data).
     """
     os.rename(artifact.folder, folder)
     artifact.folder = folder
@@ -108,6 +113,8 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         "device_files": DEVICE_FILES.get(artifact.backend, []),
         "files": files,
     }
+    if monitoring is not None:
+        manifest["monitoring"] = monitoring
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

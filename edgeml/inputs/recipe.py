@@ -13,6 +13,7 @@
     seed: 0                    # data splits, random inputs, distillation
     threads: 2
     measure_seconds: 1.0
+    drift: {psi: 0.2, pvalue: 0.01, window: 200, min_samples: 100}   # what `edgeml serve` calls drift
 
 Command-line flags override the file; the run record keeps the effective recipe. Files are read
 with `yaml.safe_load` only; unknown keys and wrong types are errors, never ignored.
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgeml.bundle.monitoring import DriftConfig
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.compress.quantize import CALIBRATION_METHODS
@@ -57,6 +59,7 @@ class Recipe:
     seed: int = 0
     threads: int | None = None
     measure_seconds: float = 1.0
+    drift: DriftConfig = field(default_factory=DriftConfig)     # the thresholds the bundle's monitoring block keeps
 
     def to_dict(self) -> dict:
         """The recipe as it would be written to a file (and is kept in the run record)."""
@@ -118,6 +121,8 @@ def parse_settings(data: dict) -> dict:
         settings["distill"], config = _distill(settings["distill"])
         if config is not None:
             settings["distill_config"] = config
+    if "drift" in settings:
+        settings["drift"] = _drift(settings["drift"])
     return settings
 
 
@@ -126,6 +131,8 @@ def make_recipe(base: Recipe = Recipe(), **settings: Any) -> Recipe:
     prune = settings.get("prune")
     if isinstance(prune, (int, float)) and not isinstance(prune, bool):
         settings["prune"] = StructuredConfig(ratio=float(prune))
+    if isinstance(settings.get("drift"), dict):
+        settings["drift"] = _drift(settings["drift"])
     recipe = replace(base, **settings)
     _check(recipe)
     return recipe
@@ -176,6 +183,12 @@ def _distill(value: Any) -> tuple[bool | None, DistillConfig | None]:
     raise RecipeError(f"distill: give auto, true, false or a mapping of settings, not {value!r}")
 
 
+def _drift(value: Any) -> DriftConfig:
+    if not isinstance(value, dict):
+        raise RecipeError(f"drift: give a mapping of settings (psi, pvalue, window, min_samples), not {value!r}")
+    return _build(DriftConfig, value, "drift")
+
+
 def _build(cls, values: dict, key: str):
     known = {f.name for f in fields(cls)} - {"seed"}     # the recipe's seed is the one seed of a run
     unknown = sorted(set(map(str, values)) - known)
@@ -198,7 +211,7 @@ def _keys(keys: list[str]) -> str:
 
 def _check(recipe: Recipe) -> None:
     for f in fields(Recipe):
-        if f.name not in ("prune", "distill", "distill_config"):
+        if f.name not in ("prune", "distill", "distill_config", "drift"):
             _check_type(_flag(f.name), getattr(recipe, f.name), f)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"{_flag('precision')}: '{recipe.precision}' is not one of {', '.join(PRECISIONS)}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.monitoring import summarize_outputs
 from edgeml.bundle.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.bundle.write import Judged
 from edgeml.inputs.data import Dataset
@@ -82,7 +83,8 @@ class Bench:
         self.judge(row, outputs)
         if local:
             self.profile(row, runner, artifact_memory_spec(artifact, self.threads))
-        return Judged(backend.name, backend.version(), checked.entry, [o[:REFERENCE_SAMPLES] for o in outputs])
+        return Judged(backend.name, backend.version(), checked.entry, [o[:REFERENCE_SAMPLES] for o in outputs],
+                      summarize_outputs(outputs))
 
     def time_contenders(self, rows: list[Row], artifacts: dict[str, Artifact], max_drop: float, *,
                         original_eligible: bool, reporter: Reporter) -> dict | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import edgeml
+from edgeml.bundle.monitoring import monitoring_block, summarize_outputs
 from edgeml.bundle.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.bundle.write import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
@@ -175,7 +176,8 @@ def _context(*, recipe: Recipe, target, profile, reporter: Reporter, debug: bool
         source, original = inputs.source, run.reference
         ctx.artifacts[original.name] = Artifact("onnxruntime", "fp32", source.path.parent, source.path.name)
         ctx.judged[original.name] = Judged("onnxruntime", original.backend_version, source.path.name,
-                                           [o[:REFERENCE_SAMPLES] for o in bench.reference])
+                                           [o[:REFERENCE_SAMPLES] for o in bench.reference],
+                                           summarize_outputs(bench.reference))
     return ctx
 
 
@@ -192,11 +194,14 @@ def _select_and_bundle(ctx: RunContext, paired: dict | None, inputs: Inputs, sta
         ctx.reporter.warn(run.selection["reason"])
     if chosen is run.reference:
         ctx.artifacts[chosen.name] = original_artifact(inputs.source.path, ctx.work / "original")
-    artifact = ctx.artifacts[chosen.name]
+    artifact, judged = ctx.artifacts[chosen.name], ctx.judged[chosen.name]
     evaluation = inputs.evaluation
+    # Random stand-in data says nothing about the traffic a model will see: no drift statistics from it.
+    monitoring = None if evaluation.synthetic else monitoring_block(
+        evaluation.inputs, {spec.name: s for spec, s in zip(ctx.exported.outputs, judged.summaries)}, recipe.drift)
     run.bundle = write_bundle(staging / "bundle", artifact, chosen, run, ctx.exported.inputs, ctx.exported.outputs,
                               inputs.calibration.preprocessing or evaluation.preprocessing,
-                              evaluation.feeds(0, REFERENCE_SAMPLES), ctx.judged[chosen.name])
+                              evaluation.feeds(0, REFERENCE_SAMPLES), judged, monitoring)
     run.layer_times = layer_times(chosen, artifact, ctx.bench.sample, ctx.bench.threads)
     shutil.rmtree(ctx.work)
 

@@ -1,7 +1,8 @@
 """`edgeml serve BUNDLE`: the bundle behind HTTP (POST /v1/predict, GET /health, GET /metrics).
 
 decode.py reads and checks a request's inputs, model.py checks, loads and runs the bundle (one worker
-thread, optional micro-batching), app.py is the FastAPI app, its metrics and `serve`.
+thread, optional micro-batching), drift.py compares live traffic with the bundle's monitoring statistics,
+app.py is the FastAPI app, its metrics and `serve`; monitor.py is `edgeml monitor`, the client side.
 """
 
 from edgeml.serve.app import serve

@@ -2,6 +2,7 @@
 
 import pytest
 
+from edgeml.bundle.monitoring import DriftConfig
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.errors import EdgemlError
@@ -27,13 +28,14 @@ distill: {epochs: 7, temperature: 2, alpha: 0.5}
 seed: 3
 threads: 1
 measure_seconds: 0.5
+drift: {psi: 0.25, pvalue: 0.05, window: 100}
 """)
     recipe = make_recipe(**load_recipe(path))
     assert recipe == Recipe(
         precision="int8", quantizer="ort", calibration_method="entropy", max_accuracy_drop=0.005, tuning_budget=120,
         prune=StructuredConfig(ratio=0.4, importance="l2", round_to=4, global_pruning=True, ignore=("features.0",)),
         distill=True, distill_config=DistillConfig(epochs=7, temperature=2.0, alpha=0.5), seed=3, threads=1,
-        measure_seconds=0.5)
+        measure_seconds=0.5, drift=DriftConfig(psi=0.25, pvalue=0.05, window=100, min_samples=50))
     again = write(tmp_path, dump_recipe(recipe))
     assert make_recipe(**load_recipe(again)) == recipe
 
@@ -64,6 +66,13 @@ def test_flags_override_the_file(tmp_path):
     ("prune: yes please", "prune: give a ratio"),
     ("distill: {epochs: many}", "distill.epochs must be int"),
     ("distill: {seed: 1}", "unknown setting(s) seed"),
+    ("drift: 0.2", "drift: give a mapping"),
+    ("drift: {psi: high}", "drift.psi must be float"),
+    ("drift: {psi: 0}", "psi must be a positive number"),
+    ("drift: {pvalue: 1.5}", "pvalue must be between 0 and 1"),
+    ("drift: {window: 5}", "window must be at least 10"),
+    ("drift: {window: 100, min_samples: 101}", "min_samples must be from 1 to window (100)"),
+    ("drift: {bins: 20}", "drift: unknown setting(s) bins"),
     ("[1, 2]", "must be a mapping"),
     ("target: [cpu", "is not valid YAML"),
     ("!!python/object/apply:os.system ['echo owned']", "is not valid YAML"),

@@ -4,35 +4,20 @@ that each get their 4xx and one line, the bearer token, /metrics, and a tampered
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import pickle
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from servers import AUTH, TOKEN, edgeml_serve, free_port, running
 
-import edgeml
 from edgeml.bundle.reference import read_reference, relative_error
 
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_SAMPLES = 64
-
-
-@pytest.fixture(scope="module")
-def bundle(digits, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "run"
-    edgeml.optimize(example="digits", out=out, precision="fp32", threads=1, measure_seconds=0.05)
-    return out / "bundle"
 
 
 @pytest.fixture(scope="module")
@@ -41,75 +26,11 @@ def reference(bundle):
     return inputs["input"], outputs["output"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def edgeml_serve(bundle: Path, port: int, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgeml", "serve", str(bundle), "--port", str(port),
-                             "--threads", "1", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-class Client:
-    def __init__(self, port: int):
-        self.port = port
-
-    def request(self, method: str, path: str, body=None, content_type: str | None = None,
-                headers: dict | None = None) -> tuple[int, bytes]:
-        sent = dict(AUTH if headers is None else headers)
-        if content_type:
-            sent["Content-Type"] = content_type
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=sent)      # an iterator body goes chunked
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
-
-    def predict(self, body, content_type="application/json"):
-        if isinstance(body, dict):
-            body = json.dumps(body).encode()
-        status, data = self.request("POST", "/v1/predict", body, content_type)
-        return status, json.loads(data)
-
-    def metrics(self) -> dict[tuple, float]:
-        status, data = self.request("GET", "/metrics")
-        assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(data.decode()) for s in family.samples}
-
-
 @pytest.fixture(scope="module")
 def server(bundle):
     """One server for the module: token, micro-batching up to 8 samples, a 1 MiB body limit, 64 samples."""
-    port = free_port()
-    process = edgeml_serve(bundle, port, "--token", TOKEN, "--max-batch", "8", "--max-body-mb", "1",
-                           "--max-samples", str(MAX_SAMPLES))
-    client = Client(port)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
-            try:
-                if client.request("GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        client.process = process
+    with running(bundle, "--max-batch", "8", "--max-body-mb", "1", "--max-samples", str(MAX_SAMPLES)) as client:
         yield client
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
 
 
 def npz(**arrays) -> bytes:
