@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo lint test test-sweep-cluster bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep clean
+.PHONY: setup demo lint test test-sweep-cluster bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,11 @@ bench-ptq: bench-setup
 # benchmarks/results/sweep.md and .json.
 bench-sweep: setup
 	$(BIN)/python -m benchmarks.sweep --threads 1 --measure-seconds 0.5 --workers 2
+
+# `edgeml serve` under 32 concurrent clients for 60 s, with and without micro-batching, on the digits bundle and
+# EfficientNet-Lite0, and the server's overhead against the runtime called directly: benchmarks/results/serve.md.
+bench-serve: bench-setup
+	$(BIN)/python -m benchmarks.serve --clients 32 --seconds 60 --threads 1
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache

@@ -216,10 +216,15 @@ def sweep(sweep_file, out, address, max_parallel, resume, track):
     """Run every cell of SWEEP.yaml (models x targets x recipes, each an `optimize` run) on Ray."""
     from edgeml.sweep.runner import sweep as run_sweep
 
-    run_sweep(sweep_file, out, address=address, max_parallel=max_parallel, resume=resume, track=track,
-              console=Console(stderr=True, soft_wrap=True))
+    record = run_sweep(sweep_file, out, address=address, max_parallel=max_parallel, resume=resume, track=track,
+                       console=Console(stderr=True, soft_wrap=True))
     click.echo((out / "sweep.md").read_text())
     click.echo(f"Wrote {out}/ (sweep.md, sweep.html, sweep.json, cells/, journal/)")
+    failed = [c["cell"] for c in record["cells"] if c["status"] != "done"]
+    if failed:
+        click.echo(f"error: {len(failed)} of {len(record['cells'])} cells failed ({', '.join(failed[:3])}"
+                   f"{', ...' if len(failed) > 3 else ''}): see sweep.md", err=True)
+        sys.exit(1)
 
 
 @cli.command()
@@ -542,6 +547,42 @@ def profile_command(bundle, threads, measure_seconds, out):
 
 
 @cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@click.option("--fleet", "fleet_file", type=click.Path(path_type=Path), required=True,
+              help="The fleet file: devices (name, `to` as for ship, ssh settings) and thresholds.")
+@click.option("--canary", type=int, default=1, show_default=True, metavar="N",
+              help="The first N devices of the fleet take the bundle first; the rest only when they all pass.")
+@click.option("--rollback", is_flag=True, help="Instead: point every device's current back at its previous release.")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Folder of the log, rollout.jsonl (appended)  [default: edgeml-rollout beside the fleet file]")
+def rollout(bundle, fleet_file, canary, rollback, out):
+    """Roll BUNDLE out to the devices of a fleet: into DEST/releases/<id> on each, canaries first, each
+    checked there (files' sha256 and run.py --check) and the canaries timed against the build report.
+    Only when the canaries pass is DEST/current switched, on them and then on each other device.
+    Exit 0 when every device runs BUNDLE (or was rolled back), 1 when a step failed, 2 for bad input."""
+    from edgeml.bundle.fleet import FleetError, load_fleet
+    from edgeml.bundle.rollout import rollback as run_rollback
+    from edgeml.bundle.rollout import rollout as run_rollout
+
+    if rollback == (bundle is not None):
+        raise EdgemlError("give a BUNDLE to roll out, or --rollback without one")
+    try:
+        fleet = load_fleet(fleet_file)
+    except FleetError as e:
+        for problem in e.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+    if rollback:
+        result = run_rollback(fleet, out=out, announce=click.echo)
+    else:
+        result = run_rollout(bundle, fleet, canaries=canary, out=out, announce=click.echo)
+    click.echo(result.line if result.passed else f"FAILED: {result.line}")
+    click.echo(f"log: {result.log}")
+    if not result.passed:
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="The archive, e.g. model.edgeml.tar.gz")
@@ -601,6 +642,37 @@ def serve_command(bundle, host, port, threads, max_batch, max_wait_ms, token, ma
 
     serve(bundle, host=host, port=port, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, token=token,
           max_body_mb=max_body_mb, max_samples=max_samples, announce=lambda line: click.echo(line, err=True))
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between polls.")
+@click.option("--once", is_flag=True, help="Print once and exit.")
+@click.option("--token", envvar="EDGEML_SERVE_TOKEN", help="The server's bearer token (or set EDGEML_SERVE_TOKEN).")
+def monitor(url, interval, once, token):
+    """Watch a running `edgeml serve` at URL (e.g. http://127.0.0.1:8000): requests, errors, p50 latency and
+    the drift scores of each input and output, from its /metrics and /health. Ctrl-C stops it; a server
+    that cannot be reached exits 2."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from edgeml.serve.monitor import fetch, render
+
+    if once:
+        line, table = render(fetch(url, token))
+        click.echo(line)
+        _table_console().print(table)
+        return
+    try:
+        with Live(Group(*render(fetch(url, token))), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(Group(*render(fetch(url, token))), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 def _table_console() -> Console:

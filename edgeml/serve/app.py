@@ -1,4 +1,4 @@
-"""The HTTP side of `edgeml serve`: FastAPI routes on uvicorn, Prometheus metrics, the bearer token.
+"""The HTTP side of `edgeml serve`: FastAPI routes on uvicorn, Prometheus metrics, drift, the bearer token.
 
 Every answer that is not a prediction is JSON `{"error": "one line"}`: a client's mistake gets its 4xx
 (edgeml.serve.decode), and only a failure of the runtime itself is a 500.
@@ -16,11 +16,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 
 from edgeml.errors import EdgemlError, first_line
 from edgeml.serve.decode import RequestError, decode
+from edgeml.serve.drift import DriftDetector
 from edgeml.serve.model import ServedModel
 
 PATHS = ("/v1/predict", "/health", "/metrics")
@@ -43,10 +44,25 @@ class Metrics:
                                    buckets=SECONDS, registry=self.registry)
         self.batch = Histogram("edgeml_serve_batch_samples", "Samples per runtime call (several requests' with "
                                "micro-batching)", buckets=SAMPLES, registry=self.registry)
+        self.drift = Gauge("edgeml_serve_drift", "1 while the live window has drifted from the bundle's evaluation "
+                           "data, else 0", registry=self.registry)
+        self.drift_samples = Gauge("edgeml_serve_drift_window_samples", "Live samples in the drift window",
+                                   registry=self.registry)
+        self.drift_score = Gauge("edgeml_serve_drift_score", "Drift of one summary of an input or output over the "
+                                 "live window: its PSI, or the p-value of its KS (class: chi-square) test",
+                                 ["kind", "name", "summary", "statistic"], registry=self.registry)
 
     def observe_batch(self, samples: int, seconds: float) -> None:
         self.batch.observe(samples)
         self.inference.observe(seconds)
+
+    def observe_drift(self, drift: DriftDetector) -> None:
+        drift.evaluate()
+        self.drift.set(drift.drift)
+        self.drift_samples.set(drift.samples)
+        for s in drift.scores:
+            self.drift_score.labels(s.kind, s.name, s.summary, "psi").set(s.psi)
+            self.drift_score.labels(s.kind, s.name, s.summary, "pvalue").set(s.pvalue)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -102,9 +118,12 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, max_body: int = 32 << 20,
-               max_samples: int = 1024) -> FastAPI:
+               max_samples: int = 1024, drift: DriftDetector | None = None) -> FastAPI:
+    """The app; `drift` (None: the bundle has no monitoring block) watches what /v1/predict answers."""
     app = FastAPI(title="edgeml serve", docs_url=None, redoc_url=None, openapi_url=None)
     manifest = model.bundle.manifest
+    no_drift = {"enabled": False, "reason": "the bundle has no monitoring statistics (made by an edgeml without "
+                "them, or on random evaluation data): drift is not watched"}
 
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -125,19 +144,27 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, m
             metrics.errors.labels("output_not_finite").inc()
             return _error(500, "the model's outputs hold NaN or infinite values, which JSON cannot carry")
         metrics.latency.observe(time.perf_counter() - start)
+        if drift is not None:
+            drift.observe(feeds, dict(zip(model.outputs, outputs)))
         return response
 
     @app.get("/health")
     async def health():
         loaded = model.alive
+        if drift is not None:
+            drift.evaluate()
         return JSONResponse({"status": "ok" if loaded else "error", "checks": "passed", "model_loaded": loaded,
                              "bundle": str(model.bundle.folder), "candidate": manifest.get("candidate"),
                              "backend": manifest["backend"]["name"], "inputs": manifest["inputs"],
-                             "outputs": manifest["outputs"], "max_batch": model.max_batch},
+                             "outputs": manifest["outputs"], "max_batch": model.max_batch,
+                             "drift": drift is not None and drift.drift,
+                             "monitoring": no_drift if drift is None else drift.status()},
                             200 if loaded else 503)
 
     @app.get("/metrics")
     async def prometheus():
+        if drift is not None:
+            metrics.observe_drift(drift)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(HTTPException)
@@ -169,18 +196,31 @@ def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, threads: int 
     metrics = Metrics()
     model = ServedModel.load(bundle, threads or os.cpu_count() or 1, max_batch, max_wait_ms / 1000,
                              metrics.observe_batch)
-    app = create_app(model, metrics, token, int(max_body_mb * (1 << 20)), max_samples)
-    try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as e:
-        raise EdgemlError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    monitoring = model.bundle.manifest.get("monitoring")
+    drift = None if monitoring is None else DriftDetector(monitoring, announce)
+    app = create_app(model, metrics, token, int(max_body_mb * (1 << 20)), max_samples, drift)
+    sock = listen(host, port)
     bound = sock.getsockname()[1]
     announce(f"serving {bundle} ({model.bundle.manifest.get('candidate')}) on http://{host}:{bound}: "
              "POST /v1/predict, GET /health, GET /metrics")
+    announce(f"drift: watching the last {drift.window} samples' inputs and outputs" if drift is not None else
+             "drift: not watched (the bundle has no monitoring statistics)")
     if not token and not _loopback(host):
         announce(f"warning: {host} is reachable from other machines and no --token is set")
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY, which the connections it accepts inherit. asyncio sets it only on
+    sockets whose protocol is IPPROTO_TCP, and socket.create_server's have protocol 0: without it, Nagle's algorithm
+    and the client's delayed ACK hold every response for about 40 ms."""
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        raise EdgemlError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _loopback(host: str) -> bool:

@@ -96,3 +96,17 @@ def test_the_readme_shows_the_example_as_it_is():
     readme = (EXAMPLE.parents[1] / "README.md").read_text()
     assert f"```yaml\n{EXAMPLE.read_text()}```" in readme
     assert len(load_sweep(EXAMPLE).cells) == 4
+
+
+def test_a_sweep_with_a_failed_cell_exits_non_zero(tmp_path, edgeml_cli):
+    from edgeml.sweep.cells import failed_row
+    from edgeml.sweep.journal import Journal
+
+    path = write(tmp_path, BASE)
+    cell = load_sweep(path).cells[0]
+    out = tmp_path / "out"
+    Journal(out, resume=False).record(cell, failed_row(cell, "the model needs 9 GB; the profile has 4 GB", None, 1.0))
+    result = edgeml_cli("sweep", path, "-o", out, "--resume")          # every cell journaled: Ray is not started
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: 1 of 1 cells failed ({cell.id}): see sweep.md"
+    assert "the model needs 9 GB" in (out / "sweep.md").read_text()
