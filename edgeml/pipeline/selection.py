@@ -7,8 +7,9 @@ rows that run on the device alone ranked, by their predicted latency there.
 
 One measurement per row cannot tell a 3% difference from noise. So the rows within the budget whose
 p50 is within `CLOSE` of the fastest are timed again together, in alternating rounds (edgeml.measure.paired_timing),
-and one counts as faster than another only when the lower end of its speed-up's 95% CI is above
-`FASTER`. The speed-up is the median of the rounds' own ratios (each round times the rows back to back, so
+and one counts as faster than another when the lower end of its speed-up's 95% CI is above `FASTER`, or when
+its median speed-up is above `CLEARLY_FASTER`: rounds too noisy to prove a 10% gain must not hand the pick
+to a slower row. The speed-up is the median of the rounds' own ratios (each round times the rows back to back, so
 the load of a shared machine, which changes between rounds, cancels out), its CI a bootstrap over rounds.
 Rows that are not faster than each other are tied, and the tie goes to the higher quality (a difference under
 `QUALITY_RESOLUTION` of the budget is none: a cosine 0.99512 against 0.99510 is not a better model), then the
@@ -33,6 +34,7 @@ MOST_CONTENDERS = 4   # at most this many of them (the fastest)
 # A speed-up counts when its 95% CI's lower end is above this: 1.0 would let noise flip one pick in
 # twenty between two equal rows, and a gain under 2% is not worth a less precise model.
 FASTER = 1.02
+CLEARLY_FASTER = 1.05   # a median speed-up above this counts even when the CI is too wide to clear FASTER
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2, "int4": 3}
 QUALITY_RESOLUTION = 0.01   # quality differences under this fraction of the budget do not order tied rows
 
@@ -129,7 +131,7 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
     by_name = {r.name: r for r in rows if r.name in paired}
     fastest = min(paired, key=lambda name: paired[name]["p50_ms"])
     versus = {name: round_speedup(paired[name], paired[fastest]) for name in paired if name != fastest}
-    tied = [fastest] + [name for name, s in versus.items() if s["ci95"][0] <= FASTER]
+    tied = [fastest] + [name for name, s in versus.items() if s["ci95"][0] <= FASTER and s["ratio"] <= CLEARLY_FASTER]
     prefer = preference([by_name[name] for name in tied], metric, max_drop, paired)
     chosen = min((by_name[name] for name in tied), key=prefer)
     record = {

@@ -80,6 +80,13 @@ def test_a_tie_goes_to_the_higher_quality_then_the_simpler_precision():
     assert summary["candidate"] == "fp32"
 
 
+def test_noisy_rounds_do_not_hand_the_pick_to_a_clearly_slower_row():
+    # a 10% median gain whose CI the noise of a shared machine widens below FASTER: not a tie
+    rows = [row("bf16", 1.0, 0.99, 0.0, precision="bf16"), row("int8", 0.9, 0.99, 0.0, precision="int8")]
+    paired = {"bf16": timed(1.0, 0.5, runs=20), "int8": timed(0.9, 0.5, runs=20, seed=1)}
+    assert select(rows, 0.01, "accuracy", paired=paired)["candidate"] == "int8"
+
+
 def test_a_quality_difference_far_below_the_budget_does_not_settle_a_tie():
     # the same INT8 model with its float remainder in fp32 or in bf16: a cosine apart in the fifth decimal
     rows = [row("int8", 1.0, 0.99512, 0.0049, precision="int8"), row("int8-bf16", 1.0, 0.99510, 0.0049,
