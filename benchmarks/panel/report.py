@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmarks.panel.peers import RECIPES
 from edgeml.measure import cpu_features
 from edgeml.measure.latency import machine_info
+from edgeml.pipeline.selection import CLEARLY_FASTER, FASTER
 
 PACKAGES = ("edgeml", "onnxruntime", "openvino", "nncf", "onnx", "torch", "transformers", "numpy")
 FASTER_ABOVE = 1.02          # speed-ups within 2 % of each other count as a tie (edgeml's own selection margin)
@@ -62,10 +63,17 @@ def verdict(result: dict) -> dict:
     if head.get("status") == "ok":
         name = min(head["peer_over_edgeml"], key=lambda n: head["p50_ms"][n])
         head = {"peer": name, **head["peer_over_edgeml"][name]}
-        as_fast = head["ratio"] * FASTER_ABOVE >= 1
+        as_fast = not peer_faster(head)
     return {"selected": edgeml["selected"], "within_budget": edgeml.get("within_budget"), "speedup": speedup,
             "peer": None if peer is None else {"name": peer[0], "speedup": peer[1]}, "as_fast": as_fast,
             "head_to_head": head or None}
+
+
+def peer_faster(head: dict) -> bool:
+    """Whether the peer is faster than edgeml side by side, by the rule edgeml's own selection applies between two
+    candidates (edgeml.pipeline.selection): its speed-up's 95% CI is above FASTER, or its median speed-up is above
+    CLEARLY_FASTER. `head`: the peer's p50 / edgeml's p50 over the rounds (ratio and CI), inverted here."""
+    return 1 / head["ci95"][1] > FASTER or 1 / head["ratio"] > CLEARLY_FASTER
 
 
 def _f(value, spec: str, none: str = "-") -> str:
@@ -93,7 +101,9 @@ def markdown(header: dict, results: list[dict]) -> str:
         "is batch-1 latency; speed-up is against the input model (edgeml's rows: its `original` row; peers: the "
         "ONNX Runtime FP32 peer run). \"Side by side\" times edgeml's bundle and every peer model within the budget in "
         "one process, in alternating rounds (benchmarks/panel/head_to_head.py): above 1, edgeml is faster; \"as fast "
-        "as it\" is judged there (a 2 % margin counts as a tie), else on the speed-ups. Models marked *random* have "
+        "as it\" is judged there by the rule edgeml's selection applies between its own candidates (the peer is faster "
+        "when its speed-up's 95% CI is above 1.02, or its median speed-up above 1.05), else on the speed-ups (a 2 % "
+        "margin counts as a tie). Models marked *random* have "
         "random weights: they count for build robustness and speed, not accuracy.",
         "",
         f"- command: `{header['command']}`",
