@@ -39,12 +39,16 @@ def run_cell(cell: Cell, folder: str, cache_dir: str | None, tracking: dict | No
 
     @contextmanager
     def turn() -> Iterator[None]:
-        """The node's timing slot, recording when it was asked for, taken and given back."""
+        """The node's timing slot, recording when it was asked for, taken and given back (read before the slot is
+        released: read after, another cell may already have taken it)."""
         asked = time.time()
         with slot.timing_slot():
             taken = time.time()
-            yield
-        turns.append((asked, taken, time.time()))
+            try:
+                yield
+            finally:
+                given = time.time()
+        turns.append((asked, taken, given))
 
     try:
         with timing_slot.guarded_by(turn):
