@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(keys), help=f"a subset of {','.join(keys)}")
     parser.add_argument("--threads", type=int, default=1, help="inference threads of every run (default 1)")
     parser.add_argument("--measure-seconds", type=float, default=0.5, help="timed seconds per candidate (default 0.5)")
-    parser.add_argument("--tuning-budget", default="2m", help="edgeml's --tuning-budget (default 2m)")
+    parser.add_argument("--tuning-budget", default="5m",
+                        help="edgeml's --tuning-budget (default 5m, edgeml's own default)")
     parser.add_argument("--max-accuracy-drop", type=float, default=0.01, help="the budget (default 0.01, edgeml's)")
     parser.add_argument("--calibration", type=int, default=64, help="calibration samples per model (default 64)")
     parser.add_argument("--evaluation", type=int, default=200, help="evaluation samples per model (default 200)")
