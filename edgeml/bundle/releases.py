@@ -22,6 +22,7 @@ from edgeml.bundle.folder import MANIFEST
 from edgeml.bundle.ship import ShipResult, Ssh, last_line, run_tool, ship
 from edgeml.errors import EdgemlError, first_line
 from edgeml.hashing import sha256_file
+from edgeml.measure.latency import MeasureConfig
 
 RELEASES, CURRENT, PREVIOUS = "releases", "current", "previous"
 ID_LENGTH = 12
@@ -94,7 +95,9 @@ class DeviceFolder:
 
     def time(self, release: str, seconds: float, threads: int | None) -> dict:
         """The release's on-device latency (device_timing.py with the bundle's run.py); EdgemlError if it fails."""
-        args = ["-c", TIMING_SCRIPT.read_text(), f"{seconds:g}", *([str(threads)] if threads else [])]
+        loop = MeasureConfig()
+        args = ["-c", TIMING_SCRIPT.read_text(), f"{seconds:g}", f"{loop.warmup_seconds:g}", str(loop.min_warmup_runs),
+                str(loop.min_runs), str(loop.max_runs), *([str(threads)] if threads else [])]
         done = self._python(release, args)
         try:
             return json.loads(done.stdout.strip().splitlines()[-1])
