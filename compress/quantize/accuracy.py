@@ -28,6 +28,10 @@ When the caller already has a faster configuration within the budget (another ca
 search stops at the first trial that misses the budget and is no faster than it: keeping more
 layers in float only makes it slower.
 
+The best configuration is the fastest within the budget, except that trial timings are short: one whose
+p50 is within `TIMING_NOISE` of the fastest counts as just as fast, and the one among those that keeps the
+fewest layers in float wins (a tiny model kept all in float once "won" by noise).
+
 Every configuration tried is kept, so the caller can show the Pareto set of latency against
 quality. The algorithm is backend-free: `evaluate` builds and measures, on data the caller
 chooses (edgeml.pipeline.tuning: enough samples to resolve the budget, never the evaluation data).
@@ -40,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
+TIMING_NOISE = 1.05    # trial p50s (short runs) within this ratio of the fastest count as equally fast
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Trial:
     size_bytes: int
     purpose: str = ""          # all quantized | sensitivity: only X quantized | fallback step N
     pareto: bool = False
+    timed_as: str = ""         # the runtime config that gave p50_ms, when the caller timed it in several
 
 
 @dataclass
@@ -106,10 +112,9 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
     def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
         mark_pareto(trials)
-        within = [t for t in trials if t.drop <= max_drop + 1e-12]
-        best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
-            min(trials, key=lambda t: (t.drop, t.p50_ms))
-        return SearchResult(best, bool(within), stopped, sensitivity, trials, time.monotonic() - started)
+        best = best_trial(trials, max_drop)
+        return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
+                            time.monotonic() - started)
 
     full = trial((), "all layers quantized")
     if full.drop <= max_drop:
@@ -177,6 +182,16 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
         else:
             failed = middle
     return finish("budget met", sensitivity)
+
+
+def best_trial(trials: list[Trial], max_drop: float) -> Trial:
+    """The trial to keep: among those within `max_drop`, the fewest layers in float of those as fast as the fastest
+    (within `TIMING_NOISE`), then the fastest; when none is within it, the smallest drop."""
+    within = [t for t in trials if t.drop <= max_drop + 1e-12]
+    if not within:
+        return min(trials, key=lambda t: (t.drop, t.p50_ms))
+    fastest = min(t.p50_ms for t in within)
+    return min((t for t in within if t.p50_ms <= fastest * TIMING_NOISE), key=lambda t: (len(t.excluded), t.p50_ms))
 
 
 def mark_pareto(trials: list[Trial]) -> None:

@@ -5,8 +5,8 @@ once it cannot beat a candidate already within the budget.
 A candidate whose quantizer has its own accuracy control (`Candidate.accuracy_control`: NNCF's
 quantize_with_accuracy_control for OpenVINO) runs it too, on the same data, metric and reference outputs, in
 what the search leaves of the tuning budget (the search gets half); its result is timed like the search's
-trials and joins them, and the better of the two (within the budget and faster, else the smaller drop) makes
-the `-mixed` row.
+trials and joins them, and the better of the two (`accuracy.best_trial`: within the budget, then fewer layers in
+float unless the other is clearly faster; else the smaller drop) makes the `-mixed` row.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgeml.compress.quantize.accuracy import Trial, mark_pareto
+from edgeml.compress.quantize.accuracy import Trial, best_trial, mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, sample_scores
-from edgeml.measure.latency import measure_latency
 from edgeml.pipeline import plan
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
 from edgeml.pipeline.time_limit import TimeLimit
-from edgeml.pipeline.tuning import TRIAL_MEASURE, Tuned, tune, tuning_data
+from edgeml.pipeline.tuning import Tuned, fastest_config, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Artifact, Runner
@@ -58,15 +57,17 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     reference_on_calibration = bench.predict(original, judging)
                 started = time.monotonic()
                 seconds = recipe.tuning_budget / 2 if candidate.accuracy_control else recipe.tuning_budget
+                also = {other: ctx.artifacts[other].runtime_config for other, _ in candidate.runs_also_as
+                        if other in ctx.artifacts}
                 tuned = tune(candidate, onnx_path=ctx.exported.path, work=ctx.work / f"{candidate.name}-tuning",
                              context=ctx.build_context, reference_outputs=reference_on_calibration,
                              batch=bench.batch, fixed=bench.fixed, sample=bench.sample, threads=bench.threads,
                              max_drop=recipe.max_accuracy_drop, seconds=seconds, step=step,
                              metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build,
-                             data=judging)
+                             data=judging, runs_also_as=also)
                 control = None if candidate.accuracy_control is None else _accuracy_control(
                     ctx, candidate, tuned, judging, reference_on_calibration,
-                    recipe.tuning_budget - (time.monotonic() - started), step)
+                    recipe.tuning_budget - (time.monotonic() - started), step, also)
                 step.cached = (bool(tuned.restored) and len(tuned.restored) == tuned.builds
                                and (control is None or control.get("cached", False)))
                 if tuned.result.resolution:
@@ -136,10 +137,11 @@ def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artif
 
 
 def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data: Dataset,
-                      reference: list[np.ndarray], seconds: float, step: Step) -> dict:
+                      reference: list[np.ndarray], seconds: float, step: Step, runs_also_as: dict[str, dict]) -> dict:
     """`candidate`'s own accuracy control, built (through the cache) within `seconds`, judged on the search's `data`,
-    metric and `reference` outputs, and timed like its trials. Its trial joins the search's; when it measures
-    better than the search's best it becomes `tuned`'s best (and artifact). Returns what run.tuning records of it."""
+    metric and `reference` outputs, and timed like its trials (also in the configs of `runs_also_as`). Its trial
+    joins the search's; when it measures better than the search's best it becomes `tuned`'s best (and artifact).
+    Returns what run.tuning records of it."""
     control, budget, bench = candidate.accuracy_control, ctx.recipe.max_accuracy_drop, ctx.bench
     record: dict = {"method": control.method}
     if tuned.result.met and not tuned.result.best.excluded:
@@ -173,20 +175,18 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     runner = candidate.backend.open(artifact, bench.threads)
     quality = compare(predict(runner, data, bench.batch, bench.fixed), reference, data.labels)[metric]
     drop = compare(reference, reference, data.labels)[metric] - quality
-    latency = measure_latency(lambda: runner.run(bench.sample), TRIAL_MEASURE)
-    trial = Trial(kept, quality, drop, latency.p50_ms, artifact.size_bytes,
-                  f"{control.method}: {len(kept)} layer(s) in float")
+    timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as)
+    trial = Trial(kept, quality, drop, p50, artifact.size_bytes, f"{control.method}: {len(kept)} layer(s) in float",
+                  timed_as=timed_as)
     result = tuned.result
     result.trials.append(trial)
     mark_pareto(result.trials)
-    within = [t for t in (result.best, trial) if t.drop <= budget + 1e-12]
-    best = min(within, key=lambda t: (t.p50_ms, len(t.excluded))) if within else \
-        min((result.best, trial), key=lambda t: (t.drop, t.p50_ms))
+    best = best_trial([result.best, trial], budget)
     if best is trial:
         if tuned.artifact is not ctx.artifacts[candidate.name]:
             shutil.rmtree(tuned.artifact.folder, ignore_errors=True)
-        tuned.artifact, result.best, result.met = artifact, trial, bool(within)
+        tuned.artifact, result.best, result.met = artifact, trial, trial.drop <= budget + 1e-12
     else:
         shutil.rmtree(artifact.folder, ignore_errors=True)
-    return {**record, "met": drop <= budget + 1e-12, "drop": drop, "excluded": list(kept), "p50_ms": latency.p50_ms,
+    return {**record, "met": drop <= budget + 1e-12, "drop": drop, "excluded": list(kept), "p50_ms": p50,
             "seconds": round(time.monotonic() - started, 3), "cached": cached, "chosen": best is trial}

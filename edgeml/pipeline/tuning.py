@@ -5,6 +5,11 @@ float, calibrated as usual on the first `Int8Config.max_calibration_samples` cal
 judged against the original model's outputs on the tuning data (`tuning_data`), and timed briefly.
 The evaluation data is kept for judging the result, never for choosing it.
 
+A candidate whose model also runs with another runtime config (`Candidate.runs_also_as`: openvino-int8's IR
+run as openvino-int8-bf16, the layers kept in float then in bf16) has each trial timed in every such config,
+and the trial's p50 is the fastest: the search's stop "slower than the fastest candidate within the budget"
+must not compare a layer kept in f32 against a bf16 candidate when the same build runs those layers in bf16.
+
 The tuning data is the calibration data, plus training samples when the calibration data alone is
 too few to resolve the budget (`uncertainty.resolution`: with 64 samples one changed prediction
 is 1.6 points, so a 1-point budget could accept no change at all) and training data was given.
@@ -61,6 +66,17 @@ def tuning_data(calibration: Dataset, train: Dataset | None, metric: str, max_dr
                    labels=labels, source=f"{calibration.source} + {count} training samples from {train.source}")
 
 
+def fastest_config(candidate: Candidate, artifact: Artifact, runner, sample: dict[str, np.ndarray], threads: int,
+                   runs_also_as: dict[str, dict]) -> tuple[str, float]:
+    """(name, p50 ms) of the fastest way to run `artifact`: as `candidate` (with `runner`, already open) or with
+    the runtime config of each of `runs_also_as` (candidate name: config), each timed briefly (`TRIAL_MEASURE`)."""
+    timings = {candidate.name: measure_latency(lambda: runner.run(sample), TRIAL_MEASURE).p50_ms}
+    for name, config in runs_also_as.items():
+        other = candidate.backend.open(replace(artifact, runtime_config=config), threads)
+        timings[name] = measure_latency(lambda: other.run(sample), TRIAL_MEASURE).p50_ms
+    return min(timings.items(), key=lambda item: item[1])
+
+
 @dataclass
 class Tuned:
     result: SearchResult
@@ -75,7 +91,8 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
          built: Artifact | None = None, beat: tuple[str, float] | None = None,
-         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None) -> Tuned:
+         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
+         runs_also_as: dict[str, dict] | None = None) -> Tuned:
     """Search layers to keep in float until `candidate`'s quality drop on the tuning `data` is within budget.
     `data` defaults to the calibration data (see `tuning_data` for more); `reference_outputs` are the original
     model's outputs on it; `seconds` bounds the search.
@@ -83,7 +100,8 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     `metric` is the run's; accuracy falls back to the automatic choice when the tuning data has no labels.
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
     the fastest candidate already within the budget (see `search`). `build(candidate, folder, context)` makes
-    each configuration: (artifact, whether it was restored from the cache).
+    each configuration: (artifact, whether it was restored from the cache). `runs_also_as` maps the candidates
+    that run this one's model with another runtime config to that config: each trial is timed in those too.
     When the tuning data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
     result's `resolution` says so; the search runs as it would otherwise.
     """
@@ -109,9 +127,10 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
                 restored.add(excluded)
         runner = candidate.backend.open(artifact, threads)
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
-        latency = measure_latency(lambda: runner.run(sample), TRIAL_MEASURE)
+        timed_as, p50 = fastest_config(candidate, artifact, runner, sample, threads, runs_also_as or {})
         artifacts[excluded] = artifact
-        return Trial(excluded, quality, reference_quality - quality, latency.p50_ms, artifact.size_bytes, purpose)
+        return Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
+                     timed_as=timed_as)
 
     def local_errors() -> dict[str, float]:
         step.describe(f"{candidate.name}: accuracy budget, ranking {len(layers)} layers by local error")

@@ -444,8 +444,13 @@ def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
 def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
     metric = tuning["metric"]
     header = ["trial", "layers in fp32", f"{metric} drop", "p50 ms (short run)", "Pareto"]
-    return header, [[t["purpose"], str(len(t["excluded"])), _drop(t["drop"], metric), _ms(t["p50_ms"]),
-                     "yes" if t["pareto"] else ""] for t in tuning["trials"]]
+    rows = [[t["purpose"], str(len(t["excluded"])), _drop(t["drop"], metric), _ms(t["p50_ms"]),
+             "yes" if t["pareto"] else ""] for t in tuning["trials"]]
+    if any(t.get("timed_as") for t in tuning["trials"]):      # timed in several runtime configs: say which won
+        header.insert(4, "fastest run as")
+        for row, t in zip(rows, tuning["trials"]):
+            row.insert(4, t.get("timed_as", ""))
+    return header, rows
 
 
 def machine_notes(run: dict) -> list[str]:

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from edgeml.compress.quantize.accuracy import Trial, search
+from edgeml.compress.quantize.accuracy import TIMING_NOISE, Trial, best_trial, search
 from edgeml.measure.evaluate import predict
 
 LAYERS = [("conv1", "Conv"), ("conv2", "Conv"), ("fc1", "Gemm"), ("fc2", "Gemm")]
@@ -48,6 +48,18 @@ def test_keeps_the_most_sensitive_layers_in_float_until_the_budget_is_met():
     assert [s["drop_when_only_this_is_int8"] for s in result.sensitivity] == [0.002, 0.001, 0.03, 0.02]
     # all quantized, all in float, one sensitivity trial per layer, then fallback steps {fc1} and {fc1, fc2}
     assert [len(t.excluded) for t in result.trials] == [0, 4, 3, 3, 3, 3, 1, 2]
+
+
+def test_the_best_trial_keeps_fewer_layers_in_float_unless_another_is_clearly_faster():
+    one = Trial(("fc1",), 0.89, 0.005, 10.0, 100, "fallback step 1")
+    every = Trial(("conv1", "conv2", "fc1", "fc2"), 0.9, 0.0, 10.0 / (0.99 * TIMING_NOISE), 140, "all in float")
+    over = Trial((), 0.85, 0.05, 5.0, 90, "all layers quantized")
+    # all in float timed a little faster (within the noise of a short run): the one with a single layer in float
+    assert best_trial([over, one, every], 0.01) is one
+    clearly = replace(every, p50_ms=10.0 / (1.01 * TIMING_NOISE))
+    assert best_trial([over, one, clearly], 0.01) is clearly
+    assert best_trial([over, one, every], 0.001) is every           # only it is within this budget
+    assert best_trial([over, one], 0.0) is one                      # none within: the smallest drop
 
 
 def test_stops_when_even_every_layer_in_float_misses_the_budget():

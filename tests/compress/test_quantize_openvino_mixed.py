@@ -19,6 +19,7 @@ from heavy_tailed import heavy_tailed_model  # noqa: E402
 
 from edgeml.compress.quantize import Int8Config  # noqa: E402
 from edgeml.compress.quantize import openvino_backend as ov_quant  # noqa: E402
+from edgeml.compress.quantize.accuracy import TIMING_NOISE  # noqa: E402
 from edgeml.measure import cpu_features  # noqa: E402
 from edgeml.measure.evaluate import compare, sample_scores  # noqa: E402
 from edgeml.runtimes.openvino import read_onnx  # noqa: E402
@@ -237,14 +238,22 @@ def test_quantize_recovers_openvino_int8_within_the_budget(edgeml_cli, heavy, fi
     tuning = report["tuning"]["openvino-int8"]
     control = tuning["accuracy_control"]
     kept = tuning["best"]["excluded"]
-    assert tuning["met"] and 1 <= len(kept) < len(tuning["sensitivity"])
     ranked = sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])
-    assert set(kept) == {s["layer"] for s in ranked[:len(kept)]} or control["chosen"]
+    # the search met the budget with the most sensitive layers in float and the rest in INT8; the kept trial is
+    # that one unless another (all in float, in bf16 on a tiny model) timed clearly faster
+    partial = [t for t in tuning["trials"] if t["purpose"].startswith("fallback step") and t["drop"] <= 0.01]
+    assert tuning["met"] and partial and 1 <= len(partial[0]["excluded"]) < len(tuning["sensitivity"])
+    assert set(partial[0]["excluded"]) == {s["layer"] for s in ranked[:len(partial[0]["excluded"])]}
+    assert kept == partial[0]["excluded"] or control["chosen"] or \
+        tuning["best"]["p50_ms"] * TIMING_NOISE < partial[0]["p50_ms"]
     # both searches found the op that reads the heavy-tailed activation, and both are judged on the same data
     assert ranked[0]["layer"] in kept and ranked[0]["layer"] in control["excluded"]
     assert control["met"] and control["drop"] <= 0.01
     assert any(t["purpose"].startswith(control["method"]) for t in tuning["trials"])
     assert any(t["pareto"] for t in tuning["trials"])
+    # each trial is timed as openvino-int8 and, with BF16 instructions, as openvino-int8-bf16 too: the faster counts
+    runs_as = {"openvino-int8", "openvino-int8-bf16"} if cpu_features.has_bf16() else {"openvino-int8"}
+    assert {t["timed_as"] for t in tuning["trials"]} <= runs_as
     assert all(s["op"] in {"Convolution", "MatMul"} for s in tuning["sensitivity"])
 
     xml = (out / "bundle" / "model.xml").read_text()
