@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.runner import batched
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset, load_npz
 from edgeml.measure.evaluate import compare, predict, quality_metric
@@ -63,9 +64,11 @@ def _ort_accuracy_control(spec: dict, calibration: Dataset, folder: Path):
     samples = [calibration.feeds(i, i + 1) for i in range(len(calibration))]
 
     def validate(compiled, items) -> float:
-        outputs = [compiled(item).to_tuple() for item in items]      # one sample per item
-        # the first row of each output per sample, as edgeml.measure.evaluate.predict keeps it
-        columns = [np.concatenate([np.asarray(o[k])[:1] for o in outputs]) for k in range(len(outputs[0]))]
+        # one sample per item, each output read as edgeml.measure.evaluate.predict reads it (a time-major
+        # [T, 1, C] output is one sample's [T, 1, C], not T rows)
+        run = batched(lambda feeds: [np.asarray(v) for v in compiled(feeds).to_tuple()], 1)
+        outputs = [run(item) for item in items]
+        columns = [np.concatenate(column) for column in zip(*outputs)]
         return compare(columns, reference, calibration.labels)[metric]
 
     started = time.perf_counter()
