@@ -57,7 +57,7 @@ def verdict(result: dict) -> dict:
                 "head_to_head": None}
     chosen = next((c for c in edgeml["candidates"] if c["name"] == edgeml["selected"]), {})
     peer = best_peer(result)
-    speedup = chosen.get("speedup")
+    speedup = (edgeml.get("paired_speedup") or {}).get("ratio") or chosen.get("speedup")
     as_fast = None if peer is None or speedup is None else speedup * FASTER_ABOVE >= peer[1]
     head = result.get("head_to_head") or {}
     if head.get("status") == "ok":
@@ -99,8 +99,10 @@ def markdown(header: dict, results: list[dict]) -> str:
         "Written by `python -m benchmarks.panel` (`make panel`); see benchmarks/README.md. Quality drop is the "
         "budget's metric below the input model in ONNX Runtime FP32 on the evaluation data (negative: better); p50 "
         "is batch-1 latency; speed-up is against the input model (edgeml's rows: its `original` row; peers: the "
-        "ONNX Runtime FP32 peer run). \"Side by side\" times edgeml's bundle and every peer model within the budget in "
-        "one process, in alternating rounds (benchmarks/panel/head_to_head.py): above 1, edgeml is faster; \"as fast "
+        "ONNX Runtime FP32 peer run); edgeml's selected row in the per-model table: from edgeml's own alternating "
+        "rounds when the original was timed there with it. \"Side by side\" times edgeml's bundle and every peer "
+        "model within the budget in one process, in alternating rounds (benchmarks/panel/head_to_head.py): above 1, "
+        "edgeml is faster; \"as fast "
         "as it\" is judged there by the rule edgeml's selection applies between its own candidates (the peer is faster "
         "when its speed-up's 95% CI is above 1.02, or its median speed-up above 1.05), else on the speed-ups (a 2 % "
         "margin counts as a tie). Models marked *random* have "

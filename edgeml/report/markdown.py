@@ -173,11 +173,11 @@ def summary(run: dict) -> list[str]:
         ]
     elif chosen:
         ref = next(r for r in rows if r["role"] == "reference")
-        speedups = [] if chosen is ref else [f"{_ratio(ref, chosen)} vs the original ({ref['backend']})"]
+        speedups = [] if chosen is ref else [f"{_speedup(selection, ref, chosen)} vs the original ({ref['backend']})"]
         fp32 = next((r for r in rows if r["role"] == "candidate" and r["backend"] == chosen["backend"]
                      and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
         if fp32:
-            speedups.append(f"{_ratio(fp32, chosen)} vs {fp32['name']}")
+            speedups.append(f"{_speedup(selection, fp32, chosen)} vs {fp32['name']}")
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
              f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
@@ -585,6 +585,17 @@ def _p(p: float) -> str:
 
 def _ratio(base: dict, chosen: dict) -> str:
     return f"{base['latency']['p50_ms'] / chosen['latency']['p50_ms']:.2f}x"
+
+
+def _speedup(selection: dict, base: dict, chosen: dict) -> str:
+    """`chosen`'s speed-up over `base`: from the selection's alternating rounds when both were timed there (the
+    careful measurement, which decided), else from the candidate table's p50s, each timed once, at its own time."""
+    paired = selection.get("paired") or {}
+    timed = paired.get("rows", {}).get(base["name"], {}).get("speedup_of_fastest")
+    if paired.get("fastest") != chosen["name"] or not timed:
+        return _ratio(base, chosen)
+    low, high = timed["ci95"]
+    return f"{timed['ratio']:.2f}x (95% CI {low:.2f}–{high:.2f}, timed together)"
 
 
 def _ms(value: float) -> str:

@@ -299,3 +299,25 @@ def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
                     ["fp32", "1.010 (0.990–1.030)", "1.01x (0.99–1.03)", "selected, tied"],
                     ["fp16", "1.200 (1.180–1.220)", "1.20x (1.15–1.25)", "slower"]]
     assert paired_note({"selection": {"paired": None}}) is None
+
+
+def test_the_headline_speed_up_comes_from_the_rounds_that_decided_when_the_original_was_timed_there():
+    from edgeml.report.markdown import summary
+
+    def row(name, role, p50, selected=False):
+        return {"name": name, "role": role, "backend": "openvino" if name != "original" else "onnxruntime",
+                "backend_version": "", "precision": "fp32", "status": "ok", "selected": selected,
+                "latency": {"p50_ms": p50}, "metrics": {"agreement": 1.0}, "quality_drop": 0.0}
+
+    # timed once each, the selected row looked slower than the original; timed together, it was faster
+    rows = [row("original", "reference", 0.913), row("openvino-fp32", "candidate", 0.965, selected=True)]
+    paired = {"rounds": 9, "faster_above": 1.02, "fastest": "openvino-fp32", "tied": ["openvino-fp32"],
+              "rows": {"openvino-fp32": {"p50_ms": 0.979, "p50_ci95_ms": [0.96, 1.01], "speedup_of_fastest": None},
+                       "original": {"p50_ms": 1.027, "p50_ci95_ms": [1.01, 1.05],
+                                    "speedup_of_fastest": {"ratio": 1.0516, "ci95": [1.039, 1.062]}}}}
+    run = {"data": {"quality_metric": "agreement"}, "rows": rows, "profile": None,
+           "selection": {"candidate": "openvino-fp32", "within_budget": True, "paired": paired, "reason": "r"}}
+    headline = summary(run)[0]
+    assert "1.05x (95% CI 1.04–1.06, timed together) vs the original (onnxruntime)" in headline, headline
+    run["selection"]["paired"] = None                            # no second timing: the candidate table's p50s
+    assert "speed-up (p50) 0.95x vs the original" in summary(run)[0]
