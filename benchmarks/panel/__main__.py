@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.panel import report
 from benchmarks.panel.models import ENTRIES, Entry
 from benchmarks.panel.peers import RECIPES
+from edgeml.pipeline.selection import paired_speedup
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
@@ -179,21 +180,13 @@ def run_edgeml(entry: Entry, model: Path, files: dict, work: Path, metric: str, 
                            "build_seconds": row.get("build_seconds"), "selected": row.get("selected", False)})
     selection = report_json.get("selection", {})
     result.update(status="ok", candidates=candidates, selected=selection.get("candidate"),
-                  paired_speedup=paired_speedup(selection),
+                  # the selected row over the original, timed together in edgeml's alternating rounds (else None)
+                  paired_speedup=paired_speedup(selection, "original"),
                   within_budget=selection.get("within_budget"), selection_reason=_line(selection.get("reason") or ""),
                   metric=selection.get("metric"), warnings=[_line(w) for w in report_json.get("warnings", [])],
                   steps=[s for s in report_json.get("steps", []) if s.get("failure")])
     print(f"   selected {result['selected']} (within budget: {result['within_budget']})", flush=True)
     return result
-
-
-def paired_speedup(selection: dict) -> dict | None:
-    """The selected row's speed-up over the original from edgeml's alternating rounds ({ratio, ci95}), when the
-    original was timed there with it: the measurement that decided, not two p50s each timed once."""
-    paired = selection.get("paired") or {}
-    if paired.get("fastest") != selection.get("candidate"):
-        return None
-    return (paired.get("rows", {}).get("original") or {}).get("speedup_of_fastest")
 
 
 def _subprocess(command: list[str], cwd: Path, timeout: float) -> str | None:

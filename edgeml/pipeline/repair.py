@@ -175,6 +175,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     runner = candidate.backend.open(artifact, bench.threads)
     quality = compare(predict(runner, data, bench.batch, bench.fixed), reference, data.labels)[metric]
     drop = compare(reference, reference, data.labels)[metric] - quality
+    met = drop <= budget + 1e-12
     timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as)
     trial = Trial(kept, quality, drop, p50, artifact.size_bytes, f"{control.method}: {len(kept)} layer(s) in float",
                   timed_as=timed_as)
@@ -185,8 +186,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     if best is trial:
         if tuned.artifact is not ctx.artifacts[candidate.name]:
             shutil.rmtree(tuned.artifact.folder, ignore_errors=True)
-        tuned.artifact, result.best, result.met = artifact, trial, trial.drop <= budget + 1e-12
+        tuned.artifact, result.best, result.met = artifact, trial, met
     else:
         shutil.rmtree(artifact.folder, ignore_errors=True)
-    return {**record, "met": drop <= budget + 1e-12, "drop": drop, "excluded": list(kept), "p50_ms": p50,
+    return {**record, "met": met, "drop": drop, "excluded": list(kept), "p50_ms": p50,
             "seconds": round(time.monotonic() - started, 3), "cached": cached, "chosen": best is trial}

@@ -158,6 +158,16 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
     return chosen, record, reason
 
 
+def paired_speedup(selection: dict, base: str) -> dict | None:
+    """From a recorded selection: the selected row's speed-up over the row named `base` ({ratio, ci95}) in the
+    alternating rounds (`_settle`'s record), when both were timed there and the selected row was the fastest;
+    else None."""
+    paired = selection.get("paired") or {}
+    if paired.get("fastest") != selection.get("candidate"):
+        return None
+    return (paired.get("rows", {}).get(base) or {}).get("speedup_of_fastest")
+
+
 def _tie(s: dict) -> str:
     return "tied within noise" if s["ci95"][0] <= 1.0 else f"tied (a speed-up not above {FASTER:.2f}x does not count)"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeml.errors import EdgemlError
 from edgeml.measure.uncertainty import resolution
-from edgeml.pipeline.selection import CLOSE
+from edgeml.pipeline.selection import CLOSE, paired_speedup
 
 DASH = "—"
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
@@ -590,9 +590,8 @@ def _ratio(base: dict, chosen: dict) -> str:
 def _speedup(selection: dict, base: dict, chosen: dict) -> str:
     """`chosen`'s speed-up over `base`: from the selection's alternating rounds when both were timed there (the
     careful measurement, which decided), else from the candidate table's p50s, each timed once, at its own time."""
-    paired = selection.get("paired") or {}
-    timed = paired.get("rows", {}).get(base["name"], {}).get("speedup_of_fastest")
-    if paired.get("fastest") != chosen["name"] or not timed:
+    timed = paired_speedup(selection, base["name"])
+    if timed is None:
         return _ratio(base, chosen)
     low, high = timed["ci95"]
     return f"{timed['ratio']:.2f}x (95% CI {low:.2f}–{high:.2f}, timed together)"
