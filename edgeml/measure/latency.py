@@ -2,6 +2,8 @@
 
 Latency: warm-up first, then timed single runs until both a minimum count and a minimum time
 are reached; percentiles of those runs, and a bootstrap 95% confidence interval on the median.
+The minimum counts hold within `MeasureConfig.longest` times the minimum time: a model whose one call takes
+0.6 s is timed about 9 calls (5 s), not 50 (30 s), and warms up with 2 calls, not 5.
 Memory: the rise of the process's peak resident set (VmHWM) while loading and running the
 model, after resetting the peak (Linux only; elsewhere it is reported as not measured).
 """
@@ -29,6 +31,8 @@ class MeasureConfig:
     min_warmup_runs: int = 5
     bootstrap: int = 1000
     seed: int = 0
+    longest: float = 5.0          # past this many times `seconds` (warm-up: max(warmup_seconds, seconds)) ...
+    fewest_runs: int = 5          # ... this many timed runs are enough, whatever min_runs says
 
 
 @dataclass(frozen=True)
@@ -49,28 +53,35 @@ class Latency:
 
 
 def measure_latency(run_once: Callable[[], object], config: MeasureConfig = MeasureConfig()) -> Latency:
-    with timing_slot.held():           # one measurement at a time per machine when jobs share it (edgeml.sweep)
-        return _measure(run_once, config)
-
-
-def _measure(run_once: Callable[[], object], config: MeasureConfig) -> Latency:
-    clock = time.perf_counter
-    warmup = 0
-    start = clock()
-    while warmup < config.min_warmup_runs or clock() - start < config.warmup_seconds:
-        run_once()
-        warmup += 1
-    times = []
-    start = clock()
-    while len(times) < config.max_runs and (len(times) < config.min_runs or clock() - start < config.seconds):
-        t0 = clock()
-        run_once()
-        times.append(clock() - t0)
-    ms = np.asarray(times) * 1e3
+    warmup, ms = timed_calls(run_once, config)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return Latency(float(p50), float(p90), float(p99), float(ms.mean()),
                    bootstrap_median_ci(ms, config.bootstrap, config.seed), len(ms), warmup,
                    float(1e3 / ms.mean()))
+
+
+def timed_calls(run_once: Callable[[], object], config: MeasureConfig) -> tuple[int, np.ndarray]:
+    """The warm-up calls' count and each timed call's milliseconds, as `config` says."""
+    with timing_slot.held():           # one measurement at a time per machine when jobs share it (edgeml.sweep)
+        return _calls(run_once, config)
+
+
+def _calls(run_once: Callable[[], object], config: MeasureConfig) -> tuple[int, np.ndarray]:
+    clock = time.perf_counter
+    warmup = 0
+    start = clock()
+    while clock() - start < config.warmup_seconds or (
+            warmup < config.min_warmup_runs and clock() - start < max(config.warmup_seconds, config.seconds)):
+        run_once()
+        warmup += 1
+    times = []
+    start = clock()
+    while len(times) < config.max_runs and (clock() - start < config.seconds or len(times) < config.min_runs and (
+            len(times) < config.fewest_runs or clock() - start < config.seconds * config.longest)):
+        t0 = clock()
+        run_once()
+        times.append(clock() - t0)
+    return warmup, np.asarray(times) * 1e3
 
 
 def bootstrap_median_ci(samples: np.ndarray, resamples: int = 1000, seed: int = 0,

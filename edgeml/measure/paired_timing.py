@@ -6,6 +6,13 @@ load of a shared machine changes between rounds more than within one), then the 
 each round's p50 recomputed and the median of those taken, `RESAMPLES` times. Every method draws the
 same rounds in the same resample, so the interval of a ratio between two methods keeps them paired
 by round.
+
+Every decision edgeml takes on speed reads the same rule (`faster`): one method counts as faster than another when
+the lower end of its speed-up's 95% CI is above `FASTER`, or when its median speed-up is above `CLEARLY_FASTER`
+(rounds too noisy to prove a 10% gain must not hand a pick to the slower one). A `contest` times its methods in
+rounds until every verdict is settled (`settled`: the CI lies wholly on one side of `FASTER`), at least
+`MIN_ROUNDS` and at most `MAX_ROUNDS`, and within the seconds it is given: a round's run count follows from those
+seconds and the model's own latency, so a model whose one call takes 0.6 s is timed a few calls a round, not 20.
 """
 
 from __future__ import annotations
@@ -13,42 +20,91 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 
-from edgeml.measure.latency import MeasureConfig, measure_latency
+from edgeml.measure.latency import MeasureConfig, timed_calls
 
 RESAMPLES = 1000
 CHUNK = 100              # resamples drawn at once
+# A speed-up counts when its 95% CI's lower end is above this: 1.0 would let noise flip one verdict in
+# twenty between two equal methods, and a gain under 2% is not worth a less precise model.
+FASTER = 1.02
+CLEARLY_FASTER = 1.05    # a median speed-up above this counts even when the CI is too wide to clear FASTER
+MIN_ROUNDS = 5           # a contest's fewest rounds: with fewer, a bootstrap over rounds is a coin toss
+MAX_ROUNDS = 9
 
 
 def timed_runs(run_once: Callable[[], object], config: MeasureConfig) -> np.ndarray:
-    """Milliseconds of each timed call of `run_once`, measured by `edgeml.measure.latency.measure_latency`
+    """Milliseconds of each timed call of `run_once`, as `edgeml.measure.latency.measure_latency` times them
     (its warm-up calls dropped)."""
-    times: list[float] = []
-
-    def once() -> None:
-        start = time.perf_counter()
-        run_once()
-        times.append(time.perf_counter() - start)
-
-    gc.collect()     # so that collecting earlier garbage does not land in the timed calls
-    latency = measure_latency(once, config)
-    return np.asarray(times[latency.warmup_runs:]) * 1e3
+    return timed_calls(run_once, config)[1]
 
 
 def interleave(methods: dict[str, Callable[[], object]], rounds: int, config: MeasureConfig,
-               on_round: Callable[[int, str, np.ndarray], None] | None = None) -> dict[str, list[np.ndarray]]:
+               on_round: Callable[[int, str, np.ndarray], None] | None = None, *,
+               later: MeasureConfig | None = None,
+               done: Callable[[dict[str, list[np.ndarray]]], bool] | None = None) -> dict[str, list[np.ndarray]]:
     """The timed runs of every method, one list per round; round r starts at the r-th method, so no
-    method is always timed first or last."""
+    method is always timed first or last. Rounds after the first are timed with `later` when given (the
+    methods are warm by then); `done(runs)`, asked after each round, ends the rounds early."""
     names = list(methods)
     runs: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            runs[name].append(timed_runs(methods[name], config))
-            if on_round is not None:
-                on_round(r, name, runs[name][-1])
+    with _no_collection():
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(timed_runs(methods[name], config if r == 0 or later is None else later))
+                if on_round is not None:
+                    on_round(r, name, runs[name][-1])
+            if done is not None and done(runs):
+                break
     return runs
+
+
+@contextmanager
+def _no_collection():
+    """Garbage collected once before the rounds and not during them, so that no collection lands in a timed call
+    (a full collection takes 0.2 s with torch loaded: once per method and round, it outlasted a small model's
+    rounds)."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def contest(methods: dict[str, Callable[[], object]], seconds: float,
+            on_round: Callable[[int, str, np.ndarray], None] | None = None, *, min_rounds: int = MIN_ROUNDS,
+            max_rounds: int = MAX_ROUNDS) -> dict[str, dict]:
+    """`methods` timed together in alternating rounds, each `summarize`d. Each method gets `seconds` / (max_rounds x
+    methods) a round, and at least one call (the first round warms each method up first; later rounds need not).
+    The rounds stop once `min_rounds` are done and every method's verdict against the fastest is `settled`, or when
+    another round would not fit in `seconds` (the time the last round took). Only `min_rounds` of one call per
+    method can take longer than `seconds`."""
+    share = seconds / (max_rounds * len(methods))
+    first = MeasureConfig(seconds=share, min_runs=1, warmup_seconds=min(0.2, share), min_warmup_runs=1)
+    later = MeasureConfig(seconds=share, min_runs=1, warmup_seconds=0.0, min_warmup_runs=0)
+    started = time.perf_counter()
+    ends: list[float] = []
+
+    def done(runs: dict[str, list[np.ndarray]]) -> bool:
+        ends.append(time.perf_counter())
+        count = len(ends)
+        if count < min_rounds:
+            return False
+        last = ends[-1] - (ends[-2] if count > 1 else started)
+        if ends[-1] - started + last > seconds:
+            return True
+        rounds = {name: {"round_p50_ms": [float(np.median(r)) for r in timed]} for name, timed in runs.items()}
+        fastest = min(rounds, key=lambda name: np.median(rounds[name]["round_p50_ms"]))
+        return all(settled(round_speedup(rounds[name], rounds[fastest])) for name in rounds if name != fastest)
+
+    runs = interleave(methods, max_rounds, first, on_round, later=later, done=done)
+    return {name: summarize(timed) for name, timed in runs.items()}
 
 
 def bootstrap_p50(rounds: list[np.ndarray], seed: int = 0) -> np.ndarray:
@@ -84,6 +140,28 @@ def round_speedup(baseline: dict, candidate: dict, seed: int = 0) -> dict:
     draws = np.median(ratios[picks], axis=1)
     return {"ratio": float(np.median(ratios)), "ci95": [float(x) for x in np.percentile(draws, [2.5, 97.5])],
             "rounds": ratios.tolist()}
+
+
+def faster(s: dict) -> str | None:
+    """Which rule makes the speed-up `s` (`round_speedup`) count as faster: "ci" (its 95% CI's lower end is above
+    FASTER), "median" (its median is above CLEARLY_FASTER, however wide the CI), or None (it does not count)."""
+    if s["ci95"][0] > FASTER:
+        return "ci"
+    return "median" if s["ratio"] > CLEARLY_FASTER else None
+
+
+def settled(s: dict) -> bool:
+    """Whether more rounds would hardly change the verdict on the speed-up `s`: its CI lies wholly on one side of
+    FASTER."""
+    return s["ci95"][0] > FASTER or s["ci95"][1] <= FASTER
+
+
+def verdict_text(s: dict) -> str:
+    """'1.31x, 95% CI 1.25–1.40, 5 rounds', with the rule that made it count as faster, if one did."""
+    rule = faster(s)
+    why = {"ci": f"; its CI is above {FASTER:.2f}x", "median": f"; its median is above {CLEARLY_FASTER:.2f}x"}
+    return (f"{s['ratio']:.2f}x, 95% CI {s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}, {len(s['rounds'])} rounds"
+            + why.get(rule, ""))
 
 
 def speedup(baseline: dict, candidate: dict) -> dict:
