@@ -1,43 +1,83 @@
-"""Time a bundle where it was shipped, with the bundle's own run.py: numpy and its runtime, no edgeml.
+"""Time bundles where they were shipped, with each bundle's own run.py: numpy and its runtime, no edgeml.
 
-`edgeml rollout` runs this file's text with the device's Python in the bundle's folder, as
-`python -c SOURCE SECONDS WARMUP_SECONDS MIN_WARMUP_RUNS MIN_RUNS MAX_RUNS [THREADS]` (the settings of
-edgeml.measure.latency.MeasureConfig, which the device cannot import), and reads the one JSON line it prints.
-Like `edgeml profile` it runs the first sample of reference.npz, batch 1, warm-up first, then timed single
-runs until both a minimum count and SECONDS are reached (edgeml.measure.latency's loop).
+`edgeml rollout` runs this file's text with the device's Python, as
+`python -c SOURCE ROUNDS SECONDS WARMUP_SECONDS MIN_WARMUP_RUNS MIN_RUNS MAX_RUNS THREADS FOLDER [FOLDER ...]`
+(the settings of edgeml.measure.latency.MeasureConfig, which the device cannot import; THREADS 0: the
+runtime's default), and reads the one JSON line it prints. Each FOLDER's run.py is loaded under a module
+name of its own and runs the first sample of its reference.npz, batch 1. After one warm-up each, the
+bundles are timed in ROUNDS alternating rounds in this one process (round r starts at the r-th bundle, so
+none is always first), each round one untimed call and then timed single runs until both MIN_RUNS and
+SECONDS are reached (edgeml.measure.latency's loop, as is the warm-up). A bundle after the first that
+cannot be opened or run is left out of the rounds, with its error in the output.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import run  # the bundle's run.py, in the working folder
+
+clock = time.perf_counter
 
 
-def main(argv: list[str]) -> int:
-    seconds, warmup_seconds = float(argv[0]), float(argv[1])
-    min_warmup_runs, min_runs, max_runs = (int(a) for a in argv[2:5])
-    threads = int(argv[5]) if len(argv) > 5 else None
+def load(folder: Path, index: int, threads: int | None):
+    """A function of no arguments that runs the bundle in `folder` once, through its run.py."""
+    spec = importlib.util.spec_from_file_location(f"edgeml_bundle_run_{index}", folder / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = run
+    spec.loader.exec_module(run)
     manifest = json.loads((run.HERE / "manifest.json").read_text())
     infer = run.open_model(manifest, threads)
     with np.load(run.HERE / manifest["reference"]["file"]) as data:
         feeds = {k.split("/", 1)[1]: data[k][:1] for k in data.files if k.startswith("input/")}
-    clock = time.perf_counter
-    warmup, start = 0, clock()
-    while warmup < min_warmup_runs or clock() - start < warmup_seconds:
-        infer(feeds)
-        warmup += 1
+    return lambda: infer(feeds)
+
+
+def warm_up(once, seconds: float, min_runs: int) -> int:
+    runs, start = 0, clock()
+    while runs < min_runs or clock() - start < seconds:
+        once()
+        runs += 1
+    return runs
+
+
+def timed(once, seconds: float, min_runs: int, max_runs: int) -> np.ndarray:
     times, start = [], clock()
     while len(times) < max_runs and (len(times) < min_runs or clock() - start < seconds):
         t0 = clock()
-        infer(feeds)
+        once()
         times.append(clock() - t0)
-    p50, p90, p99 = np.percentile(np.asarray(times) * 1e3, [50, 90, 99])
-    print(json.dumps({"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "runs": len(times),
-                      "warmup_runs": warmup, "threads": threads, "input": "reference.npz, first sample"}))
+    return np.asarray(times) * 1e3
+
+
+def main(argv: list[str]) -> int:
+    rounds, seconds, warmup_seconds = int(argv[0]), float(argv[1]), float(argv[2])
+    min_warmup_runs, min_runs, max_runs, threads = (int(a) for a in argv[3:7])
+    results, runners = [], []
+    for i, folder in enumerate(argv[7:]):
+        result = {"folder": folder}
+        try:
+            once = load(Path(folder), i, threads or None)
+            result["warmup_runs"] = warm_up(once, warmup_seconds, min_warmup_runs)
+            runners.append((once, result))
+        except Exception as e:
+            if i == 0:
+                raise
+            result["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        results.append(result)
+    for r in range(rounds):
+        for once, result in runners[r % len(runners):] + runners[:r % len(runners)]:
+            once()                                 # its caches back after the other bundles ran
+            ms = timed(once, seconds, min_runs, max_runs)
+            result.setdefault("round_p50_ms", []).append(float(np.median(ms)))
+            result.setdefault("round_p90_ms", []).append(float(np.percentile(ms, 90)))
+            result.setdefault("runs", []).append(len(ms))
+    print(json.dumps({"rounds": rounds, "threads": threads or None, "input": "reference.npz, first sample",
+                      "bundles": results}))
     return 0
 
 

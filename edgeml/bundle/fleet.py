@@ -8,8 +8,11 @@
         python: /opt/venv/bin/python3        # optional: runs the bundle's run.py there
         threads: 4                           # optional: threads of the on-device timing
     thresholds:                              # optional, fleet-wide
-      max_latency_ratio: 1.5                 # on-device p50 / the build report's p50 of the bundle's candidate
-      measure_seconds: 1.0                   # timed seconds of the on-device profile
+      max_latency_ratio: 1.5                 # a canary fails when its slowdown is above this beyond doubt (the
+                                             # lower end of its 95% CI) against the release the device runs,
+                                             # else against the build report's p50
+      measure_seconds: 1.0                   # timed seconds of each release in the on-device profile
+      rounds: 9                              # alternating rounds those seconds are split over
 
 Relative local folders and key files are taken relative to the fleet file. The whole file is checked
 before anything runs: `load_fleet` raises FleetError with every problem, one line each.
@@ -27,9 +30,11 @@ import yaml
 
 from edgeml.bundle.ship import Destination, parse_destination
 from edgeml.errors import EdgemlError, first_line
+from edgeml.measure.paired_timing import MIN_ROUNDS
 
 DEVICE_KEYS = ("name", "to", "identity", "ssh_options", "python", "threads")
 REMOTE_PYTHON = "python3"
+RATIO_ABOVE_1 = "a number above 1 (1.5: a canary may be up to 1.5x as slow)"
 SCP_STYLE = re.compile(r"^[^/]*:")        # user@host:/path, which `ship --to` would take for a local folder
 
 
@@ -45,6 +50,7 @@ class FleetError(EdgemlError):
 class Thresholds:
     max_latency_ratio: float = 1.5
     measure_seconds: float = 1.0
+    rounds: int = 9
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,15 @@ def _thresholds(data: object, where: str, problems: list[str]) -> Thresholds:
         value = data.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if key == "rounds":
+            if not (number and float(value).is_integer() and value >= MIN_ROUNDS):
+                problems.append(f"{where}: rounds: a whole number, at least {MIN_ROUNDS}")
+            else:
+                values[key] = int(value)
+        elif key == "max_latency_ratio" and not (number and value > 1):
+            problems.append(f"{where}: max_latency_ratio: {RATIO_ABOVE_1}")
+        elif not (number and value > 0):
             problems.append(f"{where}: {key}: a number above 0")
         else:
             values[key] = float(value)

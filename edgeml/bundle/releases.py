@@ -27,6 +27,8 @@ from edgeml.measure.latency import MeasureConfig
 RELEASES, CURRENT, PREVIOUS = "releases", "current", "previous"
 ID_LENGTH = 12
 TIMING_SCRIPT = Path(__file__).with_name("device_timing.py")
+ROUND_MIN_RUNS = 5        # timed runs of a release in each round, at least: a model of 0.5 s a call takes
+                          # 9 rounds x 2 releases x 5 calls, not 20 calls a round
 
 
 def bundle_id(bundle: Path) -> str:
@@ -89,24 +91,29 @@ class DeviceFolder:
 
     def check(self, release: str) -> tuple[bool, str]:
         """The bundle's `run.py --check` in the release, with the device's Python: (passed, its output)."""
-        done = self._python(release, ["run.py", "--check"])
+        done = self._python(f"{RELEASES}/{release}", ["run.py", "--check"])
         output = (done.stdout + done.stderr).strip()
         return done.returncode == 0, output or f"run.py --check exited {done.returncode} without output"
 
-    def time(self, release: str, seconds: float, threads: int | None) -> dict:
-        """The release's on-device latency (device_timing.py with the bundle's run.py); EdgemlError if it fails."""
+    def time(self, links: list[str], rounds: int, seconds: float, threads: int | None) -> dict:
+        """The releases at `links` (relative to DEST, the first the one timed) timed together in `rounds`
+        alternating rounds of `seconds` / `rounds` each, in one process with the device's Python
+        (device_timing.py, with each bundle's run.py): its output, each bundle's round p50s; EdgemlError if
+        the first cannot be timed."""
         loop = MeasureConfig()
-        args = ["-c", TIMING_SCRIPT.read_text(), f"{seconds:g}", f"{loop.warmup_seconds:g}", str(loop.min_warmup_runs),
-                str(loop.min_runs), str(loop.max_runs), *([str(threads)] if threads else [])]
-        done = self._python(release, args)
+        args = ["-c", TIMING_SCRIPT.read_text(), str(rounds), f"{seconds / rounds:g}", f"{loop.warmup_seconds:g}",
+                str(loop.min_warmup_runs), str(ROUND_MIN_RUNS), str(loop.max_runs), str(threads or 0),
+                *(f"{self.root}/{link}" for link in links)]
+        done = self._python(links[0], args)
         try:
             return json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
             raise EdgemlError(f"the timing failed (exit {done.returncode}): "
                               f"{last_line(done.stderr) or last_line(done.stdout) or 'no output'}") from None
 
-    def _python(self, release: str, args: list[str]):
-        folder = f"{self.root}/{RELEASES}/{release}"
+    def _python(self, link: str, args: list[str]):
+        """The device's Python run with `args` in the folder DEST/`link`."""
+        folder = f"{self.root}/{link}"
         if self.ssh is None:
             return run_tool([self.device.python, *args], cwd=folder)
         return self.ssh.run(f"cd -- {shlex.quote(folder)} && {shlex.join([self.device.python, *args])}", check=False)

@@ -2,9 +2,13 @@
 
 The first N devices (the canaries) get the bundle shipped into DEST/releases/<id> (edgeml.bundle.releases),
 then run its self-check there (the files' sha256, checked by ship, and the bundle's `run.py --check`) and
-an on-device timing compared with the build report's p50. Only when every canary passes do their `current`
-links switch; then each other device is shipped to, checked and switched in turn. Any failure stops the
-rollout and leaves the devices not yet switched on their previous release.
+a latency check. The check times the canary against the release the device runs, there, in alternating rounds
+in one process, and takes the median of the rounds' ratios with a 95% bootstrap CI over rounds
+(edgeml.measure.paired_timing.round_speedup); a device that runs no release yet has its rounds compared
+with the build report's p50, timed elsewhere. A canary fails only when the CI's lower end is above
+`max_latency_ratio`, so noise alone does not fail an equally fast build. Only when every canary passes do
+their `current` links switch; then each other device is shipped to, checked and switched in turn. Any
+failure stops the rollout and leaves the devices not yet switched on their previous release.
 
 Every step is one JSON line appended to OUT/rollout.jsonl and flushed as it ends, so a rollout that is
 killed still leaves a readable log.
@@ -13,6 +17,7 @@ killed still leaves a readable log.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +29,7 @@ from edgeml.bundle.fleet import Device, Fleet
 from edgeml.bundle.folder import Bundle
 from edgeml.bundle.releases import CURRENT, PREVIOUS, RELEASES, DeviceFolder, bundle_id, release_of
 from edgeml.errors import EdgemlError, first_line
+from edgeml.measure.paired_timing import round_speedup
 
 LOG = "rollout.jsonl"
 DEFAULT_OUT = "edgeml-rollout"        # beside the fleet file
@@ -104,9 +110,10 @@ def rollout(bundle: Path | str, fleet: Fleet, *, canaries: int = 1, out: Path | 
         log.record("start", bundle=str(opened.folder.resolve()), release=release, candidate=candidate,
                    fleet=str(fleet.path.resolve()), canaries=[d.name for d in fleet.devices[:canaries]],
                    thresholds=asdict(fleet.thresholds), build_p50_ms=build and build["p50_ms"],
-                   latency_check=f"skipped: {why}" if why else "on")
+                   latency_check="against the release each canary runs; where none: "
+                                 + (f"skipped: {why}" if why else "against the build report's p50"))
         if why:
-            announce(f"latency check skipped: {why}")
+            announce(f"no build-time p50 ({why}): a canary that runs no release yet gets no latency check")
         result = _Rollout(opened, release, fleet, log, build, why).run(canaries)
         log.record("end", outcome="ok" if result.passed else "failed", detail=result.line, running=result.running)
     finally:
@@ -215,29 +222,69 @@ class _Rollout:
         return None if result.passed else f"{step}: {result.detail}"
 
     def _gate(self, device: Device) -> str | None:
-        """A canary's on-device profile and its comparison with the build's p50."""
+        """A canary's on-device profile and its latency check, against the release the device runs (timed
+        together with it) or else the build report's p50."""
+        link, why = self._baseline(device)
         timing = {}
 
         def profile() -> Step:
-            threads = device.threads or (self.build or {}).get("threads")
-            timing.update(self.folders[device.name].time(self.release, self.fleet.thresholds.measure_seconds,
-                                                         threads))
-            return Step("ok", f"p50 {timing['p50_ms']:.4f} ms, p90 {timing['p90_ms']:.4f} ms ({timing['runs']} runs, "
-                              f"{timing['threads'] or 'default'} thread(s))", timing)
+            thresholds, threads = self.fleet.thresholds, device.threads or (self.build or {}).get("threads")
+            timed = self.folders[device.name].time([f"{RELEASES}/{self.release}", *([link] if link else [])],
+                                                   thresholds.rounds, thresholds.measure_seconds, threads)
+            canary, *others = timed["bundles"]
+            current = others[0] if others and "error" not in others[0] else None
+            alone = f"{why} cannot be timed there: {others[0]['error']}" if others and current is None else why
+            timing.update(canary=canary, current=current, release=release_of(link), why=alone)
+            numbers = {"rounds": timed["rounds"], "threads": timed["threads"], "input": timed["input"],
+                       "p50_ms": _median(canary["round_p50_ms"]), "p90_ms": _median(canary["round_p90_ms"]),
+                       "round_p50_ms": canary["round_p50_ms"], "runs": sum(canary["runs"]),
+                       "current": release_of(link) if current else None,
+                       "current_round_p50_ms": current and current["round_p50_ms"]}
+            detail = (f"p50 {numbers['p50_ms']:.4f} ms, p90 {numbers['p90_ms']:.4f} ms ({numbers['runs']} runs in "
+                      f"{numbers['rounds']} rounds, {timed['threads'] or 'default'} thread(s)), "
+                      + (f"in alternating rounds with {why}, p50 {_median(current['round_p50_ms']):.4f} ms"
+                         if current else f"alone: {alone}"))
+            return Step("ok", detail, numbers)
 
         return (self._do("profile", device, profile, role="canary")
-                or self._do("compare", device, lambda: self._compare(timing["p50_ms"]), role="canary"))
+                or self._do("compare", device, lambda: self._compare(**timing), role="canary"))
 
-    def _compare(self, p50_ms: float) -> Step:
-        limit = self.fleet.thresholds.max_latency_ratio
-        if self.build is None:
-            return Step("skipped", f"latency check skipped: {self.no_build}", {"device_p50_ms": p50_ms})
-        ratio = p50_ms / self.build["p50_ms"]
-        numbers = {"device_p50_ms": p50_ms, "build_p50_ms": self.build["p50_ms"], "ratio": ratio,
-                   "max_latency_ratio": limit}
-        detail = (f"p50 {p50_ms:.4f} ms is {ratio:.2f}x the build's {self.build['p50_ms']:.4f} ms "
-                  f"(at most {limit:g}x)")
-        return Step("ok" if ratio <= limit else "failed", detail, numbers)
+    def _baseline(self, device: Device) -> tuple[str | None, str]:
+        """The link (relative to DEST) of the release the device runs, to time the canary with, and what it is;
+        or None and why there is none."""
+        current, _ = self.links[device.name]
+        if current is None:
+            return None, "it runs no release yet"
+        if release_of(current) == self.release:
+            return None, "it runs this release already"
+        if not self.folders[device.name].has(current):
+            return None, f"the release it runs ({release_of(current)}) is gone from it"
+        return current, f"the release it runs ({release_of(current)})"
+
+    def _compare(self, canary: dict, current: dict | None, release: str | None, why: str) -> Step:
+        """The canary's slowdown: the median over rounds of its p50 / the baseline's, with a 95% CI over rounds;
+        failed only when the CI's lower end is above max_latency_ratio."""
+        limit, rounds = self.fleet.thresholds.max_latency_ratio, canary["round_p50_ms"]
+        numbers = {"device_p50_ms": _median(rounds), "build_p50_ms": self.build and self.build["p50_ms"],
+                   "rounds": len(rounds), "max_latency_ratio": limit}
+        if current is not None:
+            baseline = current["round_p50_ms"]
+            against = f"the release it runs, timed together ({release}: {_median(baseline):.4f} ms)"
+        elif self.build is not None:
+            baseline = [self.build["p50_ms"]] * len(rounds)
+            against = f"the build report's p50, timed elsewhere ({self.build['p50_ms']:.4f} ms, as {why})"
+        else:
+            return Step("skipped", f"latency check skipped: {self.no_build}; nor can it be timed against the "
+                                   f"release the device runs: {why}", numbers)
+        slowdown = round_speedup({"round_p50_ms": rounds}, {"round_p50_ms": baseline})
+        ratio, (low, high) = slowdown["ratio"], slowdown["ci95"]
+        numbers.update(baseline="current" if current else "build", baseline_release=current and release,
+                       baseline_p50_ms=_median(baseline), ratio=ratio, ratio_ci95=slowdown["ci95"],
+                       round_ratios=slowdown["rounds"])
+        passed = low <= limit
+        detail = (f"p50 {numbers['device_p50_ms']:.4f} ms is {ratio:.2f}x {against}: 95% CI {low:.2f}–{high:.2f}x "
+                  f"over {len(rounds)} rounds, its lower end {'not above' if passed else 'above'} {limit:g}x")
+        return Step("ok" if passed else "failed", detail, numbers)
 
     def _state(self, device: Device) -> Step:
         current, previous = self.links[device.name] = self.folders[device.name].links()
@@ -276,6 +323,10 @@ def _who_runs(running: dict[str, str | None]) -> str:
         by_release.setdefault(release, []).append(name)
     return "; ".join(f"{', '.join(names)} run{'s' if len(names) == 1 else ''} {release or 'nothing yet'}"
                      for release, names in by_release.items())
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
 
 
 def _now() -> str:
