@@ -2,9 +2,11 @@
 
     devices:
       - name: kitchen-pi
-        to: ssh://pi@10.0.0.5/opt/edgeml      # as `edgeml ship --to`: ssh://[user@]host[:port]/path or a folder
+        to: ssh://pi@10.0.0.5/opt/edgeml      # as `edgeml ship --to`: ssh://[user@]host[:port]/path,
+                                             # [user@]host:path (a colon before any slash) or a folder
         identity: ~/.ssh/fleet_ed25519       # optional: as `ship -i`
-        ssh_options: {StrictHostKeyChecking: accept-new}   # optional: as `ship --ssh-option`
+        ssh_options: {StrictHostKeyChecking: accept-new}   # optional: as `ship --ssh-option` (Port: 2222 for
+                                             # host:path, which has no port)
         python: /opt/venv/bin/python3        # optional: runs the bundle's run.py there
         threads: 4                           # optional: threads of the on-device timing
     thresholds:                              # optional, fleet-wide
@@ -20,7 +22,6 @@ before anything runs: `load_fleet` raises FleetError with every problem, one lin
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ from edgeml.measure.paired_timing import MIN_ROUNDS
 DEVICE_KEYS = ("name", "to", "identity", "ssh_options", "python", "threads")
 REMOTE_PYTHON = "python3"
 RATIO_ABOVE_1 = "a number above 1 (1.5: a canary may be up to 1.5x as slow)"
-SCP_STYLE = re.compile(r"^[^/]*:")        # user@host:/path, which `ship --to` would take for a local folder
 
 
 class FleetError(EdgemlError):
@@ -136,7 +136,7 @@ def _device(entry: object, where: str, base: Path, problems: list[str]) -> Devic
                         "{StrictHostKeyChecking: accept-new}")
         options = {}
     if destination is not None and destination.host is None and (identity is not None or options):
-        problems.append(f"{where}: identity and ssh_options apply to ssh:// destinations only")
+        problems.append(f"{where}: identity and ssh_options apply to SSH destinations only")
     python = entry.get("python", REMOTE_PYTHON if destination is None or destination.host else sys.executable)
     if not isinstance(python, str) or not python.strip():
         problems.append(f"{where}: python: the path of the Python interpreter that runs the bundle there")
@@ -153,11 +153,8 @@ def _device(entry: object, where: str, base: Path, problems: list[str]) -> Devic
 
 def _destination(to: object, where: str, base: Path, problems: list[str]) -> Destination | None:
     if not isinstance(to, str) or not to.strip():
-        problems.append(f"{where}: to: give the destination, ssh://[user@]host[:port]/path or a local folder")
-        return None
-    if "://" not in to and SCP_STYLE.match(to):
-        problems.append(f"{where}: to {to}: write it as ssh://{to.replace(':', '', 1)} (a URL), or give a local "
-                        "folder")
+        problems.append(f"{where}: to: give the destination, ssh://[user@]host[:port]/path, [user@]host:path "
+                        "or a local folder")
         return None
     try:
         destination = parse_destination(to, "to")

@@ -122,21 +122,34 @@ def rollout(bundle: Path | str, fleet: Fleet, *, canaries: int = 1, out: Path | 
 
 
 def rollback(fleet: Fleet, *, out: Path | None = None, announce: Callable[[str], None] = print) -> Outcome:
-    """Point every device's `current` back at its `previous` release (and `previous` at what was current)."""
+    """Point every device's `current` back at its `previous` release (and `previous` at what was current).
+
+    Passed only when at least one device went back and every device then runs the same release.
+    """
     log = RolloutLog(out or default_out(fleet.path), announce)
     running: dict[str, str | None] = {}
-    failed = []
+    failed, moved = [], []
     try:
         log.record("start", rollback=True, fleet=str(fleet.path.resolve()))
         for device in fleet.devices:
-            if not log.step("rollback", device, partial(_back, device, running)).passed:
+            step = log.step("rollback", device, partial(_back, device, running))
+            if not step.passed:
                 failed.append(device.name)
-        line = (f"rollback failed on {', '.join(failed)}; {_who_runs(running)}" if failed
-                else f"rolled back: {_who_runs(running)}")
-        log.record("end", outcome="failed" if failed else "ok", detail=line, running=running)
+            elif step.outcome == "ok":
+                moved.append(device.name)
+        if failed:
+            line = f"rollback failed on {', '.join(failed)}; {_who_runs(running)}"
+        elif not moved:
+            line = f"nothing was rolled back (no device has a previous release to go back to); {_who_runs(running)}"
+        elif len(set(running.values())) > 1:
+            line = f"rolled back {', '.join(moved)}, but the fleet runs mixed releases: {_who_runs(running)}"
+        else:
+            line = f"rolled back: {_who_runs(running)}"
+        passed = not failed and bool(moved) and len(set(running.values())) == 1
+        log.record("end", outcome="ok" if passed else "failed", detail=line, running=running)
     finally:
         log.close()
-    return Outcome(not failed, line, running, log.path)
+    return Outcome(passed, line, running, log.path)
 
 
 def _back(device: Device, running: dict[str, str | None]) -> Step:

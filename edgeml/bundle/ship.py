@@ -1,5 +1,8 @@
 """`edgeml ship`: copy a bundle to a device over SSH (or to a folder), resumably, and verify it there.
 
+A destination is read as rsync reads it: `[user@]host:path` (a colon before any slash) and
+`ssh://[user@]host[:port]/path` are SSH, anything else a local folder (`./a:b` is one).
+
 Only OpenSSH's own tools run: rsync over ssh when both ends have rsync (`--partial --checksum`,
 so an interrupted copy resumes and intact files are not sent again), else scp for the files whose
 remote sha256 is missing or wrong. Either way the copy is then checked file by file against the
@@ -10,6 +13,7 @@ shell reads are built with shlex.quote.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -25,6 +29,8 @@ from edgeml.hashing import sha256_file
 
 CONNECT_TIMEOUT_S = 15
 TRANSFERS = ("auto", "rsync", "scp")
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+USER = re.compile(r"[^:/\[]*@")          # up to the last @ before any colon, slash or bracket, as rsync reads it
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,20 @@ class Destination:
     def login(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
+    @property
+    def remote(self) -> str:
+        """`login:` as scp and rsync read it (an IPv6 address in brackets), to put a path after."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:" if self.user else f"{host}:"
+
     def __str__(self) -> str:
-        if self.host is None:
-            return self.path
-        return f"ssh://{self.login}{f':{self.port}' if self.port else ''}{self.path}"
+        if self.host is None:                         # ./a:b, not a:b, which would name host a
+            return f"./{self.path}" if _host_form(self.path) else self.path
+        if not self.path.startswith("/"):             # relative to the login's home folder: only scp's form says so
+            return f"{self.remote}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        login = f"{self.user}@{host}" if self.user else host
+        return f"ssh://{login}{f':{self.port}' if self.port else ''}{self.path}"
 
 
 @dataclass
@@ -57,12 +73,53 @@ class ShipResult:
 
 
 def parse_destination(text: str, what: str = "--to") -> Destination:
-    """`ssh://[user@]host[:port]/path` or a local folder; `what` names the setting in error messages."""
-    if "://" not in text:
+    """`ssh://[user@]host[:port]/path`, `[user@]host:path` or a local folder; `what` names the setting in errors.
+
+    As rsync and scp read a destination: a colon before any slash names a host (`./a:b` is a local folder).
+    """
+    if URL.match(text):
+        return _parse_url(text, what)
+    remote = _host_form(text)
+    if remote is None:
         return Destination(str(Path(text).expanduser()))
+    user, host, path = remote
+    example = f"{user + '@' if user else ''}{host}:/opt/models"
+    if path.startswith(":"):
+        raise EdgemlError(f"{what} {text}: host::module is an rsync daemon, which ship does not use; give "
+                          f"{example} (over ssh), or ./{text} for a local folder")
+    if not host or host.startswith("-") or (user or "").startswith("-") or re.search(r"\s", host + (user or "")):
+        raise EdgemlError(f"{what} {text}: no usable host; use user@host:/path or ssh://user@host[:port]/path "
+                          f"(./{text} for a local folder)")
+    if path == "~" or path.startswith("~/"):          # the home folder: where ssh, scp and rsync start anyway
+        path = path[2:]
+    elif path.startswith("~"):
+        raise EdgemlError(f"{what} {text}: give an absolute path or one relative to the home folder, not ~user")
+    if path.strip("/") == "":
+        raise EdgemlError(f"{what} {text}: give the folder on the device, e.g. {example}")
+    return Destination(path, host, user or None)
+
+
+def _host_form(text: str) -> tuple[str, str, str] | None:
+    """(user, host, path) when `text` is `[user@]host:path` (a colon before any slash), else None: a local path."""
+    user = USER.match(text)
+    rest = text[user.end():] if user else text
+    if rest.startswith("["):                          # [IPv6]:path
+        close = rest.find("]")
+        if close < 0 or rest[close + 1:close + 2] != ":" or "/" in rest[:close]:
+            return None
+        host, path = rest[1:close], rest[close + 2:]
+    else:
+        stop = re.search(r"[:/]", rest)
+        if stop is None or stop.group() == "/":
+            return None
+        host, path = rest[:stop.start()], rest[stop.end():]
+    return (user.group()[:-1] if user else ""), host, path
+
+
+def _parse_url(text: str, what: str) -> Destination:
     url = urlsplit(text)
     if url.scheme != "ssh":
-        raise EdgemlError(f"{what} {text}: use ssh://user@host[:port]/path or a local folder")
+        raise EdgemlError(f"{what} {text}: use ssh://user@host[:port]/path, user@host:/path or a local folder")
     try:
         port = url.port
     except ValueError:
@@ -133,9 +190,9 @@ def _copy_local(bundle: Path, folder: Path, expected: dict[str, str]) -> ShipRes
         if target.is_file() and sha256_file(target) == digest:
             result.kept.append(rel)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle / rel, partial)
             os.replace(partial, target)
         except OSError as e:
@@ -150,6 +207,7 @@ class Ssh:
 
     def __init__(self, target: Destination, identity: Path | str | None, options: dict[str, str]):
         self.target = target
+        self.port = target.port or next((v for k, v in options.items() if k.lower() == "port"), None)
         self.options = ["-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"] if "ConnectTimeout" not in options else []
         for key, value in options.items():
             self.options += ["-o", f"{key}={value}"]
@@ -166,7 +224,7 @@ class Ssh:
         done = run_tool([*self.ssh_args(), "--", self.target.login, command])
         if done.returncode == 255:
             raise EdgemlError(f"cannot reach {self.target.login} over ssh"
-                              f"{f' (port {self.target.port})' if self.target.port else ''}: "
+                              f"{f' (port {self.port})' if self.port else ''}: "
                               f"{last_line(done.stderr) or 'ssh exited 255'}")
         if check and done.returncode != 0:
             raise EdgemlError(f"on {self.target.host}, `{command}` failed: {last_line(done.stderr)}")
@@ -207,7 +265,7 @@ class Ssh:
         """rsync the bundle; the files it sent, from its --itemize-changes lines ('<f...' = sent)."""
         args = ["rsync", "--recursive", "--links", "--perms", "--times", "--partial", "--checksum",
                 "--itemize-changes", "--protect-args", "-e", shlex.join(self.ssh_args()),
-                f"{bundle}/", f"{self.target.login}:{folder}/"]
+                f"{bundle}/", f"{self.target.remote}{folder}/"]
         done = run_tool(args)
         if done.returncode != 0:
             raise EdgemlError(f"rsync to {self.target.host} failed (exit {done.returncode}): "
@@ -221,7 +279,7 @@ class Ssh:
         port = ["-P", str(self.target.port)] if self.target.port else []
         for rel in paths:
             done = run_tool(["scp", "-q", "-p", *port, *self.options, "--", str(bundle / rel),
-                             f"{self.target.login}:{folder}/{rel}"])
+                             f"{self.target.remote}{folder}/{rel}"])
             if done.returncode != 0:
                 raise EdgemlError(f"scp of {rel} to {self.target.host} failed: {last_line(done.stderr)}; "
                                   "run ship again to resume")

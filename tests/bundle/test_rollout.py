@@ -192,8 +192,10 @@ def test_local_folders_latency_gate_and_rollback_without_previous(tmp_path, runs
     assert all(links(tmp_path, name) == (None, None) for name in DEVICES)
 
     result = edgeml_cli("rollout", "--fleet", fleet, "--rollback")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert result.output.count("rollback: skipped: no previous release: left on nothing") == 3
+    assert "FAILED: nothing was rolled back (no device has a previous release to go back to); dev-1, dev-2, dev-3 " \
+           "run nothing yet" in result.output
 
     alone = shutil.copytree(runs["fp32"], tmp_path / "alone" / "bundle")            # no report.json beside it
     result = edgeml_cli("rollout", alone, "--fleet", local_fleet(tmp_path), "--canary", "3")
@@ -269,23 +271,61 @@ def test_a_release_that_cannot_run_is_no_baseline(tmp_path, runs, edgeml_cli):
     assert f"as the release it runs ({bundle_id(runs['fp32'])}) cannot be timed there: " in compare["detail"]
 
 
-def test_an_unreachable_device_stops_the_rollout_before_anything_changes(tmp_path, runs, edgeml_cli):
+def test_a_rollback_that_leaves_mixed_releases_fails_and_says_who_runs_what(tmp_path, runs, edgeml_cli):
+    fleet = _write(tmp_path, {"devices": [{"name": n, "to": f"{HOMES}/{n}", "threads": 1} for n in DEVICES[:2]],
+                              "thresholds": GENEROUS})
+    first = tmp_path / "first.yaml"                         # dev-1 alone, the same folder
+    first.write_text(yaml.safe_dump({"devices": [{"name": "dev-1", "to": f"{HOMES}/dev-1", "threads": 1}],
+                                     "thresholds": GENEROUS}))
+    old, new = bundle_id(runs["fp32"]), bundle_id(runs["twin"])
+    assert edgeml_cli("rollout", runs["fp32"], "--fleet", first, "-o", tmp_path / "edgeml-rollout").exit_code == 0
+    assert edgeml_cli("rollout", runs["twin"], "--fleet", fleet, "--canary", "2").exit_code == 0
+
+    result = edgeml_cli("rollout", "--fleet", fleet, "--rollback")     # dev-1 goes back; dev-2 has no previous
+    assert result.exit_code == 1
+    assert f"FAILED: rolled back dev-1, but the fleet runs mixed releases: dev-1 runs {old}; dev-2 runs {new}" \
+        in result.output
+    assert links(tmp_path, "dev-1") == (f"releases/{old}", f"releases/{new}")
+    assert links(tmp_path, "dev-2") == (f"releases/{new}", None)
+    assert log_of(tmp_path)[-1]["outcome"] == "failed"
+
+    result = edgeml_cli("rollout", "--fleet", first, "--rollback", "-o", tmp_path / "edgeml-rollout")
+    assert result.exit_code == 0 and f"rolled back: dev-1 runs {new}" in result.output    # one release again
+
+
+@pytest.mark.parametrize("form", ["url", "scp"])
+def test_an_unreachable_device_stops_the_rollout_before_anything_changes(tmp_path, runs, edgeml_cli, form):
     with socket.socket() as s:                   # a loopback port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    fleet = _write(tmp_path, {"devices": [{"name": "dev-1", "to": f"{HOMES}/dev-1"},
-                                          {"name": "dev-2", "to": f"ssh://nobody@127.0.0.1:{port}/srv",
-                                           "ssh_options": {"BatchMode": "yes"}}]})
+    far = ({"to": f"ssh://nobody@127.0.0.1:{port}/srv", "ssh_options": {"BatchMode": "yes"}} if form == "url" else
+           {"to": "nobody@127.0.0.1:/srv", "ssh_options": {"BatchMode": "yes", "Port": port}})
+    fleet = _write(tmp_path, {"devices": [{"name": "dev-1", "to": f"{HOMES}/dev-1"}, {"name": "dev-2", **far}]})
     result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet)
     assert result.exit_code == 1
-    assert "FAILED: cannot read the state of dev-2 (state: cannot reach nobody@127.0.0.1 over ssh" in result.output
+    assert ("FAILED: cannot read the state of dev-2 (state: cannot reach nobody@127.0.0.1 over ssh (port "
+            f"{port})") in result.output
     assert "nothing was changed" in result.output and not (tmp_path / HOMES).exists()
+    assert not any("@" in p.name for p in tmp_path.iterdir())
+
+
+def test_a_device_given_as_user_at_host_colon_path_is_reached_over_ssh(tmp_path, runs, sshd, edgeml_cli):
+    login = sshd["url"].removeprefix("ssh://").rsplit(":", 1)[0]
+    fleet = _write(tmp_path, {"devices": [{"name": "dev-1", "to": f"{login}:{tmp_path / HOMES / 'dev-1'}",
+                                           "identity": str(sshd["identity"]), "python": sys.executable, "threads": 1,
+                                           "ssh_options": {**sshd["options"], "Port": sshd["port"]}}],
+                              "thresholds": GENEROUS})
+    result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"dev-1: ship: ok: ssh://{login}{tmp_path / HOMES / 'dev-1' / 'releases' / bundle_id(runs['fp32'])} " \
+        in result.output
+    assert links(tmp_path, "dev-1") == (f"releases/{bundle_id(runs['fp32'])}", None)
 
 
 def test_every_fleet_problem_is_one_line(tmp_path, edgeml_cli):
     bundle = tmp_path / "bundle"                    # the fleet file and the options are checked before the bundle
     fleet = _write(tmp_path, {
-        "devices": [{"name": "a", "to": "pi@10.0.0.5:/opt/models"},
+        "devices": [{"name": "a", "to": "pi@10.0.0.5::models"},
                     {"name": "b", "to": "ftp://host/x", "threads": 0},
                     {"name": "c", "to": "c", "identity": "nope.key", "colour": "red"},
                     {"name": "d", "to": "d"}, {"name": "d", "to": "e"}],
@@ -294,8 +334,8 @@ def test_every_fleet_problem_is_one_line(tmp_path, edgeml_cli):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert all(line.startswith(f"error: {fleet}: ") for line in lines)
-    for expected in ["unknown key 'extra'", "devices[0] (a): to pi@10.0.0.5:/opt/models: write it as "
-                     "ssh://pi@10.0.0.5/opt/models", "devices[1] (b): to ftp://host/x: use ssh://",
+    for expected in ["unknown key 'extra'", "devices[0] (a): to pi@10.0.0.5::models: host::module is an rsync "
+                     "daemon", "devices[1] (b): to ftp://host/x: use ssh://",
                      "devices[1] (b): threads: a whole number", "devices[2] (c): unknown key 'colour'",
                      "devices[2] (c): identity", "no such key file", "devices[2] (c): identity and ssh_options apply",
                      "device d: another device has the same name", "thresholds: max_latency_ratio: a number above 1",

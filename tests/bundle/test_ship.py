@@ -136,3 +136,68 @@ def test_parse_destination():
     assert (d.user, d.host, d.port, d.path) == ("pi", "10.0.0.5", 2222, "/opt/models")
     assert parse_destination("ssh://jetson/srv").port is None
     assert parse_destination(os.path.join("rel", "dir")).host is None
+
+
+@pytest.mark.parametrize("text, user, host, path", [
+    ("nobody@127.0.0.1:/srv/edgeml", "nobody", "127.0.0.1", "/srv/edgeml"),
+    ("jetson:models", None, "jetson", "models"),              # relative to the login's home folder
+    ("pi@jetson:~/models", "pi", "jetson", "models"),
+    ("pi@[::1]:/opt", "pi", "::1", "/opt"),
+    ("out:2024", None, "out", "2024"),                        # a colon before any slash: a host, as rsync reads it
+    ("./out:2024", None, None, "out:2024"),                   # ./ makes it a local folder
+    ("rel/dir:x", None, None, "rel/dir:x"),                   # a slash before the first colon: local
+    ("me@home/folder", None, None, "me@home/folder"),
+])
+def test_destinations_are_read_as_rsync_reads_them(text, user, host, path):
+    d = parse_destination(text)
+    assert (d.user, d.host, d.path) == (user, host, path)
+    assert parse_destination(str(d)) == d                     # printed as it reads back
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pi@jetson:", "give the folder on the device, e.g. pi@jetson:/opt/models"),
+    ("jetson::module", "host::module is an rsync daemon"),
+    ("-oProxyCommand=x:/p", "no usable host"),
+    ("pi@jetson:~other/x", "not ~user"),
+])
+def test_bad_scp_style_destinations_are_one_line_errors(bundle, edgeml_cli, tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    result = edgeml_cli("ship", bundle, "--to", text)
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name]
+
+
+def test_ship_to_user_at_host_colon_path_goes_over_ssh(tmp_path, bundle, sshd, edgeml_cli, monkeypatch):
+    """`user@host:/path` (no port in that form: --ssh-option Port=N) lands on the SSH side, no local folder here."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    login = sshd["url"].removeprefix("ssh://").rsplit(":", 1)[0]
+    remote = tmp_path / "device"
+    result = _ship_cli(edgeml_cli, bundle, f"{login}:{remote}", sshd, "--ssh-option", f"Port={sshd['port']}")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"to ssh://{login}{remote / bundle.name} " in result.output
+    assert "verified: 4 files match" in result.output
+    assert sha256_file(remote / bundle.name / "model.onnx") == sha256_file(bundle / "model.onnx")
+    assert list(here.iterdir()) == []
+
+
+def test_unreachable_user_at_host_colon_path_writes_nothing(tmp_path, bundle, edgeml_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:                   # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = edgeml_cli("ship", bundle, "--to", "nobody@127.0.0.1:/srv/edgeml", "--ssh-option", f"Port={port}",
+                        "--ssh-option", "BatchMode=yes")
+    assert result.exit_code == 2
+    assert f"cannot reach nobody@127.0.0.1 over ssh (port {port})" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name]      # no folder named nobody@127.0.0.1:
+
+
+def test_a_local_folder_that_cannot_be_made_is_one_line_error(tmp_path, bundle, edgeml_cli):
+    (tmp_path / "file").write_text("not a folder")
+    result = edgeml_cli("ship", bundle, "--to", tmp_path / "file" / "out")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot write {tmp_path / 'file' / 'out' / bundle.name}")
+    assert len(result.stderr.strip().splitlines()) == 1
