@@ -1,7 +1,8 @@
 """The HTTP side of `edgeml serve`: FastAPI routes on uvicorn, Prometheus metrics, drift, the bearer token.
 
 Every answer that is not a prediction is JSON `{"error": "one line"}`: a client's mistake gets its 4xx
-(edgeml.serve.decode), and only a failure of the runtime itself is a 500.
+(edgeml.serve.decode; a body cut short or too slow to arrive, here), and only a failure of the runtime
+itself is a 500.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from edgeml.errors import EdgemlError, first_line
 from edgeml.serve.decode import RequestError, decode
@@ -27,6 +29,8 @@ from edgeml.serve.model import ServedModel
 PATHS = ("/v1/predict", "/health", "/metrics")
 SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SAMPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BODY_TIMEOUT_S = 30.0                 # longest wait for the next bytes of a request's body
+CLOSE = {"Connection": "close"}       # after a body that was not read to its end
 
 
 class Metrics:
@@ -100,25 +104,38 @@ class _Guard:
             self.metrics.requests.labels(path, str(status)).inc()
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request's body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+async def _body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
+    """The request's body, refused with 413 as soon as it is known to exceed `limit` bytes, with 400 when the
+    connection ends before the body does, and with 408 when no bytes of it arrive for `timeout` seconds."""
     length = request.headers.get("content-length")
     if length is not None and not length.isdigit():
         raise RequestError(400, "bad_header", f"Content-Length {length[:40]!r} is not a number of bytes")
     if length is not None and int(length) > limit:
         raise RequestError(413, "body_too_large", f"the body has {int(length):,} bytes; this server takes at most "
                            f"{limit:,} (--max-body-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    of = f" of {int(length):,}" if length is not None else ""
+    chunks, size, stream = [], 0, request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except ClientDisconnect:
+            raise RequestError(400, "body_incomplete", f"the connection closed after {size:,}{of} bytes of the "
+                               "body") from None
+        except TimeoutError:
+            raise RequestError(408, "body_timeout", f"no more of the body arrived for {timeout:g} s (after "
+                               f"{size:,}{of} bytes)") from None
         size += len(chunk)
         if size > limit:
             raise RequestError(413, "body_too_large", f"the body exceeds {limit:,} bytes (--max-body-mb)")
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, max_body: int = 32 << 20,
-               max_samples: int = 1024, drift: DriftDetector | None = None) -> FastAPI:
+               max_samples: int = 1024, drift: DriftDetector | None = None,
+               body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
     """The app; `drift` (None: the bundle has no monitoring block) watches what /v1/predict answers."""
     app = FastAPI(title="edgeml serve", docs_url=None, redoc_url=None, openapi_url=None)
     manifest = model.bundle.manifest
@@ -129,12 +146,13 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, m
     async def predict(request: Request):
         start = time.perf_counter()
         try:
-            body = await _body(request, max_body)
+            body = await _body(request, max_body, body_timeout)
             feeds = decode(body, request.headers.get("content-type"), model.inputs, max_samples, max_body)
-            outputs = await asyncio.wrap_future(model.submit(feeds))
         except RequestError as e:
             metrics.errors.labels(e.kind).inc()
-            return _error(e.status, str(e))
+            return _error(e.status, str(e), CLOSE if e.kind in ("body_incomplete", "body_timeout") else None)
+        try:
+            outputs = await asyncio.wrap_future(model.submit(feeds))
         except Exception as e:  # the runtime failed on inputs that passed every check: the server's fault
             metrics.errors.labels("runtime").inc()
             return _error(500, f"the runtime failed: {type(e).__name__}: {first_line(e)}")
@@ -187,18 +205,19 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, m
 
 def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None, max_batch: int = 1,
           max_wait_ms: float = 2.0, token: str | None = None, max_body_mb: float = 32, max_samples: int = 1024,
-          announce=print) -> None:
+          body_timeout_s: float = BODY_TIMEOUT_S, announce=print) -> None:
     """Check and load BUNDLE, then answer HTTP on host:port until interrupted (SIGINT or SIGTERM)."""
     import uvicorn
 
-    if max_batch < 1 or max_samples < 1 or max_body_mb <= 0 or max_wait_ms < 0:
-        raise EdgemlError("--max-batch, --max-samples and --max-body-mb must be positive, --max-wait-ms at least 0")
+    if max_batch < 1 or max_samples < 1 or max_body_mb <= 0 or max_wait_ms < 0 or not body_timeout_s > 0:
+        raise EdgemlError("--max-batch, --max-samples, --max-body-mb and --body-timeout must be positive, "
+                          "--max-wait-ms at least 0")
     metrics = Metrics()
     model = ServedModel.load(bundle, threads or os.cpu_count() or 1, max_batch, max_wait_ms / 1000,
                              metrics.observe_batch)
     monitoring = model.bundle.manifest.get("monitoring")
     drift = None if monitoring is None else DriftDetector(monitoring, announce)
-    app = create_app(model, metrics, token, int(max_body_mb * (1 << 20)), max_samples, drift)
+    app = create_app(model, metrics, token, int(max_body_mb * (1 << 20)), max_samples, drift, body_timeout_s)
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     announce(f"serving {bundle} ({model.bundle.manifest.get('candidate')}) on http://{host}:{bound}: "
