@@ -1,9 +1,11 @@
 """`edgeml doctor`: what this machine offers edgeml, in one report.
 
 Three parts: the runtime and backend packages (version, or the extra that installs them: every runtime of
-edgeml.runtimes.BACKENDS and the tools that build for it, as edgeml.runtimes.PACKAGES lists them), this
+edgeml.runtimes.BACKENDS and the tools that build for it, and the packages of sweep, serve and --track, as
+edgeml.runtimes.PACKAGES lists them), this
 machine (CPU, the instruction sets inference uses and where edgeml.measure.cpu_features found them (detected
-or assumed from $EDGEML_CPU_FEATURES), the INT8 scheme they call for, memory, GPUs), and for each
+or assumed from $EDGEML_CPU_FEATURES, whose names it does not recognise are listed), the INT8 scheme they
+call for, memory, GPUs), and for each
 candidate of each target whether it is measured here, skipped on this CPU, checked here with its
 latency predicted, or not served here. The candidate statuses follow the rules of the optimize
 pipeline (Candidate.missing, Target.measures_here, Candidate.check_with, and `applies` rules that read
@@ -68,7 +70,8 @@ def machine() -> dict:
     info = {key: value for key, value in machine_info(threads=0).items() if key != "threads"}
     cpu = cpu_features.describe()
     return {**info, "cpu_features": cpu["features"], "cpu_features_from": cpu["features_from"],
-            "int8_scheme": cpu["int8_scheme"], "memory_bytes": memory_bytes(), "gpus": gpus()}
+            "cpu_features_unrecognised": cpu["unrecognised"], "int8_scheme": cpu["int8_scheme"],
+            "memory_bytes": memory_bytes(), "gpus": gpus()}
 
 
 def memory_bytes() -> int | None:
@@ -107,7 +110,7 @@ def candidate_status(target: Target, candidate: Candidate) -> dict:
     missing = candidate.missing()
     if missing:
         return {"status": NOT_SERVED,
-                "detail": f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"}
+                "detail": f"{', '.join(missing)} not installed ({candidate.backend.install})"}
     if isinstance(candidate.applies, cpu_features.CpuRule) and target.measures_here(candidate):
         unsuited = candidate.applies()
         if unsuited:                  # optimize skips it for every model, with this reason
@@ -138,6 +141,8 @@ def render(report: dict, console: Console) -> None:
         ("logical cores", str(m["logical_cores"])),
         ("CPU features", "unknown" if features is None else f"{', '.join(features) or 'none'} "
                                                                f"({m['cpu_features_from']})"),
+        *([("not recognised", f"{', '.join(m['cpu_features_unrecognised'])} (in ${cpu_features.ENV}: no CPU "
+                              "flag edgeml knows; a typo?)")] if m["cpu_features_unrecognised"] else []),
         ("INT8 scheme", f"{scheme['name']}: {scheme['reason']}"),
         ("memory", _gib(m["memory_bytes"])),
         ("GPUs", "; ".join(_gpu(g) for g in m["gpus"]) or "none"),

@@ -35,7 +35,7 @@ def profile_bundle(bundle: Path | str, *, threads: int | None = None, measure_se
             raise EdgemlError("this bundle holds a TensorRT model and TensorRT is not installed here: run "
                               "`edgeml build-engine BUNDLE` and `edgeml profile BUNDLE` on the device (JetPack), "
                               "or on a GPU host with TensorRT")
-        raise EdgemlError(f"this bundle runs on {name}, which is not installed here: pip install '{backend.extra}'")
+        raise EdgemlError(f"this bundle runs on {name}, which is not installed here: {backend.install}")
     entry = _entry_sha256(bundle)
     threads = threads or os.cpu_count() or 1
     if threads < 1 or measure_seconds <= 0:

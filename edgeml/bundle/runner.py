@@ -100,8 +100,18 @@ def open_model(manifest: dict, threads: int | None):
     try:
         return openers[backend](manifest, HERE / manifest["entry"], threads)
     except ImportError as e:
-        raise Unusable(f"{backend} bundles need the Python module '{module}' ({e}); the bundle was built with "
-                       f"{module} {manifest['backend']['requires'][module]}") from e
+        raise Unusable(f"{backend} bundles need the Python module '{module}' ({e}){_wanted(manifest, module)}") from e
+
+
+def _wanted(manifest: dict, module: str) -> str:
+    """Which version of `module` the bundle wants: the one it was built and checked with, or (TensorRT, whose
+    engine is built on the device) the one its device profile names."""
+    built, wanted = manifest["backend"].get("version"), manifest["backend"]["requires"].get(module)
+    if wanted is None:
+        return ""
+    if wanted == built:
+        return f"; the bundle was built with {module} {built}"
+    return f"; the bundle is made for {module} {wanted}, the version its device profile names"
 
 
 class NoBatchAxis(Unusable):

@@ -86,7 +86,7 @@ def _run_reference(bundle: Bundle, threads: int, result: Verification) -> None:
     if backend.missing():
         other = BACKENDS.get(made["backend"])
         if other is None or other is backend or other.missing():
-            result.not_run = f"{name} is not installed here (pip install '{backend.extra}')"
+            result.not_run = f"{name} is not installed here ({backend.install})"
             return
         backend, entry = other, made["entry"]
         result.checked_with = (f"{name} is not installed here: checked with {other.name} on {entry}, as at build "

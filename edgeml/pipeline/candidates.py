@@ -69,7 +69,7 @@ def build_candidates(ctx: RunContext, candidates: list[Candidate], *,
         run.rows.append(row)
         if missing:
             row.status = "unavailable"
-            row.reason = f"{', '.join(missing)} not installed (pip install '{candidate.backend.extra}')"
+            row.reason = f"{', '.join(missing)} not installed ({candidate.backend.install})"
             reporter.warn(f"{candidate.name}: {row.reason}")
             continue
         if candidate.as_given and ctx.original_eligible:

@@ -39,7 +39,10 @@ TOOLS: dict[str, tuple[tuple[str, str], ...]] = {
     "litert": (("ai-edge-quantizer", "ai_edge_quantizer"), ("litert-torch", "litert_torch")),
     "torch": (("neural-compressor-pt", "neural_compressor"),),
 }
-# Not a runtime: --track mlflow (edgeml.report.tracking).
+# Not runtimes: `edgeml sweep` (Ray), `edgeml serve` (FastAPI on uvicorn, Prometheus' client), --track mlflow.
+COMMANDS = (Package("ray", "ray", "edgeml[scale]"), Package("fastapi", "fastapi", "edgeml[serve]"),
+            Package("uvicorn", "uvicorn", "edgeml[serve]"),
+            Package("prometheus-client", "prometheus_client", "edgeml[serve]"))
 TRACKING = (Package("mlflow-skinny", "mlflow", "edgeml[track]"),)
 
 
@@ -57,7 +60,7 @@ def _packages() -> tuple[Package, ...]:
         # A runtime's modules are installed by the pip name of their import name with "-" for "_".
         rows += [Package(module.replace("_", "-"), module, backend.extra) for module in backend.modules]
         rows += [Package(pip, module, backend.extra) for pip, module in TOOLS.get(backend.name, ())]
-    rows += TRACKING
+    rows += COMMANDS + TRACKING
     first: dict[str, Package] = {}
     for row in sorted(rows, key=_install_order):       # a module two runtimes use is listed once, by its
         first.setdefault(row.module, row)              # first install (torch by edgeml, not its CUDA build)

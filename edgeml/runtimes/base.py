@@ -57,6 +57,12 @@ class Backend:
     def version(self) -> str | None:
         return package_version(self.modules[0])
 
+    @property
+    def install(self) -> str:
+        """How to get the runtime: `pip install '...'` for an edgeml extra or a pip package, else `extra` as it
+        reads (a runtime that comes with the device or a hardware-specific build)."""
+        return self.extra if " " in self.extra else f"pip install '{self.extra}'"
+
 
 class Package(NamedTuple):
     """A package edgeml imports, as pip installs it and as `edgeml doctor` lists it."""

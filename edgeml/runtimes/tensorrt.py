@@ -130,5 +130,5 @@ def open_artifact(artifact: Artifact, threads: int) -> EngineRunner:
     return EngineRunner(build_plan(artifact))
 
 
-TENSORRT = Backend("tensorrt", ("tensorrt",), extra="TensorRT (on the device: JetPack, or pip install tensorrt on a "
-                   "GPU host)", open=open_artifact)
+TENSORRT = Backend("tensorrt", ("tensorrt",),
+                   extra="TensorRT: JetPack on a Jetson, `pip install tensorrt` on a GPU host", open=open_artifact)

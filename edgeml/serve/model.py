@@ -72,8 +72,7 @@ class ServedModel:
         bundle = Bundle.open(folder)
         if result.not_run or result.checked_with:        # its own runtime is not installed here
             runtime = bundle.runtime
-            raise EdgemlError(f"cannot serve {folder}: {runtime.name} is not installed here (pip install "
-                              f"'{runtime.extra}')")
+            raise EdgemlError(f"cannot serve {folder}: {runtime.name} is not installed here ({runtime.install})")
         return cls(bundle, threads, max_batch, max_wait_s, on_batch)
 
     @property

@@ -131,6 +131,18 @@ def test_run_py_needs_only_the_runtime(copy, tmp_path):
     jetson = copy("jetson")
     result = run_py(jetson, "--check")
     assert result.returncode == 2 and "need the Python module 'tensorrt'" in result.stderr
+    if importlib.util.find_spec("tensorrt") is None:        # built here without TensorRT: no "built with" version
+        assert "built with" not in result.stderr
+        assert "the bundle is made for tensorrt 10.3, the version its device profile names" in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_a_tensorrt_bundle_says_how_to_get_tensorrt(copy):
+    result = cli("serve", copy("jetson"))
+    assert result.exit_code == 2
+    assert result.stderr.endswith(": tensorrt is not installed here (TensorRT: JetPack on a Jetson, `pip install "
+                                  "tensorrt` on a GPU host)\n")
+    assert "pip install 'TensorRT" not in result.stderr
 
 
 def test_pack_gives_the_same_bytes(bundles, copy, tmp_path):

@@ -88,6 +88,14 @@ def test_extras_are_those_of_pyproject():
         assert package in names, (package, extra)
 
 
+def test_the_packages_of_sweep_and_serve_are_listed(report):
+    packages = {p["package"]: p for p in report["packages"]}
+    for name, extra in (("ray", "edgeml[scale]"), ("fastapi", "edgeml[serve]"), ("uvicorn", "edgeml[serve]"),
+                        ("prometheus-client", "edgeml[serve]")):
+        assert packages[name]["extra"] == extra, name
+        assert packages[name]["installed"] == (importlib.util.find_spec(packages[name]["module"]) is not None)
+
+
 def test_tables_name_every_section_and_extra():
     result = CliRunner().invoke(cli, ["doctor"], catch_exceptions=False)
     assert result.exit_code == 0

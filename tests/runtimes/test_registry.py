@@ -203,6 +203,19 @@ def test_names_the_extra_that_installs_it(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_its_install_hint_quotes_only_a_requirement(name):
+    """What edgeml prints for a runtime that is not installed (`Backend.install`): `pip install '<extra or
+    package>'` where pip installs it, else the words of `extra` as they are (TensorRT, CUDA builds), never words
+    quoted as if they were one pip requirement."""
+    hint = BACKENDS[name].install
+    quoted = re.findall(r"pip install '([^']*)'", hint)
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+(\[[A-Za-z0-9,_-]+\])?", q) for q in quoted), hint
+    assert quoted or hint == BACKENDS[name].extra
+    if name == "tensorrt":
+        assert hint == "TensorRT: JetPack on a Jetson, `pip install tensorrt` on a GPU host"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_its_modules_import_where_installed(name):
     backend = BACKENDS[name]
     if backend.missing():
