@@ -10,7 +10,9 @@ on Arm), read once; the architecture is `platform.machine()`. `$EDGEML_CPU_FEATU
 them: a comma- or space-separated list of flags that edgeml then assumes instead, e.g.
 `avx2,fma` for an AVX2-only CPU or `avx2,avx512f,avx512_vnni,avx512_bf16` for AVX-512 with VNNI
 and BF16 (`none` assumes no features). It is read on every call, so tests can set it, and
-subprocesses inherit it. Empty means unset.
+subprocesses inherit it. Empty means unset. A name that is no flag edgeml knows (SHOWN, OTHER) nor
+one this CPU lists is assumed all the same, but `unrecognised()` names it: doctor lists such names
+and optimize warns about them, as they are most likely typos.
 
 The INT8 scheme (`int8_scheme`): on x86 without VNNI/AMX, ONNX Runtime's u8*s8 kernels multiply
 with VPMADDUBSW, which adds pairs of products into 16 bits and saturates; full-range 8-bit
@@ -38,6 +40,11 @@ DETECTED, ASSUMED, UNKNOWN = "detected in /proc/cpuinfo", f"assumed from ${ENV}"
 # The flags inference runtimes pick kernels by, in the order doctor shows them: x86 then Arm.
 SHOWN = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
          "amx_bf16", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+# Other common flags of /proc/cpuinfo that an override may name: no decision of edgeml reads them.
+OTHER = ("sse", "sse2", "sse3", "pni", "ssse3", "sse4_1", "sse4_2", "avx", "fma", "f16c", "bmi1", "bmi2", "popcnt",
+         "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+         "avx512_bitalg", "avx512_vpopcntdq", "avx_vnni_int8", "avx_ne_convert", "amx_fp16", "fp", "fphp",
+         "asimdrdm", "asimdfhm", "svei8mm", "svebf16", "sme")
 BF16 = ("avx512_bf16", "amx_bf16", "bf16")               # x86 AVX512-BF16, AMX-BF16; Arm BF16
 INT8_DOT = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")   # int8 dot products into 32 bits
 
@@ -77,6 +84,21 @@ def features() -> frozenset[str]:
     if flags is None:
         flags = detected()
     return flags or frozenset()
+
+
+def unrecognised() -> list[str]:
+    """The names `$EDGEML_CPU_FEATURES` lists that are neither a flag edgeml knows (SHOWN, OTHER) nor one this
+    CPU lists: probably typos (they are assumed all the same). Empty without the override."""
+    flags = assumed()
+    if not flags:
+        return []
+    return sorted(flags - set(SHOWN) - set(OTHER) - (detected() or frozenset()))
+
+
+def unrecognised_warning(names: list[str]) -> str:
+    return (f"${ENV} names {', '.join(names)}, which {'is no CPU flag' if len(names) == 1 else 'are no CPU flags'} "
+            f"edgeml knows (a typo?); it assumes the flags as given, e.g. avx2,fma or "
+            "avx2,avx512f,avx512_vnni,avx512_bf16 (`edgeml doctor` shows what it reads)")
 
 
 def source() -> str:
@@ -177,4 +199,4 @@ def describe() -> dict:
     """This CPU as edgeml sees it, for doctor and reports: architecture, the SHOWN features, where they
     came from, and the INT8 scheme."""
     return {"architecture": architecture(), "features": shown() if source() != UNKNOWN else None,
-            "features_from": source(), "int8_scheme": int8_scheme().to_dict()}
+            "features_from": source(), "unrecognised": unrecognised(), "int8_scheme": int8_scheme().to_dict()}

@@ -162,6 +162,8 @@ def _context(*, recipe: Recipe, target, profile, reporter: Reporter, debug: bool
     """The shared context of the build phases: the INT8 scheme for this CPU and how builds are cached."""
     scheme = cpu_features.int8_scheme()
     run.int8_scheme = scheme.to_dict()
+    if cpu_features.unrecognised():
+        reporter.warn(cpu_features.unrecognised_warning(cpu_features.unrecognised()))
     build_context = BuildContext(calibration=inputs.calibration,
                                  int8=Int8Config(calibration_method=recipe.calibration_method,
                                                  avoid_saturation=scheme.avoid_saturation),

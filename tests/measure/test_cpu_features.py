@@ -173,6 +173,33 @@ def test_doctor_reports_the_features_their_source_and_the_int8_scheme(assume_cpu
     assert "INT8 scheme" in tables and "no-vnni" in tables and ASSUMED in tables
 
 
+def test_override_names_edgeml_does_not_know_are_assumed_but_listed(assume_cpu, edgeml_cli):
+    assume_cpu(*AMX, "sse4_2")
+    assert cpu_features.unrecognised() == []
+    assume_cpu("bogus", "avx2")
+    assert cpu_features.unrecognised() == ["bogus"] and cpu_features.features() == {"bogus", "avx2"}
+    listed = sorted((cpu_features.detected() or frozenset()) - set(cpu_features.SHOWN) - set(cpu_features.OTHER))
+    if listed:                                  # a flag this CPU lists is a real name, though edgeml reads none such
+        assume_cpu(listed[0])
+        assert cpu_features.unrecognised() == []
+
+    assume_cpu("bogus")
+    report = json.loads(edgeml_cli("doctor", "--format", "json").stdout)
+    assert report["machine"]["cpu_features_unrecognised"] == ["bogus"] and report["machine"]["cpu_features"] == []
+    row = next(line for line in edgeml_cli("doctor").stdout.splitlines() if "not recognised" in line)
+    assert "bogus (in $EDGEML_CPU_FEATURES: no CPU flag edgeml knows; a typo?)" in row
+    assume_cpu(*AVX2)
+    assert "not recognised" not in edgeml_cli("doctor").stdout
+
+
+def test_optimize_warns_once_about_names_it_does_not_know(assume_cpu, edgeml_cli, small_model, tmp_path):
+    assume_cpu("bogus", "avx2")
+    result = edgeml_cli("optimize", small_model, "--precision", "fp32", "--measure-seconds", "0.05",
+                        "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("$EDGEML_CPU_FEATURES names bogus, which is no CPU flag edgeml knows") == 1
+
+
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """y = x W: one MatMul, batch dynamic."""
