@@ -3,7 +3,8 @@
 Latencies timed on different CPU models are never ranked against each other: per model, measured cells are
 grouped by the CPU that timed them, and the Pareto front (lower p50, higher quality) and the best recipe per
 target are found within a group. Cells with only a predicted latency (the runtime is on the device) form their
-own group per device profile.
+own group per device profile. When the cells were timed in more than one run of the sweep (`--resume`), the
+tables say which run timed each cell.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ def _sections(record: dict) -> list[tuple[int, str, list[str], list[tuple[list[s
              "predicted latencies: of its model and device profile).",
              f"Each measurement held its node's timing slot: {sum(s['turns'] for s in slots)} measurements, "
              f"{sum(s['waited_s'] for s in slots):.1f} s waited for the slot in all."]
+    runs = sorted({_run_started(r) for r in cells if r["status"] == "done"})
+    if len(runs) > 1:
+        intro.append(f"Timed in {len(runs)} runs of the sweep (`--resume`), started {', '.join(runs)}: the "
+                     "\"timed in run\" column says which run timed each cell; timings of different runs were "
+                     "taken at different times, under whatever else the machine ran then.")
     sections = [(1, f"Sweep: {Path(record['sweep']).name}", intro, [])]
     for model in dict.fromkeys(r["model"] for r in cells):
         mine = [r for r in cells if r["model"] == model]
@@ -100,7 +106,7 @@ def _sections(record: dict) -> list[tuple[int, str, list[str], list[tuple[list[s
         sections.append((2, f"{model} ({metric})", [], []))
         for where in dict.fromkeys(r["group"] for r in done):
             sections.append((3, _group_title(where), [], [_cell_table([r for r in done if r["group"] == where],
-                                                                      metric)]))
+                                                                      metric, len(runs) > 1)]))
         if any(r["status"] != "done" for r in mine):
             sections.append((3, "Failed", [], [(["cell", "status"], [[r["cell"], r["status"]] for r in mine
                                                                     if r["status"] != "done"])]))
@@ -118,9 +124,15 @@ def _group_title(where: str) -> str:
     return f"Measured on {name}" if kind == "cpu" else f"Predicted for the `{name}` profile (not measured here)"
 
 
-def _cell_table(rows: list[dict], metric: str) -> tuple[list[str], list[list[str]]]:
+def _run_started(row: dict) -> str:
+    return row.get("run_started") or "unrecorded"        # journaled by an edgeml that did not record it
+
+
+def _cell_table(rows: list[dict], metric: str, runs: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The cells' table; with `runs`, a column with the start of the sweep run that timed each."""
     header = ["target", "profile", "recipe", "candidate", "precision", metric, "drop (95% CI)",
-              "p50 ms (measured)", "p50 ms (predicted)", "size MB", "within budget", "node", ""]
+              "p50 ms (measured)", "p50 ms (predicted)", "size MB", "within budget", "node",
+              *(["timed in run"] if runs else []), ""]
     table = []
     for r in rows:
         s = r["selected"]
@@ -128,7 +140,7 @@ def _cell_table(rows: list[dict], metric: str) -> tuple[list[str], list[list[str
                       _quality(s["quality"], metric), _drop(s, metric), _ms(s["p50_ms"], s["p50_ci95_ms"]),
                       _ms(s["predicted_ms"]), DASH if s["size_bytes"] is None else f"{s['size_bytes'] / 1e6:.2f}",
                       "yes" if r["within_budget"] else "no", r["node"]["ip"] + " " + r["node"]["id"][:8],
-                      "★" if r["pareto"] else ""])
+                      *([_run_started(r)] if runs else []), "★" if r["pareto"] else ""])
     return header, table
 
 

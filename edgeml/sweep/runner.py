@@ -3,7 +3,8 @@
 Without an address Ray starts inside this process (every core of this machine, one timing slot); with
 `--address auto` or `ray://HOST:PORT` the sweep joins a cluster whose nodes each offer one timing slot
 (`ray start ... --resources '{"edgeml_timing": 1}'`). A task whose worker or node dies is run again by Ray
-(RETRIES times); the journal makes `--resume` run only the cells that have not finished.
+(RETRIES times); the journal makes `--resume` run only the cells that have not finished. Each row records when
+the sweep run that timed it started (`run_started`), so a table of cells from several runs says so.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +31,7 @@ RETRIES = 3
 def sweep(path: str | Path, out: str | Path, *, address: str | None = None, max_parallel: int | None = None,
           resume: bool = False, track: str | None = None, console: Console | None = None) -> dict:
     """Run the sweep SWEEP.yaml at `path` into `out`; the sweep record (also OUT/sweep.json)."""
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     spec = load_sweep(path)
     out = Path(out).resolve()
     journal = Journal(out, resume)
@@ -49,7 +52,7 @@ def sweep(path: str | Path, out: str | Path, *, address: str | None = None, max_
         with ray_session(address) as cluster, _tracking(track, spec.path, out) as tracking:
             info |= cluster
             limit = max_parallel or cluster["cpus"]
-            rows |= _run(todo, out, spec.cache_dir, journal, limit, tracking, console)
+            rows |= _run(todo, out, spec.cache_dir, journal, limit, tracking, console, started)
     record = results.build(spec.path, [rows[c.id] for c in spec.cells], info)
     results.write(out, record)
     return record
@@ -83,9 +86,9 @@ def ray_session(address: str | None) -> Iterator[dict]:
 
 
 def _run(todo: list[Cell], out: Path, cache_dir: Path | None, journal: Journal, limit: int,
-         tracking: dict | None, console: Console) -> dict[str, dict]:
+         tracking: dict | None, console: Console, started: str) -> dict[str, dict]:
     """Run `todo` on Ray, at most `limit` at a time; journal each cell that finishes (done, or failed for a reason
-    the user can fix); row per cell id.
+    the user can fix), its row marked with `started`, the start of this sweep run; row per cell id.
 
     The limit matters: Ray lends a task's CPU to others while it waits for the timing slot, so without it more
     cells than cores would build at once."""
@@ -118,6 +121,7 @@ def _run(todo: list[Cell], out: Path, cache_dir: Path | None, journal: Journal, 
                     row = failed_row(cell, f"{type(e).__name__} after {RETRIES} retries (rerun with --resume)",
                                      None, None)
                 else:
+                    row["run_started"] = started
                     journal.record(cell, row)
                 rows[cell.id] = row
                 failed += row["status"] != "done"

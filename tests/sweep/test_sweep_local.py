@@ -65,6 +65,7 @@ def test_example_sweep_resumes_after_the_driver_is_killed(tmp_path, ray_processe
     assert all(end <= start for (_, end), (start, _) in zip(held, held[1:]))   # ... never two at once
     table = (out / "sweep.md").read_text()
     assert "### Measured on " in table and "### Predicted for the `jetson-orin-nano` profile" in table
+    assert len({c["run_started"] for c in record["cells"]}) == 2 and " | timed in run | " in table   # killed, resumed
 
     again = subprocess.run(command + ["--resume"], env=ray_processes.env, capture_output=True, text=True,
                            timeout=300)

@@ -42,3 +42,20 @@ def test_groups_pareto_and_best_per_cpu(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["cells"][0]["pareto"] is True
     page = (tmp_path / "sweep.html").read_text()
     assert page.startswith("<!doctype html>") and "<code>orin</code>" in page and "<script" not in page
+
+
+def test_cells_timed_in_different_runs_say_which_run_timed_them(tmp_path):
+    """After `--resume` redid a cell, its timing and the journaled ones come from different runs: the table says so."""
+    first, second = "2025-01-01T10:00:00+00:00", "2025-01-02T09:30:00+00:00"
+    cells = [{**row("net/cpu/a", p50=1.0), "run_started": first}, {**row("net/cpu/b", p50=2.0), "run_started": second},
+             row("net/cpu/c", p50=3.0)]                        # journaled by an edgeml that did not record its run
+    results.write(tmp_path, results.build(tmp_path / "sweep.yaml", cells, {"address": "local"}))
+    markdown = (tmp_path / "sweep.md").read_text()
+    assert f"Timed in 3 runs of the sweep (`--resume`), started {first}, {second}, unrecorded" in markdown
+    header, _, *lines = markdown.split("### Measured on CPU A\n\n")[1].split("\n\n")[0].splitlines()
+    assert "| node | timed in run |" in header
+    assert [line.split(" | ")[-2] for line in lines] == [first, second, "unrecorded"]
+    assert "timed in run" in (tmp_path / "sweep.html").read_text()
+
+    results.write(tmp_path, results.build(tmp_path / "sweep.yaml", [cells[0]], {"address": "local"}))
+    assert "timed in run" not in (tmp_path / "sweep.md").read_text()        # one run: nothing to tell apart
