@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks.panel.peers import RECIPES
 from edgeml.measure import cpu_features
 from edgeml.measure.latency import machine_info
-from edgeml.pipeline.selection import CLEARLY_FASTER, FASTER
+from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER
 
 PACKAGES = ("edgeml", "onnxruntime", "openvino", "nncf", "onnx", "torch", "transformers", "numpy")
 FASTER_ABOVE = 1.02          # speed-ups within 2 % of each other count as a tie (edgeml's own selection margin)

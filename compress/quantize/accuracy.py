@@ -25,12 +25,17 @@ every quantized op): when even that misses the budget, the loss is in something 
 control, no search can meet it, and it stops there.
 
 When the caller already has a faster configuration within the budget (another candidate), the
-search stops at the first trial that misses the budget and is no faster than it: keeping more
-layers in float only makes it slower.
+search stops at the first trial that misses the budget and is no faster than it (`not_faster`: the caller
+times the two together, in alternating rounds; one short timing on a busy machine must not end a search):
+keeping more layers in float only makes it slower.
 
-The best configuration is the fastest within the budget, except that trial timings are short: one whose
-p50 is within `TIMING_NOISE` of the fastest counts as just as fast, and the one among those that keeps the
-fewest layers in float wins (a tiny model kept all in float once "won" by noise).
+The best configuration is the fastest within the budget, except that trial timings are short: those the
+caller's `as_fast` finds as fast as the fastest (timed together) count as equally fast, and the one among
+them that keeps the fewest layers in float wins (a tiny model kept all in float once "won" by noise).
+
+The time budget is honoured by not starting a trial that would end past it: a trial is expected to take as
+long as the longest trial before it (on a model whose one evaluation takes 40 s, "check between trials" let a
+2.5-minute search run for 6).
 
 Every configuration tried is kept, so the caller can show the Pareto set of latency against
 quality. The algorithm is backend-free: `evaluate` builds and measures, on data the caller
@@ -44,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
-TIMING_NOISE = 1.05    # trial p50s (short runs) within this ratio of the fastest count as equally fast
+TIMING_NOISE = 1.05    # without `as_fast`: trial p50s (short runs) within this ratio of the fastest count as equal
 
 
 @dataclass
@@ -72,47 +77,53 @@ class SearchResult:
     seconds: float = 0.0
     # why the data the search judged on cannot resolve the budget (uncertainty.resolution); None: it can
     resolution: str | None = None
+    # the caller's comparisons of builds timed together: trial, versus, speedup {ratio, ci95, rounds}, faster
+    contests: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
                 "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
-                "seconds": round(self.seconds, 3), "resolution": self.resolution}
+                "seconds": round(self.seconds, 3), "resolution": self.resolution, "contests": self.contests}
 
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
            max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None,
            local_errors: Callable[[], dict[str, float]] | None = None,
-           beat: tuple[str, float] | None = None) -> SearchResult:
+           not_faster: Callable[[Trial], str | None] | None = None,
+           as_fast: Callable[[list[Trial]], list[Trial]] | None = None) -> SearchResult:
     """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
 
     `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose)` builds the
-    model with those layers in float and measures it. `seconds` bounds the whole search (the
-    configuration being measured when it runs out is finished). `local_errors()`, when given,
-    measures each layer's error in the fully quantized model, for models with many layers. `beat`
-    is (name, p50 ms) of the fastest configuration the caller already has within the budget.
+    model with those layers in float and measures it. `seconds` bounds the whole search: no trial
+    starts that the longest trial so far would carry past it. `local_errors()`, when given,
+    measures each layer's error in the fully quantized model, for models with many layers.
+    `not_faster(trial)`, asked of a trial that misses the budget, says why it is no faster than the fastest
+    configuration the caller already has within the budget (None while it is faster); `as_fast(trials)`
+    picks, of trials within the budget, those as fast as the fastest of them (see `best_trial`).
     """
     started = time.monotonic()
     trials: list[Trial] = []
+    durations: list[float] = []
 
     def trial(excluded: tuple[str, ...], purpose: str) -> Trial:
+        begun = time.monotonic()
         t = evaluate(excluded, purpose)
+        durations.append(time.monotonic() - begun)
         trials.append(t)
         if on_trial:
             on_trial(t)
         return t
 
     def out_of_time() -> bool:
-        return time.monotonic() - started >= seconds
+        return time.monotonic() - started + max(durations, default=0.0) > seconds
 
     def hopeless(t: Trial) -> str | None:
-        """Why to stop after `t`: it misses the budget and is already no faster than `beat`."""
-        if beat is not None and t.drop > max_drop and t.p50_ms >= beat[1]:
-            return f"slower than {beat[0]} ({t.p50_ms:.3f} ms >= {beat[1]:.3f} ms)"
-        return None
+        """Why to stop after `t`: it misses the budget and is already no faster than the caller's best."""
+        return not_faster(t) if not_faster is not None and t.drop > max_drop else None
 
     def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
         mark_pareto(trials)
-        best = best_trial(trials, max_drop)
+        best = best_trial(trials, max_drop, as_fast)
         return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
                             time.monotonic() - started)
 
@@ -123,6 +134,8 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     if why := hopeless(full):
         return finish(why, [])
     names = tuple(name for name, _ in layers)
+    if out_of_time():
+        return finish("time budget", [])
     ceiling = trial(names, f"all {len(names)} layers in float")
     if ceiling.drop > max_drop:
         return finish(f"out of reach: with all {len(names)} layers in float the drop is still {ceiling.drop:.4f}", [])
@@ -184,14 +197,20 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
     return finish("budget met", sensitivity)
 
 
-def best_trial(trials: list[Trial], max_drop: float) -> Trial:
-    """The trial to keep: among those within `max_drop`, the fewest layers in float of those as fast as the fastest
-    (within `TIMING_NOISE`), then the fastest; when none is within it, the smallest drop."""
+def best_trial(trials: list[Trial], max_drop: float,
+               as_fast: Callable[[list[Trial]], list[Trial]] | None = None) -> Trial:
+    """The trial to keep: among those within `max_drop`, the fewest layers in float of those as fast as the fastest,
+    then the fastest; when none is within it, the smallest drop. `as_fast(within)` says which are as fast (the
+    pipeline times them together); without it, a short-run p50 within `TIMING_NOISE` of the fastest is."""
     within = [t for t in trials if t.drop <= max_drop + 1e-12]
     if not within:
         return min(trials, key=lambda t: (t.drop, t.p50_ms))
-    fastest = min(t.p50_ms for t in within)
-    return min((t for t in within if t.p50_ms <= fastest * TIMING_NOISE), key=lambda t: (len(t.excluded), t.p50_ms))
+    if as_fast is None or len(within) == 1:
+        fastest = min(t.p50_ms for t in within)
+        tied = [t for t in within if t.p50_ms <= fastest * TIMING_NOISE]
+    else:
+        tied = as_fast(within)
+    return min(tied, key=lambda t: (len(t.excluded), t.p50_ms))
 
 
 def mark_pareto(trials: list[Trial]) -> None:

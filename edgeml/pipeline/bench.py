@@ -21,7 +21,7 @@ from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.measure.latency import MeasureConfig, measure_latency
-from edgeml.measure.paired_timing import interleave, summarize
+from edgeml.measure.paired_timing import contest, faster, round_speedup
 from edgeml.measure.uncertainty import drop_uncertainty
 from edgeml.pipeline.exported import Exported
 from edgeml.pipeline.selection import contenders
@@ -32,8 +32,9 @@ from edgeml.runtimes.base import Artifact, Runner, package_version
 from edgeml.runtimes.onnxruntime import OrtRunner
 from edgeml.targets.base import Candidate
 
-PAIRED_ROUNDS = 9             # close contenders are timed again in this many alternating rounds ...
-PAIRED_SECONDS = 2.0          # ... taking this many times --measure-seconds, all of them together
+PAIRED_SECONDS = 2.0          # close contenders are timed again in alternating rounds for at most this many times
+                              # --measure-seconds, all of them together (paired_timing.contest)
+CHECK_SECONDS = 1.0           # a decision between two builds of the accuracy-budget phase: this many times
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,25 @@ class Bench:
             return None
         names = ", ".join(r.name for r in close)
         with reporter.step(f"Time the close contenders again, in alternating rounds ({names})") as step:
-            runners = {r.name: BACKENDS[artifacts[r.name].backend].open(artifacts[r.name], self.threads)
-                       for r in close}
-            config = replace(self.measure, seconds=self.measure.seconds * PAIRED_SECONDS / PAIRED_ROUNDS / len(close),
-                             min_runs=20)
-            rounds = interleave({name: partial(runner.run, self.sample) for name, runner in runners.items()},
-                                PAIRED_ROUNDS, config,
-                                on_round=lambda r, name, _: step.describe(
-                                    f"Alternating rounds: {r + 1}/{PAIRED_ROUNDS}, {name}"))
-        return {name: summarize(timed) for name, timed in rounds.items()}
+            runners = {r.name: open_artifact(artifacts[r.name], self.threads) for r in close}
+            return self.together(runners, self.measure.seconds * PAIRED_SECONDS, step)
+
+    def together(self, runners: dict[str, Runner], seconds: float, step: Step | None = None) -> dict[str, dict]:
+        """`runners` timed together on the sample, in alternating rounds within `seconds` (paired_timing.contest):
+        {name: paired_timing.summarize(...)}."""
+        def progress(r: int, name: str, _) -> None:
+            if step is not None:
+                step.describe(f"Alternating rounds: round {r + 1}, {name}")
+        return contest({name: partial(runner.run, self.sample) for name, runner in runners.items()}, seconds,
+                       progress)
+
+    def speedup(self, fast: tuple[str, Runner], slow: tuple[str, Runner], step: Step | None = None) -> dict:
+        """How much faster `fast` (name, runner) runs than `slow`, timed together (`together`, CHECK_SECONDS x
+        --measure-seconds): paired_timing.round_speedup's record with `faster` (the rule that made it count, or
+        None)."""
+        timed = self.together(dict([fast, slow]), self.measure.seconds * CHECK_SECONDS, step)
+        s = round_speedup(timed[slow[0]], timed[fast[0]])
+        return {**s, "faster": faster(s)}
 
 
 def measure_original(source: SourceModel, exported: Exported, evaluation: Dataset, *, requested_metric: str,
@@ -134,6 +145,10 @@ def open_original(source: SourceModel, onnx_path: Path, threads: int) -> Runner:
 
         return open_source(source, threads)
     return OrtRunner(onnx_path, threads)
+
+
+def open_artifact(artifact: Artifact, threads: int) -> Runner:
+    return BACKENDS[artifact.backend].open(artifact, threads)
 
 
 def artifact_memory_spec(artifact: Artifact, threads: int) -> dict:

@@ -2,9 +2,9 @@
 
 When an INT8 candidate that can be trained (`Candidate.quantization_aware`) broke the budget, the training data
 (--train-data) and the PyTorch model are given, and no other candidate's row within the budget is already as fast
-as that candidate with every layer in INT8 (its own `-mixed` row keeps layers in float), the model is fine-tuned
-with fake INT8 against itself as teacher and quantized like the candidate: the `<candidate>-qat` row, every layer
-in INT8, judged and timed like the others.
+as that candidate with every layer in INT8 (timed together: repair.already_faster; its own `-mixed` row keeps layers
+in float), the model is fine-tuned with fake INT8 against itself as teacher and quantized like the candidate: the
+`<candidate>-qat` row, every layer in INT8, judged and timed like the others.
 Its build (training included) is cached and has the tuning budget as its time limit, like every build.
 """
 
@@ -19,7 +19,9 @@ from edgeml.inputs.data import Dataset
 from edgeml.pipeline import plan
 from edgeml.pipeline.candidates import failure_reason, fatal
 from edgeml.pipeline.context import RunContext
+from edgeml.pipeline.repair import already_faster
 from edgeml.pipeline.selection import fastest_measured
+from edgeml.pipeline.tuning import Beat
 from edgeml.report.record import Row
 from edgeml.runtimes.base import Artifact
 from edgeml.targets.base import BuildContext, Candidate
@@ -49,10 +51,8 @@ def _why_not(ctx: RunContext, row: Row, train: Dataset | None) -> str | None:
     # The candidate's own -mixed row does not count: it keeps layers in float, and what training buys is all INT8.
     others = [r for r in ctx.run.rows if r.name != f"{row.name}-mixed"]
     fastest = fastest_measured(others, ctx.recipe.max_accuracy_drop, original_eligible=ctx.original_eligible)
-    if fastest is not None and fastest.latency["p50_ms"] <= row.latency["p50_ms"]:
-        return (f"{fastest.name} is within the budget and already as fast ({fastest.latency['p50_ms']:.3f} ms) as "
-                f"{row.name} with every layer in INT8 ({row.latency['p50_ms']:.3f} ms)")
-    return None
+    return None if fastest is None else already_faster(
+        ctx, Beat(fastest.name, fastest.latency["p50_ms"], ctx.artifacts[fastest.name], ctx.bench.threads), row)
 
 
 def _build_row(ctx: RunContext, candidate: Candidate, row: Row, train: Dataset) -> dict:

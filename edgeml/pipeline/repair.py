@@ -22,12 +22,14 @@ from edgeml.compress.quantize.accuracy import Trial, best_trial, mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, sample_scores
+from edgeml.measure.paired_timing import verdict_text
 from edgeml.pipeline import plan
+from edgeml.pipeline.bench import CHECK_SECONDS, open_artifact
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
 from edgeml.pipeline.time_limit import TimeLimit
-from edgeml.pipeline.tuning import Tuned, fastest_config, tune, tuning_data
+from edgeml.pipeline.tuning import Beat, Tuned, fastest_config, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Artifact, Runner
@@ -44,14 +46,15 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
     reference_on_calibration = None
     for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
         fastest = fastest_measured(run.rows, recipe.max_accuracy_drop, original_eligible=ctx.original_eligible)
-        beat = None if fastest is None else (fastest.name, fastest.latency["p50_ms"])
-        if beat is not None and beat[1] <= row.latency["p50_ms"]:
-            run.tuning[candidate.name] = {
-                "reason": f"{beat[0]} is within the budget and already faster ({beat[1]:.3f} ms) than "
-                          f"{candidate.name} with every layer in INT8 ({row.latency['p50_ms']:.3f} ms)"}
-            continue
+        beat = None if fastest is None else Beat(fastest.name, fastest.latency["p50_ms"], ctx.artifacts[fastest.name],
+                                                 bench.threads)
         with ctx.reporter.step(f"Accuracy budget: {candidate.name}") as step:
             try:
+                why_not = already_faster(ctx, beat, row, step)
+                if why_not:
+                    run.tuning[candidate.name] = {"reason": why_not}
+                    step.describe(f"{candidate.name}: no search, {why_not}")
+                    continue
                 if reference_on_calibration is None:
                     step.describe("Accuracy budget: the original model on the tuning data")
                     reference_on_calibration = bench.predict(original, judging)
@@ -64,7 +67,7 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                              batch=bench.batch, fixed=bench.fixed, sample=bench.sample, threads=bench.threads,
                              max_drop=recipe.max_accuracy_drop, seconds=seconds, step=step,
                              metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build,
-                             data=judging, runs_also_as=also)
+                             data=judging, runs_also_as=also, contest_seconds=bench.measure.seconds * CHECK_SECONDS)
                 control = None if candidate.accuracy_control is None else _accuracy_control(
                     ctx, candidate, tuned, judging, reference_on_calibration,
                     recipe.tuning_budget - (time.monotonic() - started), step, also)
@@ -87,6 +90,22 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     raise
                 run.tuning[candidate.name] = {"reason": f"the search failed: {type(e).__name__}: {first_line(e)}"}
                 step.fail(run.tuning[candidate.name]["reason"])
+
+
+def already_faster(ctx: RunContext, beat: Beat | None, row: Row, step: Step | None = None) -> str | None:
+    """Why `row` (a candidate with every layer in INT8) cannot beat `beat`, the fastest row within the budget, so
+    that no layer kept in float (only slower) can: timed together, it is not faster (paired_timing.faster); None when
+    it is, or when there is no `beat`. Its p50 below the beat's goes on untimed: going on is the safe side."""
+    if beat is None or row.latency["p50_ms"] < beat.p50_ms:
+        return None
+    if step is not None:
+        step.describe(f"{row.name}: timed together with {beat.name}")
+    s = ctx.bench.speedup((row.name, open_artifact(ctx.artifacts[row.name], ctx.bench.threads)),
+                          (beat.name, beat.runner), step)
+    if s["faster"]:
+        return None
+    return (f"{beat.name} is within the budget, and {row.name} with every layer in INT8 is no faster than it, "
+            f"timed together ({row.name} at {s['ratio']:.2f}x its speed: {verdict_text(s)})")
 
 
 def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool,
@@ -182,7 +201,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     result = tuned.result
     result.trials.append(trial)
     mark_pareto(result.trials)
-    best = best_trial([result.best, trial], budget)
+    tuned.timing.add(trial, artifact)
+    best = best_trial([result.best, trial], budget, tuned.timing.as_fast)
     if best is trial:
         if tuned.artifact is not ctx.artifacts[candidate.name]:
             shutil.rmtree(tuned.artifact.folder, ignore_errors=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeml.measure.paired_timing import round_speedup
+from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER, faster, round_speedup, verdict_text
 from edgeml.profiles import Profile
 from edgeml.report.record import Row
 
@@ -31,10 +31,6 @@ JUDGED = ("ok", "predicted", "needs device")     # statuses whose quality was me
 CLOSE = 2.0           # rows within this factor of the fastest p50 are timed again, in alternating rounds: one
                       # measurement on a shared machine can be off by half (a small CNN: 0.016 and 0.026 ms)
 MOST_CONTENDERS = 4   # at most this many of them (the fastest)
-# A speed-up counts when its 95% CI's lower end is above this: 1.0 would let noise flip one pick in
-# twenty between two equal rows, and a gain under 2% is not worth a less precise model.
-FASTER = 1.02
-CLEARLY_FASTER = 1.05   # a median speed-up above this counts even when the CI is too wide to clear FASTER
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2, "int4": 3}
 QUALITY_RESOLUTION = 0.01   # quality differences under this fraction of the budget do not order tied rows
 
@@ -131,21 +127,22 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
     by_name = {r.name: r for r in rows if r.name in paired}
     fastest = min(paired, key=lambda name: paired[name]["p50_ms"])
     versus = {name: round_speedup(paired[name], paired[fastest]) for name in paired if name != fastest}
-    tied = [fastest] + [name for name, s in versus.items() if s["ci95"][0] <= FASTER and s["ratio"] <= CLEARLY_FASTER]
+    tied = [fastest] + [name for name, s in versus.items() if not faster(s)]
     prefer = preference([by_name[name] for name in tied], metric, max_drop, paired)
     chosen = min((by_name[name] for name in tied), key=prefer)
     record = {
-        "rounds": len(paired[fastest]["round_p50_ms"]), "faster_above": FASTER, "fastest": fastest,
+        "rounds": len(paired[fastest]["round_p50_ms"]), "faster_above": FASTER, "clearly_faster_above": CLEARLY_FASTER,
+        "fastest": fastest,
         "tied": sorted(tied, key=lambda name: prefer(by_name[name])),
         "rows": {name: {"p50_ms": s["p50_ms"], "p50_ci95_ms": s["p50_ci95_ms"], "round_p50_ms": s["round_p50_ms"],
                         "speedup_of_fastest": None if name == fastest else
-                        {"ratio": versus[name]["ratio"], "ci95": versus[name]["ci95"]}}
+                        {"ratio": versus[name]["ratio"], "ci95": versus[name]["ci95"], "faster": faster(versus[name])}}
                  for name, s in paired.items()},
     }
     within = f"its {metric} drop is within {max_drop:g}"
     if chosen.name == fastest:
-        against = "; ".join((f"{_tie(s)} with {name} ({_speedup_text(s)}), and preferred" if name in tied
-                             else f"faster than {name} ({_speedup_text(s)})") for name, s in versus.items())
+        against = "; ".join((f"{_tie(s)} with {name} ({verdict_text(s)}), and preferred" if name in tied
+                             else f"faster than {name} ({verdict_text(s)})") for name, s in versus.items())
         reason = (f"the fastest of the close contenders timed again in {record['rounds']} alternating rounds, "
                   f"and {within}: {against}")
         return chosen, record, reason
@@ -170,10 +167,6 @@ def paired_speedup(selection: dict, base: str) -> dict | None:
 
 def _tie(s: dict) -> str:
     return "tied within noise" if s["ci95"][0] <= 1.0 else f"tied (a speed-up not above {FASTER:.2f}x does not count)"
-
-
-def _speedup_text(s: dict) -> str:
-    return f"{s['ratio']:.2f}x, 95% CI {s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}"
 
 
 def _predicted_ms(row: Row) -> float:

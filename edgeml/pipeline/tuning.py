@@ -9,6 +9,9 @@ A candidate whose model also runs with another runtime config (`Candidate.runs_a
 run as openvino-int8-bf16, the layers kept in float then in bf16) has each trial timed in every such config,
 and the trial's p50 is the fastest: the search's stop "slower than the fastest candidate within the budget"
 must not compare a layer kept in f32 against a bf16 candidate when the same build runs those layers in bf16.
+The short timings only order the trials; every decision the search takes on speed (stop: no faster than the best
+row within the budget; keep: as fast as the fastest trial) times the builds together, in alternating rounds
+(`TrialTiming`).
 
 The tuning data is the calibration data, plus training samples when the calibration data alone is
 too few to resolve the budget (`uncertainty.resolution`: with 64 samples one changed prediction
@@ -20,6 +23,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +32,12 @@ from edgeml.compress.quantize.accuracy import SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.measure.latency import MeasureConfig, measure_latency
+from edgeml.measure.paired_timing import contest, faster, round_speedup, verdict_text
 from edgeml.measure.uncertainty import resolution
+from edgeml.pipeline.bench import open_artifact
+from edgeml.pipeline.selection import CLOSE, MOST_CONTENDERS
 from edgeml.progress import Step
-from edgeml.runtimes.base import Artifact
+from edgeml.runtimes.base import Artifact, Runner
 from edgeml.targets.base import BuildContext, Candidate
 
 # Trials are ranked, not reported: a short timing is enough to order them.
@@ -78,6 +85,86 @@ def fastest_config(candidate: Candidate, artifact: Artifact, runner, sample: dic
 
 
 @dataclass
+class Beat:
+    """The fastest row already within the budget, which a trial that misses the budget must be faster than."""
+    name: str
+    p50_ms: float               # its row's p50
+    artifact: Artifact
+    threads: int
+
+    @cached_property
+    def runner(self) -> Runner:
+        return open_artifact(self.artifact, self.threads)
+
+
+class TrialTiming:
+    """The search's decisions on speed, each from the builds timed together in alternating rounds
+    (edgeml.measure.paired_timing.contest, `seconds` each), never from two numbers measured apart: whether a trial
+    that misses the budget is still faster than `beat` (`not_faster`), and which trials within the budget are as
+    fast as the fastest of them (`as_fast`). Each trial runs as its short timing found fastest (`Trial.timed_as`).
+    Every contest is recorded in `contests`, for the report."""
+
+    def __init__(self, candidate: Candidate, sample: dict[str, np.ndarray], threads: int,
+                 runs_also_as: dict[str, dict], beat: Beat | None, seconds: float):
+        self.candidate, self.sample, self.threads, self.beat, self.seconds = candidate, sample, threads, beat, seconds
+        self.configs = runs_also_as
+        self.artifacts: dict[int, Artifact] = {}          # by id() of the trial
+        self.contests: list[dict] = []
+
+    def add(self, trial: Trial, artifact: Artifact) -> None:
+        self.artifacts[id(trial)] = artifact
+
+    def runner(self, trial: Trial) -> Runner:
+        artifact = self.artifacts[id(trial)]
+        config = self.configs.get(trial.timed_as, artifact.runtime_config)
+        return self.candidate.backend.open(replace(artifact, runtime_config=config), self.threads)
+
+    def together(self, runners: dict[str, Runner]) -> dict[str, dict]:
+        return contest({name: partial(runner.run, self.sample) for name, runner in runners.items()}, self.seconds)
+
+    def not_faster(self, trial: Trial) -> str | None:
+        """Why `trial` cannot beat `beat` (None while it can): timed together, it is not `faster` than it. A trial
+        whose short timing is already below the beat's p50 goes on untimed: going on is the safe side."""
+        if self.beat is None or trial.p50_ms < self.beat.p50_ms:
+            return None
+        timed = self.together({"trial": self.runner(trial), self.beat.name: self.beat.runner})
+        s = round_speedup(timed[self.beat.name], timed["trial"])
+        self._record(trial, self.beat.name, s, timed["trial"], timed[self.beat.name])
+        if faster(s):
+            return None
+        return (f"slower than {self.beat.name}: timed together, the trial runs at {s['ratio']:.2f}x its speed "
+                f"({verdict_text(s)}; p50 {timed['trial']['p50_ms']:.3f} ms against "
+                f"{timed[self.beat.name]['p50_ms']:.3f} ms)")
+
+    def as_fast(self, trials: list[Trial]) -> list[Trial]:
+        """Of `trials` (within the budget), those the fastest is not `faster` than, timed together; only those whose
+        short timing is within selection.CLOSE of the fastest take part (at most selection.MOST_CONTENDERS)."""
+        shortest = min(t.p50_ms for t in trials)
+        close = sorted((t for t in trials if t.p50_ms <= shortest * CLOSE), key=lambda t: t.p50_ms)[:MOST_CONTENDERS]
+        if len(close) == 1:
+            return close
+        names = {f"trial {i}: {t.purpose}": t for i, t in enumerate(close)}
+        timed = self.together({name: self.runner(t) for name, t in names.items()})
+        fastest = min(timed, key=lambda name: timed[name]["p50_ms"])
+        tied = []
+        for name, t in names.items():
+            if name == fastest:
+                tied.append(t)
+                continue
+            s = round_speedup(timed[name], timed[fastest])      # of the fastest over this one
+            if not faster(s):
+                tied.append(t)
+            self._record(names[fastest], t.purpose, s, timed[fastest], timed[name])
+        return tied
+
+    def _record(self, trial: Trial, versus: str, s: dict, trial_timed: dict, versus_timed: dict) -> None:
+        """One contest: `trial`'s speed-up `s` over `versus`, each one's p50 in the rounds, and the verdict."""
+        self.contests.append({"trial": trial.purpose, "versus": versus, "trial_p50_ms": trial_timed["p50_ms"],
+                              "versus_p50_ms": versus_timed["p50_ms"], "ratio": s["ratio"], "ci95": s["ci95"],
+                              "rounds": len(s["rounds"]), "faster": faster(s)})
+
+
+@dataclass
 class Tuned:
     result: SearchResult
     artifact: Artifact          # the best configuration's build
@@ -85,12 +172,13 @@ class Tuned:
     builds: int                 # configurations built for the search (the reused full INT8 build not counted)
     restored: set[tuple[str, ...]]   # those whose build came from the cache (layers kept in float)
     data: str                   # what each dataset was used for, in words
+    timing: TrialTiming         # how its decisions on speed were timed (the best trial's build still open to it)
 
 
 def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildContext,
          reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
-         built: Artifact | None = None, beat: tuple[str, float] | None = None,
+         built: Artifact | None = None, beat: Beat | None = None, contest_seconds: float = 1.0,
          build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
          runs_also_as: dict[str, dict] | None = None) -> Tuned:
     """Search layers to keep in float until `candidate`'s quality drop on the tuning `data` is within budget.
@@ -98,8 +186,9 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     model's outputs on it; `seconds` bounds the search.
 
     `metric` is the run's; accuracy falls back to the automatic choice when the tuning data has no labels.
-    `built` is the candidate's fully quantized build, reused as the first trial; `beat` is (name, p50 ms) of
-    the fastest candidate already within the budget (see `search`). `build(candidate, folder, context)` makes
+    `built` is the candidate's fully quantized build, reused as the first trial; `beat` is the fastest row already
+    within the budget (see `search`); decisions on speed time the builds together for `contest_seconds` each
+    (`TrialTiming`). `build(candidate, folder, context)` makes
     each configuration: (artifact, whether it was restored from the cache). `runs_also_as` maps the candidates
     that run this one's model with another runtime config to that config: each trial is timed in those too.
     When the tuning data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
@@ -113,6 +202,7 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
     layers = candidate.layers(onnx_path)
     artifacts: dict[tuple[str, ...], Artifact] = {}
+    timing = TrialTiming(candidate, sample, threads, runs_also_as or {}, beat, contest_seconds)
     builds, restored = [], set()                 # the configurations built, and those the cache gave
 
     def evaluate(excluded: tuple[str, ...], purpose: str) -> Trial:
@@ -129,8 +219,10 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
         timed_as, p50 = fastest_config(candidate, artifact, runner, sample, threads, runs_also_as or {})
         artifacts[excluded] = artifact
-        return Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
-                     timed_as=timed_as)
+        trial = Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
+                      timed_as=timed_as)
+        timing.add(trial, artifact)
+        return trial
 
     def local_errors() -> dict[str, float]:
         step.describe(f"{candidate.name}: accuracy budget, ranking {len(layers)} layers by local error")
@@ -138,7 +230,9 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
         return candidate.local_errors(full.folder / full.entry, tuning, layers)
 
     result = search(layers, evaluate, max_drop, seconds,
-                    local_errors=local_errors if candidate.local_errors is not None else None, beat=beat)
+                    local_errors=local_errors if candidate.local_errors is not None else None,
+                    not_faster=timing.not_faster, as_fast=timing.as_fast)
+    result.contests = timing.contests
     result.resolution = resolution(len(tuning), metric, max_drop,
                                    "the calibration data" if tuning is context.calibration else "the tuning data")
     best = artifacts[result.best.excluded]
@@ -148,4 +242,4 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     judged = "calibration data: ranges, " if tuning is context.calibration else \
         f"calibration data: ranges; tuning data ({tuning.source}): "
     return Tuned(result, best, metric, len(builds), restored, f"{judged}sensitivity and the budget check during the "
-                 "search; evaluation data: the final numbers in the candidate table")
+                 "search; evaluation data: the final numbers in the candidate table", timing)

@@ -19,7 +19,6 @@ from heavy_tailed import heavy_tailed_model  # noqa: E402
 
 from edgeml.compress.quantize import Int8Config  # noqa: E402
 from edgeml.compress.quantize import openvino_backend as ov_quant  # noqa: E402
-from edgeml.compress.quantize.accuracy import TIMING_NOISE  # noqa: E402
 from edgeml.measure import cpu_features  # noqa: E402
 from edgeml.measure.evaluate import compare, sample_scores  # noqa: E402
 from edgeml.runtimes.openvino import read_onnx  # noqa: E402
@@ -240,12 +239,12 @@ def test_quantize_recovers_openvino_int8_within_the_budget(edgeml_cli, heavy, fi
     kept = tuning["best"]["excluded"]
     ranked = sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])
     # the search met the budget with the most sensitive layers in float and the rest in INT8; the kept trial is
-    # that one unless another (all in float, in bf16 on a tiny model) timed clearly faster
+    # that one unless another (all in float, in bf16 on a tiny model) was faster, timed together with it
     partial = [t for t in tuning["trials"] if t["purpose"].startswith("fallback step") and t["drop"] <= 0.01]
     assert tuning["met"] and partial and 1 <= len(partial[0]["excluded"]) < len(tuning["sensitivity"])
     assert set(partial[0]["excluded"]) == {s["layer"] for s in ranked[:len(partial[0]["excluded"])]}
-    assert kept == partial[0]["excluded"] or control["chosen"] or \
-        tuning["best"]["p50_ms"] * TIMING_NOISE < partial[0]["p50_ms"]
+    assert kept == partial[0]["excluded"] or control["chosen"] or any(
+        c["versus"] == partial[0]["purpose"] and c["faster"] for c in tuning["contests"]), tuning["contests"]
     # both searches found the op that reads the heavy-tailed activation, and both are judged on the same data
     assert ranked[0]["layer"] in kept and ranked[0]["layer"] in control["excluded"]
     assert control["met"] and control["drop"] <= 0.01
