@@ -47,6 +47,8 @@ def render_html(run: dict) -> str:
     body += ["<h2>Candidates</h2>", _table(
         header, [[f"**{r['name']}** ✓" if r["selected"] else cells[0], *cells[1:]] for r, cells in table],
         ["selected" if r["selected"] else r["status"] for r, _ in table])]
+    if report.paired_note(run):
+        body.append(_paragraph(report.ROUNDS_MARK_NOTE, "note"))
     if report.predicted_note(run):
         body.append(_paragraph(report.predicted_note(run), "note"))
     body += [_paragraph(note, "note") for note in report.quality_notes(run)]
@@ -82,6 +84,8 @@ def render_html(run: dict) -> str:
         if tuning.get("trials"):
             body.append(_table(*report.trials_table(tuning)))
 
+    if report.time_note(run):
+        body += ["<h2>Where the time went</h2>", _paragraph(report.time_note(run)), _table(*report.time_table(run))]
     body += ["<h2>Candidates: how each was made</h2>", _list([f"{r['name']}: {r['method']}" for r in run["rows"]])]
     if run["warnings"]:
         body += ["<h2>Warnings</h2>", _list(run["warnings"])]

@@ -48,6 +48,8 @@ def render_markdown(run: dict) -> str:
     header, table = candidate_table(run)
     lines += markdown_table(header, [[f"**{r['name']}** ✓" if r["selected"] else cells[0], *cells[1:]]
                                      for r, cells in table])
+    if paired_note(run):
+        lines += ["", ROUNDS_MARK_NOTE]
     if predicted_note(run):
         lines += ["", predicted_note(run)]
     for note in quality_notes(run):
@@ -86,6 +88,8 @@ def render_markdown(run: dict) -> str:
             lines += [""] + markdown_table(*sensitivity_table(tuning))
         if tuning.get("trials"):
             lines += [""] + markdown_table(*trials_table(tuning))
+    if time_note(run):
+        lines += ["", "## Where the time went", "", time_note(run), ""] + markdown_table(*time_table(run))
     lines += ["", "## Candidates", ""]
     lines += [f"- {r['name']}: {r['method']}" for r in rows]
     if run["warnings"]:
@@ -180,7 +184,7 @@ def summary(run: dict) -> list[str]:
             speedups.append(f"{_speedup(selection, fp32, chosen)} vs {fp32['name']}")
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
-             f"{chosen['precision']}): p50 {_ms(chosen['latency']['p50_ms'])} ms, "
+             f"{chosen['precision']}): p50 {_p50_cell(run, chosen)} ms, "
              f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')})"
              + (f"; speed-up (p50) {', '.join(speedups)}." if speedups else "; your model, unchanged.")),
             f"Why: {selection['reason']}.",
@@ -195,11 +199,15 @@ def paired_note(run: dict) -> str | None:
     paired = run["selection"].get("paired")
     if not paired:
         return None
+    tied = [name for name in paired["tied"] if name != paired["fastest"]]
+    clearly = paired.get("clearly_faster_above")
     return (f"The rows within the budget whose p50 was within {CLOSE:g}x of the fastest were timed again together, in "
             f"{paired['rounds']} alternating rounds (p50: the median of the rounds' p50s; speed-up: the median of the "
             f"rounds' own ratios; 95% CIs by a bootstrap over "
-            f"rounds). {paired['fastest']} counts as faster than a row only when the lower end of its speed-up's "
-            f"CI is above {paired['faster_above']:.2f}x; tied rows: {', '.join(paired['tied'])}.")
+            f"rounds). {paired['fastest']} counts as faster than a row when the lower end of its speed-up's "
+            f"CI is above {paired['faster_above']:.2f}x"
+            + (f", or when its median speed-up is above {clearly:.2f}x however wide the CI" if clearly else "")
+            + (f"; tied with it: {', '.join(tied)}." if tied else f"; no row is tied with {paired['fastest']}."))
 
 
 def paired_table(run: dict) -> tuple[list[str], list[list[str]]]:
@@ -215,6 +223,32 @@ def paired_table(run: dict) -> tuple[list[str], list[list[str]]]:
                                + ["fastest" if name == paired["fastest"] else "tied" if name in paired["tied"]
                                   else "slower"])])
     return header, rows
+
+
+ROUNDS_MARK_NOTE = ("p50 marked (rounds): the row was one of the close contenders timed again together, and this is "
+                    "its p50 in those alternating rounds, the number that decided; the latency table below keeps "
+                    "its first measurement.")
+
+
+def _p50_cell(run: dict, r: dict) -> str:
+    """`r`'s p50: from the alternating rounds when it was timed there (marked), else its own measurement."""
+    timed = ((run["selection"].get("paired") or {}).get("rows") or {}).get(r["name"])
+    return f"{_ms(timed['p50_ms'])} (rounds)" if timed else _ms(r["latency"]["p50_ms"])
+
+
+def time_note(run: dict) -> str | None:
+    """How long the run's steps took in all (None for a record without steps)."""
+    steps = run.get("steps") or []
+    total = sum(step["seconds"] for step in steps)
+    return f"{total:.1f} s in {len(steps)} steps, the longest first:" if total else None
+
+
+def time_table(run: dict) -> tuple[list[str], list[list[str]]]:
+    """Where the run's time went: each step's seconds and share, the longest first."""
+    steps = run["steps"]
+    total = sum(step["seconds"] for step in steps)
+    return ["step", "seconds", "share"], [[step["step"], f"{step['seconds']:.1f}", f"{step['seconds'] / total:.0%}"]
+                                          for step in sorted(steps, key=lambda step: -step["seconds"])]
 
 
 def budget_note(run: dict) -> str:
@@ -239,7 +273,7 @@ def candidate_table(run: dict) -> tuple[list[str], list[tuple[dict, list[str]]]]
             r["name"], r["backend"], r["precision"],
             _quality(r, metric) if judged else DASH,
             (DASH if r["role"] == "reference" else _drop_cell(r, metric)) if judged else DASH,
-            _ms(r["latency"]["p50_ms"]) if measured else DASH,
+            _p50_cell(run, r) if measured else DASH,
             _ms(r["latency"]["p90_ms"]) if measured else DASH,
         ]
         if predicted:
@@ -405,7 +439,17 @@ def tuning_notes(tuning: dict) -> list[str]:
             f"{tuning['data']}; {metric} there"] + (
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
-        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + qat
+        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + [
+        _contest_note(c) for c in tuning.get("contests") or []] + qat
+
+
+def _contest_note(c: dict) -> str:
+    """One decision of the search on speed, from the two builds timed together (edgeml.pipeline.tuning.TrialTiming)."""
+    verdict = {"ci": "faster (its CI is above the margin)", "median": "faster (its median is above the margin)",
+               None: "not faster"}[c["faster"]]
+    return (f"timed together: {c['trial']} against {c['versus']}: {c['ratio']:.2f}x (95% CI {c['ci95'][0]:.2f}–"
+            f"{c['ci95'][1]:.2f}, {c['rounds']} rounds; p50 {_ms(c['trial_p50_ms'])} against "
+            f"{_ms(c['versus_p50_ms'])} ms): {verdict}")
 
 
 def _qat_note(qat: dict) -> str:

@@ -45,6 +45,8 @@ def section(page: str, title: str) -> str:
 
 
 def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
+    from edgeml.report import markdown
+
     result = edgeml_cli("report", run_dir)
     assert result.exit_code == 0, result.stderr
     md = (run_dir / "report.md").read_text()
@@ -53,6 +55,14 @@ def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
     assert (f"| candidate | backend | precision | {metric} | drop | p50 ms (measured here) | p90 ms | size MB | "
             "status |") in result.stdout
     assert "## Per-class accuracy" in md and "## Per-layer time" in md
+    steps = record(run_dir)["steps"]
+    assert "## Where the time went" in md and f"| {max(steps, key=lambda s: s['seconds'])['step']} |" in md
+    paired = record(run_dir)["selection"]["paired"]
+    if paired:       # the close contenders show the p50 of the rounds that decided, marked
+        for name, timed in paired["rows"].items():
+            cell = re.escape(f"| {markdown._ms(timed['p50_ms'])} (rounds) |")
+            assert re.search(rf"\| (\*\*)?{re.escape(name)}(\*\* ✓)? \|[^\n]*{cell}", md), name
+        assert "p50 marked (rounds)" in md
 
     out = tmp_path / "r.md"
     result = edgeml_cli("report", run_dir, "--format", "md", "-o", out)
@@ -292,13 +302,19 @@ def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
                  "fp16": {"p50_ms": 1.2, "p50_ci95_ms": [1.18, 1.22],
                           "speedup_of_fastest": {"ratio": 1.2, "ci95": [1.15, 1.25]}}}}}}
     note = paired_note(run)
-    assert "5 alternating rounds" in note and "own ratios" in note and "tied rows: fp32, int8" in note
+    assert "5 alternating rounds" in note and "own ratios" in note and "tied with it: fp32." in note
+    assert "median speed-up is above" not in note                       # a record from before that rule
     header, rows = paired_table(run)
     assert header[2] == "speed-up of int8 (95% CI)"
     assert rows == [["int8", "1.000 (0.980–1.020)", "—", "fastest"],
                     ["fp32", "1.010 (0.990–1.030)", "1.01x (0.99–1.03)", "selected, tied"],
                     ["fp16", "1.200 (1.180–1.220)", "1.20x (1.15–1.25)", "slower"]]
     assert paired_note({"selection": {"paired": None}}) is None
+    # the fastest alone: no row is "tied" with itself; both rules that make a row faster are named
+    run["selection"]["paired"].update(tied=["int8"], clearly_faster_above=1.05)
+    note = paired_note(run)
+    assert "no row is tied with int8" in note and "int8, int8" not in note
+    assert "or when its median speed-up is above 1.05x" in note
 
 
 def test_the_headline_speed_up_comes_from_the_rounds_that_decided_when_the_original_was_timed_there():
