@@ -92,7 +92,7 @@ model_options = _options(
 )
 data_options = _options(
     click.option("--data", type=click.Path(), help="One dataset, split into calibration and evaluation (see --split)."),
-    click.option("--split", type=float, help="Calibration share of --data (default 0.3)."),
+    click.option("--split", type=float, help="Calibration share of --data  [default: 0.3]"),
     click.option("--calib-data", type=click.Path(), help="Calibration data: .npz or image folder."),
     click.option("--eval-data", type=click.Path(), help="Evaluation data: .npz or image folder."),
     click.option("--preprocess", metavar="SPEC",
@@ -112,17 +112,21 @@ quantize_options = _options(
                  help="Time bound of the accuracy-budget search and of each candidate's build: 90s, 10m, 1h  "
                       "[default: 5m]"),
 )
-run_options = _options(
-    click.option("--threads", type=int, help="Inference threads  [default: all logical cores]"),
-    click.option("--measure-seconds", type=float, help="Minimum timed seconds per candidate  [default: 1.0]"),
-    click.option("--seed", type=int, help="Seed for splits, random inputs and training  [default: 0]"),
-    click.option("-o", "--out", type=click.Path(), help="Output folder  [default: edgeml-out/NAME-TARGET]"),
-    click.option("--force", is_flag=True, help="Replace OUT if it exists."),
-    click.option("--cache-dir", type=click.Path(),
-                 help="Cache of exported models and builds  [default: $EDGEML_CACHE_DIR, else ~/.cache/edgeml]"),
-    click.option("--cache/--no-cache", default=True, help="Restore the export and builds from the cache, and add "
-                                                          "them to it  [default: on]"),
-)
+
+
+def run_options(out: str):
+    """Timing, output and cache options; `out` is the default output folder under edgeml-out/."""
+    return _options(
+        click.option("--threads", type=int, help="Inference threads  [default: all logical cores]"),
+        click.option("--measure-seconds", type=float, help="Minimum timed seconds per candidate  [default: 1.0]"),
+        click.option("--seed", type=int, help="Seed for splits, random inputs and training  [default: 0]"),
+        click.option("-o", "--out", type=click.Path(), help=f"Output folder  [default: edgeml-out/{out}]"),
+        click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+        click.option("--cache-dir", type=click.Path(), help="Cache of exported models and builds  [default: "
+                     "$EDGEML_CACHE_DIR, else $XDG_CACHE_HOME/edgeml, else ~/.cache/edgeml]"),
+        click.option("--cache/--no-cache", default=True, help="Restore the export and builds from the cache, and "
+                                                              "add them to it  [default: on]"),
+    )
 
 
 @cli.command()
@@ -142,7 +146,7 @@ run_options = _options(
 @click.option("--distill-epochs", type=int, help="Most distillation epochs (early stopping)  [default: 30]")
 @click.option("--train-data", type=click.Path(), help="Training data for pruning and distillation (labels optional).")
 @data_options
-@run_options
+@run_options("NAME-TARGET")
 @click.option("--track", type=click.Choice(["mlflow"]),
               help="Log the run to MLflow (MLFLOW_TRACKING_URI, else ./mlruns); needs edgeml[track].")
 @click.pass_context
@@ -179,7 +183,7 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
               help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]")
 @click.option("--metric", type=click.Choice(METRICS), help="Quality measure of the budget  [default: auto]")
 @data_options
-@run_options
+@run_options("NAME-benchmark")
 @click.pass_context
 def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, calib_data, eval_data, preprocess,
               out, force, **flags):
@@ -207,9 +211,10 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 @click.argument("sweep_file", metavar="SWEEP.yaml", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output folder: one folder per cell under OUT/cells, the journal, sweep.md/.html/.json.")
-@click.option("--address", metavar="ADDR", help="Join a Ray cluster: auto, or ray://HOST:PORT  [default: start Ray "
-              "here]")
-@click.option("--max-parallel", type=int, metavar="N", help="Run at most N cells at once  [default: as Ray fits]")
+@click.option("--address", metavar="ADDR", help="Join a Ray cluster: auto (the one this machine belongs to), "
+              "HOST:PORT (its head node) or ray://HOST:PORT (through Ray Client)  [default: start Ray here]")
+@click.option("--max-parallel", type=int, metavar="N",
+              help="Run at most N cells at once  [default: one per CPU of the cluster]")
 @click.option("--resume", is_flag=True, help="Continue the sweep in OUT: run only the cells not journaled there.")
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log each cell to MLflow, as child runs of the sweep.")
 def sweep(sweep_file, out, address, max_parallel, resume, track):
@@ -237,7 +242,7 @@ def sweep(sweep_file, out, address, max_parallel, resume, track):
 @click.option("--train-data", type=click.Path(),
               help="Training data (labels optional): when INT8 breaks the budget, the PyTorch model is also "
                    "fine-tuned with fake INT8 (quantization-aware distillation).")
-@run_options
+@run_options("NAME-quantized")
 @click.pass_context
 def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess,
              out, force, **flags):
@@ -495,11 +500,12 @@ def report(run_dir, fmt, out, merge):
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, metavar="ssh://USER@HOST[:PORT]/PATH | DIR",
-              help="The folder the bundle goes into (as BUNDLE's own name there).")
+@click.option("--to", "to", required=True, metavar="ssh://USER@HOST[:PORT]/PATH | USER@HOST:PATH | DIR",
+              help="The folder the bundle goes into (as BUNDLE's own name there); read as rsync reads it: a colon "
+                   "before any slash means SSH, ./NAME:X is a local folder.")
 @click.option("-i", "--identity", type=click.Path(path_type=Path), help="SSH private key file.")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
-              help="Passed to ssh/scp/rsync as -o KEY=VALUE; repeatable.")
+              help="Passed to ssh/scp/rsync as -o KEY=VALUE, e.g. Port=2222 for USER@HOST:PATH; repeatable.")
 @click.option("--verify-remote", is_flag=True, help="Then run the bundle's `run.py --check` there.")
 def ship(bundle, to, identity, ssh_options, verify_remote):
     """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
@@ -563,7 +569,8 @@ def rollout(bundle, fleet_file, canary, max_latency_ratio, rollback, out):
     checked there (files' sha256 and run.py --check) and the canaries timed in alternating rounds against
     the release they run (else the build report's p50). Only when the canaries pass is DEST/current
     switched, on them and then on each other device.
-    Exit 0 when every device runs BUNDLE (or was rolled back), 1 when a step failed, 2 for bad input."""
+    Exit 0 when every device runs BUNDLE (with --rollback: when devices went back and all run one release),
+    1 when a step failed (or a rollback moved nothing or left mixed releases), 2 for bad input."""
     from dataclasses import replace
 
     from edgeml.bundle.fleet import RATIO_ABOVE_1, FleetError, load_fleet
@@ -645,13 +652,17 @@ def verify(bundle):
               "EDGEML_SERVE_TOKEN).")
 @click.option("--max-body-mb", type=float, default=32, show_default=True, help="Largest request body (413 above).")
 @click.option("--max-samples", type=int, default=1024, show_default=True, help="Most samples in one request.")
-def serve_command(bundle, host, port, threads, max_batch, max_wait_ms, token, max_body_mb, max_samples):
+@click.option("--body-timeout", type=float, default=30, show_default=True, metavar="SECONDS",
+              help="Longest wait for more of a request's body (408 after it).")
+def serve_command(bundle, host, port, threads, max_batch, max_wait_ms, token, max_body_mb, max_samples,
+                  body_timeout):
     """Serve BUNDLE over HTTP: POST /v1/predict (JSON or .npz), GET /health, GET /metrics (Prometheus).
     The bundle's checks (`edgeml verify`) run first: a bundle that fails them is not served (exit 2)."""
     from edgeml.serve import serve
 
     serve(bundle, host=host, port=port, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, token=token,
-          max_body_mb=max_body_mb, max_samples=max_samples, announce=lambda line: click.echo(line, err=True))
+          max_body_mb=max_body_mb, max_samples=max_samples, body_timeout_s=body_timeout,
+          announce=lambda line: click.echo(line, err=True))
 
 
 @cli.command()
