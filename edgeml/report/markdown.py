@@ -182,9 +182,12 @@ def summary(run: dict) -> list[str]:
                      and r["precision"] == "fp32" and r["status"] == "ok" and r is not chosen), None)
         if fp32:
             speedups.append(f"{_speedup(selection, fp32, chosen)} vs {fp32['name']}")
+        rounds = _rounds_p50(run, chosen)
+        p50 = f"{_ms(chosen['latency']['p50_ms'])} ms" if rounds is None else \
+            f"{_ms(rounds)} ms in the alternating rounds"
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
-             f"{chosen['precision']}): p50 {_p50_cell(run, chosen)} ms, "
+             f"{chosen['precision']}): p50 {p50}, "
              f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')})"
              + (f"; speed-up (p50) {', '.join(speedups)}." if speedups else "; your model, unchanged.")),
             f"Why: {selection['reason']}.",
@@ -230,10 +233,16 @@ ROUNDS_MARK_NOTE = ("p50 marked (rounds): the row was one of the close contender
                     "its first measurement.")
 
 
+def _rounds_p50(run: dict, r: dict) -> float | None:
+    """`r`'s p50 in the alternating rounds of the close contenders, when it was timed there."""
+    timed = ((run["selection"].get("paired") or {}).get("rows") or {}).get(r["name"])
+    return None if timed is None else timed["p50_ms"]
+
+
 def _p50_cell(run: dict, r: dict) -> str:
     """`r`'s p50: from the alternating rounds when it was timed there (marked), else its own measurement."""
-    timed = ((run["selection"].get("paired") or {}).get("rows") or {}).get(r["name"])
-    return f"{_ms(timed['p50_ms'])} (rounds)" if timed else _ms(r["latency"]["p50_ms"])
+    rounds = _rounds_p50(run, r)
+    return _ms(r["latency"]["p50_ms"]) if rounds is None else f"{_ms(rounds)} (rounds)"
 
 
 def time_note(run: dict) -> str | None:
