@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from int8_kernels import int8_saturates
 
 from edgeml.compress.quantize.accuracy import TIMING_NOISE, Trial, best_trial, search
 from edgeml.measure.evaluate import predict
@@ -31,6 +32,23 @@ def quality_model(costs, speed=None, delay=0.0):
         p50 = 10.0 + sum(speed[name] for name in excluded)
         return Trial(tuple(excluded), 0.9 - drop, drop, p50, 100 + 10 * len(excluded), purpose)
     return evaluate
+
+
+def test_the_best_trial_is_the_fewest_in_float_of_those_the_caller_timed_as_fast():
+    one = Trial(("fc1",), 0.89, 0.005, 10.0, 100, "fallback step 1")
+    every = Trial(("conv1", "conv2", "fc1", "fc2"), 0.9, 0.0, 20.0, 140, "all in float")
+    over = Trial((), 0.85, 0.05, 5.0, 90, "all layers quantized")
+    seen = []
+
+    def timed_together(winner):
+        def as_fast(trials):
+            seen.append(list(trials))
+            return [t for t in trials if t is winner]
+        return as_fast
+    # the short runs say all-in-float is twice as slow; timed together it is the faster: it is kept
+    assert best_trial([over, one, every], 0.01, timed_together(every)) is every
+    assert seen[-1] == [one, every]                                  # only trials within the budget take part
+    assert best_trial([over, one, every], 0.01, lambda trials: trials) is one     # tied: fewer layers in float
 
 
 def test_no_search_when_plain_int8_is_within_budget():
@@ -85,13 +103,20 @@ def test_pareto_front_has_no_dominated_trial():
 
 def test_time_budget_bounds_the_search():
     costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
-    result = search(LAYERS, quality_model(costs, delay=0.05), 0.0, 0.12)
+    result = search(LAYERS, quality_model(costs, delay=0.05), 0.0, 0.18)
     assert result.stopped == "time budget"
     assert result.best.excluded == tuple(name for name, _ in LAYERS)  # only all-in-float met the budget so far
-    # Each trial sleeps 0.05 s, so a trial can start within 0.12 s only after at most two others (all-quantized
-    # and all-in-float always run): a count, not a wall-clock bound that a loaded machine would break.
+    # Each trial sleeps 0.05 s, and none starts that the longest trial would carry past 0.18 s: all-quantized,
+    # all-in-float and at most one sensitivity trial (two on a machine slow enough to stretch each trial to 0.06 s)
     assert 2 <= len(result.trials) <= 3
-    assert result.seconds >= 0.12                             # it ran until the time was up
+    assert result.seconds < 0.18 + 0.05                       # within the budget, but for one trial's jitter
+
+
+def test_no_trial_starts_that_would_end_past_the_budget():
+    costs = {"conv1": 0.05, "conv2": 0.05, "fc1": 0.05, "fc2": 0.05}
+    result = search(LAYERS, quality_model(costs, delay=0.2), 0.0, 0.3)
+    # the all-quantized trial took 0.2 s: all-in-float would end near 0.4 s, past 0.3 s, so it never starts
+    assert result.stopped == "time budget" and len(result.trials) == 1 and result.seconds < 0.3
 
 
 def many_layers(count):
@@ -119,11 +144,16 @@ def test_few_layers_keep_one_build_per_layer_even_with_local_errors():
     assert "drop_when_only_this_is_int8" in result.sensitivity[0]
 
 
+def slower_than(p50_ms):
+    """`search`'s not_faster for a configuration within the budget that runs in `p50_ms` (exactly, in this model)."""
+    return lambda t: f"slower than other ({t.p50_ms} ms >= {p50_ms} ms)" if t.p50_ms >= p50_ms else None
+
+
 def test_bisection_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
     layers = many_layers(24)
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
     alone = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs)
-    beaten = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, beat=("other", 11.5))
+    beaten = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, not_faster=slower_than(11.5))
     assert beaten.stopped.startswith("slower than other") and len(beaten.trials) < len(alone.trials)
     bisection = [t.p50_ms for t in beaten.trials if "largest local error" in t.purpose]
     assert bisection == [11.0, 12.0]                  # k = 1, then k = 2 is no faster than 11.5 ms: stop
@@ -132,7 +162,7 @@ def test_bisection_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
 def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
     layers = many_layers(24)
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
-    result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, beat=("other", 20.0))
+    result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, not_faster=slower_than(20.0))
     assert result.met and set(result.best.excluded) == {"conv3", "conv11", "conv17"}
 
 
@@ -186,13 +216,17 @@ def ort_int8():
 
 
 def run_tune(candidate, onnx_path, calibration, data, max_drop, work):
+    from edgeml.compress.quantize import Int8Config
     from edgeml.pipeline.tuning import tune
     from edgeml.progress import Step
     from edgeml.runtimes.onnxruntime import OrtRunner
     from edgeml.targets.base import BuildContext
 
+    # The INT8 scheme edgeml uses with this CPU's kernels: 7-bit weights where full-range u8*s8 pairs saturate
+    # (x86 without VNNI/AMX: there the full range loses accuracy in every Conv), the full 8-bit range elsewhere.
+    context = BuildContext(calibration, int8=Int8Config(avoid_saturation=int8_saturates()))
     reference = predict(OrtRunner(onnx_path, 1), data, 64)
-    return tune(candidate, onnx_path=onnx_path, work=work, context=BuildContext(calibration),
+    return tune(candidate, onnx_path=onnx_path, work=work, context=context,
                 reference_outputs=reference, batch=64, fixed=False, sample=calibration.feeds(0, 1), threads=1,
                 max_drop=max_drop, seconds=600, step=Step(None, None), metric="agreement", data=data,
                 build=lambda c, folder, context: (c.build(onnx_path, folder, context), False))
