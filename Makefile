@@ -1,12 +1,14 @@
 # `make demo`: set up .venv and optimize the built-in digits example for the CPU.
 # `make test`: set up .venv, lint (`make lint`, ruff) and run the test suite.
+# `make test-avx2`: the tests marked `kernels` on AVX2-only INT8 kernels (qemu-user emulating a Haswell), for
+# changes to quantization or its tests made on a VNNI/AMX machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo lint test test-sweep-cluster bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep bench-serve clean
+.PHONY: setup demo lint test test-sweep-cluster test-avx2 bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +31,20 @@ test: lint
 # The sweep on a two-node Ray cluster started on this machine, with a node killed mid-sweep (also in `make test`).
 test-sweep-cluster: setup
 	$(BIN)/python -m pytest -m cluster tests/sweep
+
+# The tests marked `kernels` (their outcome depends on what the CPU's INT8 kernels compute) on an AVX2-only CPU:
+# Debian's qemu-user emulates a Haswell (AVX2 and FMA; no AVX-512, VNNI, BF16 or AMX; less the features its TCG lacks),
+# so ONNX Runtime dispatches its AVX2 kernels, which read CPUID. /proc/cpuinfo stays the host's under qemu-user, so
+# $EDGEML_CPU_FEATURES makes edgeml assume the Haswell's flags too. The digits example is trained natively first
+# (emulated, training alone takes longer than the tests); processes the tests start run natively. CI=true declines
+# OpenVINO's telemetry, which NNCF sends on import from a forked process that hangs under qemu-user.
+HASWELL := Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm
+HASWELL_FLAGS := sse4_2,avx,avx2,fma,f16c,bmi1,bmi2
+test-avx2: setup
+	command -v qemu-x86_64 >/dev/null || { sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq qemu-user; }
+	$(BIN)/python -c "from edgeml.examples import digits_example; digits_example()"
+	CI=true EDGEML_CPU_FEATURES=$(HASWELL_FLAGS) qemu-x86_64 -cpu $(HASWELL) $(BIN)/python -m pytest -m kernels -p trained_examples
 
 bench-setup: setup
 	$(BIN)/python -m pip install --quiet -e ".[all,bench]"

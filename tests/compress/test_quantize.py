@@ -22,7 +22,9 @@ def scales(path):
             if i.name.endswith("_scale")}
 
 
-# Both INT8 schemes (edgeml.measure.cpu_features.int8_scheme), whatever this machine's CPU.
+# Both INT8 schemes (edgeml.measure.cpu_features.int8_scheme), whatever this machine's CPU; the accuracy is what this
+# CPU's kernels compute.
+@pytest.mark.kernels
 @pytest.mark.parametrize("avoid_saturation", [False, True], ids=["full-range", "avoid-saturation"])
 def test_onnxruntime_int8_is_qdq_per_channel_and_keeps_accuracy(files, digits, tmp_path, avoid_saturation):
     out = onnxruntime_backend.run(files["digits.onnx"], tmp_path / "int8.onnx", digits.validation,
