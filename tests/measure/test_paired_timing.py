@@ -36,14 +36,15 @@ def test_a_contest_of_a_slow_model_stays_within_its_seconds(tmp_path):
     sample = slow_model(tmp_path / "slow.onnx")
     a, b = OrtRunner(tmp_path / "slow.onnx", 1), OrtRunner(tmp_path / "slow.onnx", 1)
     call = measure_latency(lambda: a.run(sample), MeasureConfig(seconds=0.2, min_runs=3)).p50_ms / 1e3
-    seconds = 40 * call
+    seconds = 80 * call
     # the fixed schedule before it (20 calls a round, 9 rounds) would have taken 360 calls
     started = time.perf_counter()
     timed = contest({"a": lambda: a.run(sample), "b": lambda: b.run(sample)}, seconds)
     elapsed = time.perf_counter() - started
     rounds = len(timed["a"]["round_p50_ms"])
-    assert rounds >= MIN_ROUNDS and max(timed["a"]["runs"] + timed["b"]["runs"]) <= 5      # not 20 a round
-    assert elapsed <= seconds + 4 * call, (elapsed, seconds, call, timed["a"]["runs"])
+    assert rounds >= MIN_ROUNDS and max(timed["a"]["runs"] + timed["b"]["runs"]) <= 8      # not 20 a round
+    # a round is a ninth of the seconds: no round starts that the last one says would not fit, but for its jitter
+    assert elapsed <= seconds * 1.25, (elapsed, seconds, call, timed["a"]["runs"])
 
 
 def test_a_slow_call_is_timed_a_few_times_not_min_runs():
