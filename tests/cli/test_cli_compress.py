@@ -80,7 +80,7 @@ def test_prune_then_distill_commands(edgeml_cli, files, tmp_path):
     assert (pruned / "model.pt2").is_file() and "MACs" in (pruned / "report.md").read_text()
 
     distilled = tmp_path / "distilled"
-    result = edgeml_cli("distill", "--example", "digits", "--student", pruned / "model.pt2", "--epochs", "15",
+    result = edgeml_cli("distill", "--example", "digits", "--student", pruned / "model.pt2", "--epochs", "8",
                         "-o", distilled)
     assert result.exit_code == 0, result.stderr
     record = json.loads((distilled / "report.json").read_text())
@@ -102,8 +102,8 @@ def test_prune_then_distill_commands(edgeml_cli, files, tmp_path):
 
 def test_optimize_chains_prune_distill_and_quantize_from_a_recipe(edgeml_cli, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("prune: {ratio: 0.5, importance: l2}\ndistill: {epochs: 12, patience: 4}\n"
-                      "max_accuracy_drop: 0.2\nprecision: auto\n")
+    recipe.write_text("prune: {ratio: 0.5, importance: l2}\ndistill: {epochs: 4, patience: 2}\n"
+                      "max_accuracy_drop: 0.2\nprecision: int8\n")
     out = tmp_path / "o"
     result = edgeml_cli("optimize", "--example", "digits", "--recipe", recipe, "--max-accuracy-drop", "0.03",
                         "-o", out, *QUICK)
@@ -116,7 +116,7 @@ def test_optimize_chains_prune_distill_and_quantize_from_a_recipe(edgeml_cli, tm
     candidates = [r for r in by_name.values() if r["role"] == "candidate" and r["status"] != "skipped"]
     assert candidates and all(r["status"] == "ok" for r in candidates), [r["reason"] for r in candidates]
     assert report["compression"]["prune"]["macs_ratio"] >= 1.8
-    assert report["compression"]["distill"]["config"]["epochs"] == 12
+    assert report["compression"]["distill"]["config"]["epochs"] == 4
     assert report["selection"]["max_accuracy_drop"] == 0.03                # the flag overrides the file
     effective = yaml.safe_load((out / "recipe.yaml").read_text())
     assert effective["max_accuracy_drop"] == 0.03 and effective["prune"]["importance"] == "l2"

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from edgeml.hashing import sha256_file
 from edgeml.measure import cpu_features
 
-QUICK = ("--measure-seconds", "0.05")
+QUICK = ("--measure-seconds", "0.05", "--threads", "1")
 # The CPU target's candidates that suit a CNN, in the target's order; the MatMul-only ones skip it.
 # The bf16-hint candidates follow this CPU's BF16 instructions as edgeml sees them ($EDGEML_CPU_FEATURES overrides).
 BF16_HERE = cpu_features.has_bf16()

@@ -32,7 +32,7 @@ def test_two_input_model(digits, tmp_path):
     train = {k: torch.from_numpy(v) for k, v in halves(digits.train).items()}
     labels = torch.from_numpy(digits.train.labels)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(150):
+    for _ in range(50):                          # full-batch steps: 96% test accuracy
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(train["top"], train["bottom"]), labels).backward()
         opt.step()
@@ -41,7 +41,7 @@ def test_two_input_model(digits, tmp_path):
     np.savez(tmp_path / "eval.npz", **halves(digits.test), labels=digits.test.labels)
 
     run = edgeml.optimize(model, input_shapes=["top:1x32", "bottom:1x32"], calib_data=tmp_path / "calib.npz",
-                          eval_data=tmp_path / "eval.npz", out=tmp_path / "out", measure_seconds=0.05)
+                          eval_data=tmp_path / "eval.npz", out=tmp_path / "out", measure_seconds=0.05, threads=1)
     rows = {r.name: r for r in run.rows}
     assert all(r.status == "ok" for r in rows.values() if r.status != "skipped"), [r.reason for r in rows.values()]
     assert rows["onnxruntime-int8"].status == rows["openvino-int8"].status == "ok"

@@ -60,8 +60,9 @@ def test_qat_recovers_the_accuracy_plain_int8_loses(hard, plain, digits, tmp_pat
     assert lost >= 0.03, f"the model must be hard to quantize: plain INT8 lost only {lost:.3f}"
 
     seen = []
+    config = QatConfig(distill=replace(QatConfig().distill, epochs=6))     # of 20: enough to recover it all
     result = quantization_aware(hard, replace(digits.train, labels=None), digits.validation, tmp_path / "qat.onnx",
-                                on_epoch=lambda epoch, epochs, record: seen.append((epoch, epochs, record)))
+                                config, on_epoch=lambda epoch, epochs, record: seen.append((epoch, epochs, record)))
     assert result.training.label_free and result.training.metric == "agreement"
     assert result.layers == 5 and [e for e, _, _ in seen] == list(range(1, len(seen) + 1))
     qat_right = predictions(result.model, test) == test.labels

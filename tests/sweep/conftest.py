@@ -11,11 +11,15 @@ import json
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
-from sweeps import RAY, RayProcesses
+import yaml
+from sweeps import EXAMPLE, RAY, RayProcesses
 
 SLOT = json.dumps({"edgeml_timing": 1})
+# The head notices a dead node after 3 failed health checks 1 s apart (Ray's default: 5, 3 s apart).
+HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 def pytest_configure(config):
@@ -42,8 +46,21 @@ def cluster(ray_processes):
         port = s.getsockname()[1]
     common = ["--num-cpus=1", f"--resources={SLOT}", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                   env=ray_processes.env, check=True, capture_output=True, timeout=120)
+                   env={**ray_processes.env, **HEALTH_CHECKS}, check=True, capture_output=True, timeout=120)
     address = f"127.0.0.1:{port}"
     subprocess.run([RAY, "start", f"--address={address}", *common], env={**ray_processes.env, "EDGEML_NODE": "worker"},
                    check=True, capture_output=True, timeout=120)
     return address
+
+
+@pytest.fixture
+def quick_example(tmp_path, digits):
+    """quick_example(**top_keys) -> a copy of the example sweep with each cell timed for 0.05 s (not 0.2 s) and the
+    given top-level keys replaced. Its cells find the example's trained weights in the session's cache."""
+    def write(**changes) -> Path:
+        spec = yaml.safe_load(EXAMPLE.read_text())
+        spec["settings"]["measure_seconds"] = 0.05
+        path = tmp_path / "sweep.yaml"
+        path.write_text(yaml.safe_dump({**spec, **changes}))
+        return path
+    return write

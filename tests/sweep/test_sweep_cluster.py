@@ -1,6 +1,7 @@
-"""The example sweep on a two-node Ray cluster on this machine (`ray start --head` and a worker node): a clean
-run, then a run whose worker node is killed while it runs a cell. Ray runs that cell again on the head, and every
-cell ends with the same results as the clean run's, apart from timings."""
+"""The example sweep, one recipe of it (a CPU cell and a Jetson cell), on a two-node Ray cluster on this machine
+(`ray start --head` and a worker node): a clean run, then a run whose worker node is killed while it runs a cell.
+Ray runs that cell again on the head, and every cell ends with the same results as the clean run's, apart from
+timings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from sweeps import EXAMPLE, sweep_command, wait_for
+from sweeps import sweep_command, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -21,14 +22,15 @@ def outcome(out) -> dict:
             for c in cells}
 
 
-def test_killing_the_worker_node_loses_no_cell(tmp_path, ray_processes, cluster):
-    clean = subprocess.run(sweep_command(EXAMPLE, tmp_path / "clean", "--address", cluster), env=ray_processes.env,
+def test_killing_the_worker_node_loses_no_cell(tmp_path, ray_processes, cluster, quick_example):
+    example = quick_example(recipes={"grid": {"calibration_method": ["minmax"]}})
+    clean = subprocess.run(sweep_command(example, tmp_path / "clean", "--address", cluster), env=ray_processes.env,
                            capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0, clean.stderr
     nodes = {c["node"]["id"] for c in json.loads((tmp_path / "clean" / "sweep.json").read_text())["cells"]}
     assert len(nodes) == 2                       # both nodes ran cells
 
-    driver = subprocess.Popen(sweep_command(EXAMPLE, tmp_path / "killed", "--address", cluster),
+    driver = subprocess.Popen(sweep_command(example, tmp_path / "killed", "--address", cluster),
                               env=ray_processes.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: ray_processes.run_cells(EDGEML_NODE="worker") or driver.poll() is not None, 300,
              "a cell to run on the worker node")

@@ -1,6 +1,6 @@
-"""The README's example sweep on the Ray that `edgeml sweep` starts by itself: SIGKILL the driver after a cell has
-finished, then `--resume` runs only the cells that are missing (each logged to MLflow as a child of the sweep's
-run), and a second `--resume` runs none and writes the same table."""
+"""The README's example sweep, each cell timed briefly, on the Ray that `edgeml sweep` starts by itself: SIGKILL the
+driver after a cell has finished, then `--resume` runs only the cells that are missing (each logged to MLflow as a
+child of the sweep's run), and a second `--resume` runs none and writes the same table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import signal
 import subprocess
 
-from sweeps import EXAMPLE, cells_run, sweep_command, wait_for
+from sweeps import cells_run, sweep_command, wait_for
 
 from edgeml.sweep.spec import load_sweep
 
@@ -25,10 +25,11 @@ def mlflow_children(store: str) -> dict[str, str]:
             if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
 
 
-def test_example_sweep_resumes_after_the_driver_is_killed(tmp_path, ray_processes, monkeypatch):
+def test_example_sweep_resumes_after_the_driver_is_killed(tmp_path, ray_processes, monkeypatch, quick_example):
+    example = quick_example()
     out = tmp_path / "out"
     journal = out / "journal"
-    command = sweep_command(EXAMPLE, out)
+    command = sweep_command(example, out)
     driver = subprocess.Popen(command, env=ray_processes.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -39,7 +40,7 @@ def test_example_sweep_resumes_after_the_driver_is_killed(tmp_path, ray_processe
         driver.wait()
         ray_processes.kill()                 # the driver's Ray, which it can no longer stop
     before = {p.name: p.read_bytes() for p in journal.glob("*.json")}
-    cells = [c.id for c in load_sweep(EXAMPLE).cells]
+    cells = [c.id for c in load_sweep(example).cells]
     finished = {json.loads(b)["row"]["cell"] for b in before.values()}
     assert 1 <= len(finished) < len(cells)
 
