@@ -100,8 +100,7 @@ def contest(methods: dict[str, Callable[[], object]], seconds: float,
         if ends[-1] - started + last > seconds:
             return True
         rounds = {name: {"round_p50_ms": [float(np.median(r)) for r in timed]} for name, timed in runs.items()}
-        fastest = min(rounds, key=lambda name: np.median(rounds[name]["round_p50_ms"]))
-        return all(settled(round_speedup(rounds[name], rounds[fastest])) for name in rounds if name != fastest)
+        return all(settled(s) for s in versus_fastest(rounds)[1].values())
 
     runs = interleave(methods, max_rounds, first, on_round, later=later, done=done)
     return {name: summarize(timed) for name, timed in runs.items()}
@@ -140,6 +139,13 @@ def round_speedup(baseline: dict, candidate: dict, seed: int = 0) -> dict:
     draws = np.median(ratios[picks], axis=1)
     return {"ratio": float(np.median(ratios)), "ci95": [float(x) for x in np.percentile(draws, [2.5, 97.5])],
             "rounds": ratios.tolist()}
+
+
+def versus_fastest(timed: dict[str, dict]) -> tuple[str, dict[str, dict]]:
+    """The fastest of `timed` (records with "round_p50_ms", as `summarize` gives), by the median of its round p50s,
+    and the fastest's `round_speedup` over each of the others, by name."""
+    fastest = min(timed, key=lambda name: np.median(timed[name]["round_p50_ms"]))
+    return fastest, {name: round_speedup(timed[name], timed[fastest]) for name in timed if name != fastest}
 
 
 def faster(s: dict) -> str | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER, faster, round_speedup, verdict_text
+from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER, faster, verdict_text, versus_fastest
 from edgeml.profiles import Profile
 from edgeml.report.record import Row
 
@@ -125,8 +125,7 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
     """The pick among the contenders timed in alternating rounds: the preferred row among those the fastest
     is not FASTER than; the record of the comparison; the reason."""
     by_name = {r.name: r for r in rows if r.name in paired}
-    fastest = min(paired, key=lambda name: paired[name]["p50_ms"])
-    versus = {name: round_speedup(paired[name], paired[fastest]) for name in paired if name != fastest}
+    fastest, versus = versus_fastest(paired)
     tied = [fastest] + [name for name, s in versus.items() if not faster(s)]
     prefer = preference([by_name[name] for name in tied], metric, max_drop, paired)
     chosen = min((by_name[name] for name in tied), key=prefer)

@@ -32,7 +32,7 @@ from edgeml.compress.quantize.accuracy import SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.measure.latency import MeasureConfig, measure_latency
-from edgeml.measure.paired_timing import contest, faster, round_speedup, verdict_text
+from edgeml.measure.paired_timing import contest, faster, round_speedup, verdict_text, versus_fastest
 from edgeml.measure.uncertainty import resolution
 from edgeml.pipeline.bench import open_artifact
 from edgeml.pipeline.selection import CLOSE, MOST_CONTENDERS
@@ -145,17 +145,10 @@ class TrialTiming:
             return close
         names = {f"trial {i}: {t.purpose}": t for i, t in enumerate(close)}
         timed = self.together({name: self.runner(t) for name, t in names.items()})
-        fastest = min(timed, key=lambda name: timed[name]["p50_ms"])
-        tied = []
-        for name, t in names.items():
-            if name == fastest:
-                tied.append(t)
-                continue
-            s = round_speedup(timed[name], timed[fastest])      # of the fastest over this one
-            if not faster(s):
-                tied.append(t)
-            self._record(names[fastest], t.purpose, s, timed[fastest], timed[name])
-        return tied
+        fastest, versus = versus_fastest(timed)
+        for name, s in versus.items():
+            self._record(names[fastest], names[name].purpose, s, timed[fastest], timed[name])
+        return [names[fastest]] + [names[name] for name, s in versus.items() if not faster(s)]
 
     def _record(self, trial: Trial, versus: str, s: dict, trial_timed: dict, versus_timed: dict) -> None:
         """One contest: `trial`'s speed-up `s` over `versus`, each one's p50 in the rounds, and the verdict."""
