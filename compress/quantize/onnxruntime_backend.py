@@ -270,5 +270,6 @@ def _tensor_values(model: Path, names: list[str], data: Dataset, count: int, scr
     outputs = [o.name for o in session.get_outputs()]
     runs = [session.run(outputs, data.feeds(i, i + 1)) for i in range(count)]
     values = {name: np.concatenate([run[k] for run in runs]) for k, name in enumerate(outputs)}
-    values.update({name: data.inputs[name][:count] for name in names if name in data.inputs})
+    fed = [data.feeds(i, i + 1) for i in range(count)]            # graph inputs as the model took them
+    values.update({name: np.concatenate([f[name] for f in fed]) for name in names if name in data.inputs})
     return values

@@ -84,11 +84,11 @@ def run_with_accuracy_control(model, calibration: Dataset, validation: Dataset,
     def validate(compiled, items) -> tuple[float, list[float]]:
         # each output read with one sample per row, as edgeml reads a model's outputs (a time-major [T, 1, C] output
         # is one sample's [T, 1, C], not T rows)
-        run = batched(lambda feeds: compiled(feeds).to_tuple(), 1)
+        run = batched(lambda feeds: compiled(feeds).to_tuple(), 1, axes=validation.axes)
         index, outputs = [], []
-        for i, feeds in items:
+        for i, _ in items:
             index.append(i)
-            outputs.append(run(feeds))
+            outputs.append(run({name: samples[i:i + 1] for name, samples in validation.inputs.items()}))
         scores = np.asarray(score(index, [np.concatenate(column) for column in zip(*outputs)]), dtype=np.float64)
         return float(scores.mean()), scores.tolist()
 

@@ -4,7 +4,8 @@
     python run.py --check                    run reference.npz and compare the outputs with those of build
                                              time: one line per output; exit 0 when all are within tolerance
     python run.py INPUT.npz -o OUTPUT.npz    run the arrays of INPUT.npz (named after the model's inputs, as
-                                             the model takes them) and write the outputs, named after them
+                                             the model takes them: the samples on each input's batch axis, an
+                                             input without one once) and write the outputs, named after them
 
 Runtimes: onnxruntime (onnxruntime-gpu for onnxruntime-cuda), openvino, ai_edge_litert, torch, tensorrt.
 A TensorRT bundle runs the model.engine that build_engine.sh builds on the device.
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             return check(manifest, run)
         feeds = read_inputs(args.input, [spec["name"] for spec in manifest["inputs"]])
-        outputs = run(feeds)
+        outputs = run(to_samples(feeds, batch_axes(manifest["inputs"])))
         np.savez(args.output, **{spec["name"]: out for spec, out in zip(manifest["outputs"], outputs)})
         print(f"wrote {args.output}: " + ", ".join(f"{spec['name']} {out.shape}"
                                                  for spec, out in zip(manifest["outputs"], outputs)))
@@ -60,7 +61,8 @@ def check(manifest: dict, run) -> int:
         inputs = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("input/")}
         expected = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("output/")}
     tolerance = reference["tolerance"]
-    outputs = dict(zip([spec["name"] for spec in manifest["outputs"]], run(inputs)))
+    outputs = dict(zip([spec["name"] for spec in manifest["outputs"]],
+                       run(to_samples(inputs, batch_axes(manifest["inputs"])))))
     passed = True
     for name, want in expected.items():
         error = relative_error(outputs.get(name), want)
@@ -90,7 +92,7 @@ def read_inputs(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def open_model(manifest: dict, threads: int | None):
-    """A function from named inputs (N first) to the list of outputs, in the manifest's order."""
+    """A function from named inputs (samples first: `to_samples`) to the list of outputs, in the manifest's order."""
     backend = manifest["backend"]["name"]
     openers = {"onnxruntime": _onnxruntime, "onnxruntime-cuda": _onnxruntime, "openvino": _openvino,
                "litert": _litert, "torch": _torch, "torch-cuda": _torch, "tensorrt": _tensorrt}
@@ -118,10 +120,40 @@ class NoBatchAxis(Unusable):
     """An output of a call of several samples has no axis of their count."""
 
 
-def batched(call, batch: int | None, fixed: bool = True):
+def batch_axes(specs) -> dict[str, int | None]:
+    """The batch axis of each input whose samples are not on its first axis (None: it has no batch axis), from the
+    manifest's input specs (`batch_axis`, the first when absent) or edgeml's TensorSpecs."""
+    pairs = [(s["name"], s.get("batch_axis", 0)) if isinstance(s, dict) else (s.name, s.batch_axis) for s in specs]
+    return {name: axis for name, axis in pairs if axis != 0}
+
+
+def to_model(feeds: dict[str, np.ndarray], axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+    """Samples-first arrays as the model takes them: the samples moved to each input's batch axis (`axes`, from
+    `batch_axes`); an input without one gets the first sample's value, for the whole call."""
+    out = {}
+    for name, value in feeds.items():
+        axis = axes.get(name, 0)
+        out[name] = value if axis == 0 else np.asarray(value[0]) if axis is None else \
+            np.ascontiguousarray(np.moveaxis(value, 0, axis))
+    return out
+
+
+def to_samples(feeds: dict[str, np.ndarray], axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+    """Arrays as the model takes them, samples first (the inverse of `to_model`): an input without a batch axis
+    is repeated for each sample of the others."""
+    count = next((np.shape(v)[axes.get(n, 0)] for n, v in feeds.items() if axes.get(n, 0) is not None), 1)
+    out = {}
+    for name, value in feeds.items():
+        axis = axes.get(name, 0)
+        out[name] = value if axis == 0 else np.moveaxis(value, axis, 0) if axis is not None else \
+            np.broadcast_to(value, (count, *np.shape(value)))
+    return out
+
+
+def batched(call, batch: int | None, fixed: bool = True, axes: dict[str, int | None] | None = None):
     """`call` on chunks of `batch` samples, the last padded with its last sample when `fixed` (a model with a fixed
     batch size), or on all samples at once when `batch` is None; the outputs with one sample per row of the first
-    axis.
+    axis. The feeds are samples first; each chunk reaches `call` as the model takes it (`to_model` with `axes`).
 
     Each output's batch axis is found on the first call and kept for the others (so a last chunk of one sample
     is read like the rest): the first axis of the call's sample count, so that a sequence model's
@@ -132,7 +164,7 @@ def batched(call, batch: int | None, fixed: bool = True):
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         count = len(next(iter(feeds.values())))
         size = batch or count
-        axes = None
+        found = None                 # each output's batch axis
         parts = []
         for start in range(0, count, size):
             chunk = {k: v[start:start + size] for k, v in feeds.items()}
@@ -140,16 +172,16 @@ def batched(call, batch: int | None, fixed: bool = True):
             if fixed and fed < size:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], size - fed, axis=0)]) for k, v in chunk.items()}
                 fed = size
-            outputs = [np.array(o) for o in call(chunk)]    # a copy: a runtime may reuse its buffers
-            if axes is None:
+            outputs = [np.array(o) for o in call(to_model(chunk, axes or {}))]   # a copy: runtimes reuse buffers
+            if found is None:
                 try:
-                    axes = [_batch_axis(o, fed) for o in outputs]
+                    found = [_batch_axis(o, fed) for o in outputs]
                 except NoBatchAxis:
                     if fixed and batch:
                         raise
-                    return batched(call, 1, fixed)(feeds)
+                    return batched(call, 1, fixed, axes)(feeds)
             parts.append([o[None] if axis is None else np.moveaxis(o, axis, 0)[:keep]
-                          for o, axis in zip(outputs, axes)])
+                          for o, axis in zip(outputs, found)])
         return [np.concatenate(column) for column in zip(*parts)]
     return run
 
@@ -166,11 +198,13 @@ def _batch_axis(output: np.ndarray, fed: int) -> int | None:
     return axis
 
 
-def model_batch(shapes) -> int | None:
-    """The batch size a model with inputs of `shapes` fixes: the first dimension when every input fixes it to
-    the same size; 1 when only some inputs fix it, or to different sizes (a recurrent model's state h: 1x64 beside
-    a dynamic audio input); None when none fixes it. Scalar inputs do not count."""
-    firsts = {_fixed(shape[0]) for shape in shapes if shape}
+def model_batch(shapes, axes=None) -> int | None:
+    """The batch size a model with inputs of `shapes` fixes: the size of the batch axis (`axes`, one per shape: the
+    first when not given; None: no batch axis) when every input fixes it to the same size; 1 when only some inputs
+    fix it, or to different sizes (a recurrent model's state h: 1x64 beside a dynamic audio input); None when none
+    fixes it. Scalar inputs do not count."""
+    firsts = {_fixed(shape[axis]) for shape, axis in zip(shapes, axes or [0] * len(shapes))
+              if axis is not None and len(shape) > axis}
     if firsts <= {None}:
         return None
     return firsts.pop() if len(firsts) == 1 else 1
@@ -192,9 +226,9 @@ def _onnxruntime(manifest: dict, model: Path, threads: int | None):
                                    providers=["CUDAExecutionProvider" if cuda else "CPUExecutionProvider"])
     if cuda and session.get_providers()[0] != "CUDAExecutionProvider":
         raise Unusable("ONNX Runtime could not start its CUDA provider (install onnxruntime-gpu, CUDA and cuDNN)")
-    inputs = session.get_inputs()
+    inputs, axes = session.get_inputs(), batch_axes(manifest["inputs"])
     return batched(lambda feeds: session.run(None, {i.name: feeds[i.name] for i in inputs}),
-                   model_batch([i.shape for i in inputs]))
+                   model_batch([i.shape for i in inputs], [axes.get(i.name, 0) for i in inputs]), axes=axes)
 
 
 def _openvino(manifest: dict, model: Path, threads: int | None):
@@ -208,7 +242,9 @@ def _openvino(manifest: dict, model: Path, threads: int | None):
     names = [port.get_any_name() for port in compiled.inputs]
     shapes = [[d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else [None]
               for shape in (port.get_partial_shape() for port in compiled.inputs)]
-    return batched(lambda feeds: list(request.infer({n: feeds[n] for n in names}).to_tuple()), model_batch(shapes))
+    axes = batch_axes(manifest["inputs"])
+    return batched(lambda feeds: list(request.infer({n: feeds[n] for n in names}).to_tuple()),
+                   model_batch(shapes, [axes.get(n, 0) for n in names]), axes=axes)
 
 
 def _litert(manifest: dict, model: Path, threads: int | None):
@@ -224,7 +260,7 @@ def _litert(manifest: dict, model: Path, threads: int | None):
             interpreter.set_tensor(detail["index"], _to_tensor(feeds[name], detail))
         interpreter.invoke()
         return [_from_tensor(interpreter.get_tensor(d["index"]), d) for d in outputs]
-    return batched(call, int(inputs[0]["shape"][0]))
+    return batched(call, int(inputs[0]["shape"][0]), axes=batch_axes(manifest["inputs"]))
 
 
 def _to_tensor(array: np.ndarray, detail: dict) -> np.ndarray:
@@ -262,7 +298,7 @@ def _torch(manifest: dict, model: Path, threads: int | None):
             out = module(*tensors)
         return [(o.float() if o.dtype == torch.float16 else o).cpu().numpy()
                 for o in (out if isinstance(out, (tuple, list)) else [out])]
-    return batched(call, manifest["runtime_config"].get("batch"))
+    return batched(call, manifest["runtime_config"].get("batch"), axes=batch_axes(manifest["inputs"]))
 
 
 def _tensorrt(manifest: dict, model: Path, threads: int | None):
@@ -303,7 +339,7 @@ def _tensorrt(manifest: dict, model: Path, threads: int | None):
         finally:
             for pointer in pointers:
                 cuda.free(pointer)
-    return batched(call, int(batch))
+    return batched(call, int(batch), axes=batch_axes(manifest["inputs"]))
 
 
 class _Cuda:

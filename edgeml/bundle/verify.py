@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST, Bundle
 from edgeml.bundle.pack import extract
 from edgeml.bundle.reference import read_reference, relative_error
-from edgeml.bundle.runner import model_batch
+from edgeml.bundle.runner import batch_axes, model_batch, to_samples
 from edgeml.errors import EdgemlError, first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import predict
@@ -93,10 +93,13 @@ def _run_reference(bundle: Bundle, threads: int, result: Verification) -> None:
                                "time; the device runs the same model file")
     inputs, expected, _ = read_reference(bundle.folder / manifest["reference"]["file"])
     tolerance = manifest["reference"]["tolerance"]
-    batch = model_batch([spec["shape"] for spec in manifest["inputs"]])
+    axes = batch_axes(manifest["inputs"])
+    batch = model_batch([spec["shape"] for spec in manifest["inputs"]],
+                        [axes.get(spec["name"], 0) for spec in manifest["inputs"]])
     try:
         runner = bundle.open_runner(threads, backend, entry)
-        outputs = predict(runner, Dataset(inputs, None, "reference vectors"), batch or BATCH, batch is not None)
+        vectors = Dataset(to_samples(inputs, axes), None, "reference vectors", axes=axes)
+        outputs = predict(runner, vectors, batch or BATCH, batch is not None)
     except Exception as e:  # the runtimes raise many kinds for a model they cannot load or run
         result.checks.append(Check("reference vectors", False, f"{backend.name} failed: {type(e).__name__}: "
                                                                f"{first_line(e)}"))

@@ -102,7 +102,7 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         },
         "reference": {
             "file": reference.REFERENCE,
-            "samples": len(next(iter(reference_inputs.values()))),
+            "samples": len(judged.outputs[0]),
             "inputs": "the first samples of the evaluation data, as the model takes them",
             "outputs_from": {"backend": judged.backend, "version": judged.version, "entry": judged.entry},
             "tolerance": tolerance,

@@ -1,17 +1,20 @@
 """Calibration and evaluation data: .npz files, image folders, splits and random stand-ins.
 
-A `Dataset` holds N-first arrays named after the model's inputs, plus optional integer labels.
+A `Dataset` holds N-first arrays named after the model's inputs, plus optional integer labels. An input whose
+batch axis is not the first (a recurrent state `[2, batch, 128]`) is held samples first too, and one without a batch
+axis (a scalar sample rate) once per sample; `feeds` gives them as the model takes them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from edgeml.bundle.runner import to_model
 from edgeml.errors import DataError, first_line
 from edgeml.hashing import sha256_arrays
 from edgeml.inputs.specs import TensorSpec, format_shape
@@ -27,6 +30,8 @@ class Dataset:
     synthetic: bool = False           # random stand-in data
     preprocessing: dict | None = None
     classes: list[str] | None = None  # label names, for image folders
+    # the batch axis of each input whose samples are not on its first (None: no batch axis; bundle.runner.to_model)
+    axes: dict[str, int | None] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -43,7 +48,8 @@ class Dataset:
                        labels=None if self.labels is None else self.labels[index], source=source)
 
     def feeds(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {k: v[start:stop] for k, v in self.inputs.items()}
+        """Samples `start` to `stop` as the model takes them."""
+        return to_model({k: v[start:stop] for k, v in self.inputs.items()}, self.axes)
 
     def describe(self) -> dict:
         return {
@@ -183,23 +189,22 @@ def load_image_folder(root: Path, pre: Preprocess, input_name: str) -> Dataset:
 
 
 def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
-    """Check the arrays against the model's inputs; cast floats/ints where it loses nothing."""
+    """Check the arrays against the model's inputs, each held samples first (`samples_first`); cast floats/ints
+    where it loses nothing."""
     names = {s.name for s in specs}
     if set(dataset.inputs) != names:
         raise DataError(
             f"{dataset.source}: arrays {sorted(dataset.inputs)} do not match the model's inputs "
             f"{sorted(names)}; name the arrays after the inputs (plus optional 'labels')"
         )
+    batched = [s for s in specs if s.batch_axis is not None]
+    counts = {len(samples_first(dataset.inputs[s.name], s, dataset.source)) for s in batched}
+    if len(counts) > 1:
+        raise DataError(f"{dataset.source}: inputs have different sample counts")
     inputs = {}
-    count = None
+    count = counts.pop() if counts else None
     for spec in specs:
-        a = dataset.inputs[spec.name]
-        if a.ndim != len(spec.shape) or any(
-                isinstance(d, int) and i > 0 and d != a.shape[i] for i, d in enumerate(spec.shape)):
-            raise DataError(
-                f"{dataset.source}: '{spec.name}' has shape {format_shape(a.shape)}, the model "
-                f"expects {format_shape(spec.shape)} (first dimension = samples)"
-            )
+        a = samples_first(dataset.inputs[spec.name], spec, dataset.source, count)
         want = np.dtype(spec.dtype)
         if a.dtype != want:
             if want.kind == "f" and a.dtype.kind in "fiub":
@@ -210,13 +215,12 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
                 raise DataError(f"{dataset.source}: '{spec.name}' is {a.dtype}, the model takes {want}")
         if a.dtype.kind == "f":
             _check_finite(a, dataset.source, spec.name)
-        if count is not None and len(a) != count:
-            raise DataError(f"{dataset.source}: inputs have different sample counts")
         count = len(a)
         inputs[spec.name] = a
     if not count:
         raise DataError(f"{dataset.source}: the data has no samples")
     labels = dataset.labels
+    axes = {s.name: s.batch_axis for s in specs if s.batch_axis != 0}
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count:
@@ -225,7 +229,39 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
                 f"got {labels.dtype} with shape {format_shape(labels.shape)}"
             )
         labels = labels.astype(np.int64)
-    return replace(dataset, inputs=inputs, labels=labels)
+    return replace(dataset, inputs=inputs, labels=labels, axes=axes)
+
+
+def samples_first(a: np.ndarray, spec: TensorSpec, source: str, count: int | None = None) -> np.ndarray:
+    """The data of input `spec` with the samples on the first axis. Data holds each input as the model takes it
+    for all samples (the samples on its batch axis), or, for an input whose batch axis is not the first, one
+    model-shaped array per sample (`[N, 2, 1, 128]`); an input without a batch axis holds one value, once or once
+    per sample (all equal), repeated for the `count` samples of the others."""
+    shape, axis, given = spec.shape, spec.batch_axis, a.shape
+    if axis is None:
+        once = a.shape == tuple(d if isinstance(d, int) else a.shape[i] for i, d in enumerate(shape)) \
+            if a.ndim == len(shape) else False
+        if once:
+            a = np.broadcast_to(a, (count or 1, *a.shape))
+        elif a.ndim == len(shape) + 1 and len(a) and (a == a[:1]).all() and count in (None, len(a)):
+            pass
+        else:
+            raise DataError(f"{source}: '{spec.name}' has shape {format_shape(given)}; the model takes one value "
+                            f"of shape ({format_shape(shape)}) for the whole batch (no batch axis): give it once, or "
+                            "once per sample, all equal")
+        return np.ascontiguousarray(a)
+    if axis > 0 and a.ndim == len(shape) + 1 and a.shape[axis + 1] == 1:
+        a = a.squeeze(axis + 1)                        # one model-shaped array per sample
+    elif axis > 0 and a.ndim == len(shape):
+        a = np.moveaxis(a, axis, 0)
+    rest = shape[:axis] + shape[axis + 1:]
+    if a.ndim != len(shape) or any(isinstance(d, int) and d != a.shape[i + 1] for i, d in enumerate(rest)):
+        where = "first dimension = samples" if axis == 0 else f"samples on dimension {axis}, its batch axis"
+        raise DataError(
+            f"{source}: '{spec.name}' has shape {format_shape(given)}, the model expects "
+            f"{format_shape(shape)} ({where})"
+        )
+    return np.ascontiguousarray(a) if axis else a
 
 
 def _check_finite(a: np.ndarray, source: str, name: str) -> None:
@@ -264,7 +300,7 @@ def random_dataset(specs: list[TensorSpec], n: int, seed: int, role: str) -> Dat
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:
-        shape = (n,) + spec.concrete_shape(batch=1)[1:]
+        shape = (n,) + spec.sample_shape()
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             inputs[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -272,7 +308,8 @@ def random_dataset(specs: list[TensorSpec], n: int, seed: int, role: str) -> Dat
             inputs[spec.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
             inputs[spec.name] = rng.integers(0, 100, shape).astype(dtype)
-    return Dataset(inputs, None, source=f"random {role} inputs (seed {seed})", synthetic=True)
+    return Dataset(inputs, None, source=f"random {role} inputs (seed {seed})", synthetic=True,
+                   axes={s.name: s.batch_axis for s in specs if s.batch_axis != 0})
 
 
 def check_disjoint(calibration: Dataset, evaluation: Dataset) -> str | None:

@@ -48,9 +48,12 @@ def export_onnx(source: SourceModel, path: Path, example: dict[str, np.ndarray])
 
     batch = torch.export.Dim("batch")
     attempts = {
-        "dynamo": dict(dynamo=True, dynamic_shapes=tuple({0: batch} for _ in names),
+        "dynamo": dict(dynamo=True, dynamic_shapes=tuple(None if s.batch_axis is None else {s.batch_axis: batch}
+                                                         for s in source.inputs),
                        optimize=True, verbose=False),
-        "legacy": dict(dynamo=False, dynamic_axes={n: {0: "batch"} for n in names + output_names},
+        "legacy": dict(dynamo=False, dynamic_axes={**{s.name: {s.batch_axis: "batch"} for s in source.inputs
+                                                      if s.batch_axis is not None},
+                                                   **{n: {0: "batch"} for n in output_names}},
                        opset_version=OPSET),
     }
     if source.kind == "exported_program":

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgeml.errors import ModelError, first_line
 from edgeml.hashing import sha256_arrays, sha256_file
-from edgeml.inputs.specs import TensorSpec, parse_input_shape, reconcile
+from edgeml.inputs.specs import TensorSpec, parse_input_shape, reconcile, with_batch_axes
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".ptl", ".jit")
@@ -172,7 +172,7 @@ def _from_onnx(path: Path, given: list[TensorSpec]) -> SourceModel:
         onnx.checker.check_model(str(path))
     except Exception as e:  # ValidationError, and others for unusual models
         raise ModelError(f"{path} is not a valid ONNX model ({first_line(e)})") from e
-    specs = reconcile(onnx_input_specs(proto), given)
+    specs = reconcile(with_batch_axes(onnx_input_specs(proto)), given)
     return SourceModel("onnx", path.stem, sha256_file(path), specs, path=path)
 
 
@@ -244,7 +244,7 @@ def _from_exported_program(path: Path, names: list[str], given: list[TensorSpec]
                          for i, d in enumerate(val.shape))
             specs.append(TensorSpec(node.name, dims, str(val.dtype).removeprefix("torch.")))
     return SourceModel("exported_program", path.stem, sha256_file(path),
-                       reconcile(specs, given), path=path, module=program)
+                       reconcile(with_batch_axes(specs), given), path=path, module=program)
 
 
 def _check_schema(path: Path, names: list[str]) -> None:

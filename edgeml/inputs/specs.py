@@ -1,9 +1,14 @@
-"""Tensor descriptions (name, shape, dtype) and the --input-shape syntax."""
+"""Tensor descriptions (name, shape, dtype, batch axis) and the --input-shape syntax.
+
+An input's batch axis is the axis that holds the samples of a call. It is the first for most inputs; a recurrent
+model's state (`state [2, batch, 128]`) has it elsewhere, and a scalar (a sample rate) has none: one value for the
+whole call. edgeml holds data samples-first whatever the axis (edgeml.bundle.runner.to_samples / to_model move it).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,14 +22,15 @@ class TensorSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: str | None = "float32"  # None: not given on the command line
+    batch_axis: int | None = 0     # the axis of the samples; None: no batch axis (one value for the whole call)
 
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
-        """The shape with a symbolic leading (batch) dimension set to `batch`."""
+        """The shape with a symbolic batch dimension set to `batch`."""
         dims = []
         for i, d in enumerate(self.shape):
             if isinstance(d, int):
                 dims.append(d)
-            elif i == 0:
+            elif i == self.batch_axis:
                 dims.append(batch)
             else:
                 raise InputSpecError(
@@ -33,8 +39,14 @@ class TensorSpec:
                 )
         return tuple(dims)
 
+    def sample_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The concrete shape of one sample as edgeml holds it: the batch axis removed (kept whole without one)."""
+        shape = self.concrete_shape(batch)
+        return shape if self.batch_axis is None else shape[:self.batch_axis] + shape[self.batch_axis + 1:]
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        axis = {} if self.batch_axis == 0 else {"batch_axis": self.batch_axis}
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, **axis}
 
 
 def format_shape(shape: tuple[Dim, ...]) -> str:
@@ -50,7 +62,8 @@ DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"
 
 
 def parse_input_shape(text: str) -> TensorSpec:
-    """Parse `[name:]1x3x224x224[:dtype]`; a dimension may be a name (`batch`) or `?`.
+    """Parse `[name:]1x3x224x224[:dtype]`; a dimension may be a name (`batch`) or `?`, which marks the batch axis
+    (`state:2x?x128`: the samples on the second axis; at most one per input).
 
     Dimensions are separated by `,` when the text has one, else by an `x` next to a size or `?`
     (`1xmax_len` is 1 and max_len; `batch,seq` needs the comma).
@@ -63,6 +76,8 @@ def parse_input_shape(text: str) -> TensorSpec:
         )
     parts = m["dims"].split(",") if "," in m["dims"] else _X.split(m["dims"])
     dims = tuple(_dim(part, text) for part in parts)
+    if dims.count(None) > 1:
+        raise InputSpecError(f"--input-shape {text!r}: at most one '?' per input (it marks the batch axis)")
     dtype = None
     if m["dtype"]:
         try:
@@ -72,7 +87,7 @@ def parse_input_shape(text: str) -> TensorSpec:
         if dtype not in DTYPES:
             raise InputSpecError(f"--input-shape {text!r}: '{m['dtype']}' is not a numeric dtype "
                                  f"({', '.join(DTYPES)})")
-    return TensorSpec(m["name"] or "", dims, dtype)
+    return TensorSpec(m["name"] or "", dims, dtype, dims.index(None) if None in dims else 0)
 
 
 def _dim(part: str, text: str) -> Dim:
@@ -116,7 +131,7 @@ def reconcile(model_specs: list[TensorSpec] | None, given: list[TensorSpec],
                 raise InputSpecError(
                     f"--input-shape names '{name}', but the model's inputs are {', '.join(names)}"
                 )
-            out.append(TensorSpec(name, g.shape, g.dtype or "float32"))
+            out.append(TensorSpec(name, g.shape, g.dtype or "float32", g.batch_axis if g.shape else None))
         return out
 
     if not given:
@@ -160,4 +175,25 @@ def _merge(model: TensorSpec, given: TensorSpec) -> TensorSpec:
                 f"--input-shape gives {g} (model shape {format_shape(model.shape)})"
             )
         dims.append(m if isinstance(m, int) else g if g is not None else m)
-    return TensorSpec(model.name, tuple(dims), model.dtype)
+    marked = given.shape.index(None) if None in given.shape else model.batch_axis
+    return TensorSpec(model.name, tuple(dims), model.dtype, marked)
+
+
+def with_batch_axes(specs: list[TensorSpec]) -> list[TensorSpec]:
+    """`specs` (a model's inputs) with each one's batch axis found from the graph: none for a scalar; the first
+    axis, unless the first is a fixed size that no other input starts with (`state [2, batch, 128]` beside
+    `input [batch, 512]`); then the axis that holds the others' batch: their symbolic name, else the first symbolic
+    axis, else their fixed size, else an axis of 1 (`[2, 1, 128]` beside a dynamic input)."""
+    def axis(spec: TensorSpec) -> int | None:
+        if not spec.shape:
+            return None
+        first, others = spec.shape[0], [s.shape[0] for s in specs if s is not spec and s.shape]
+        if not isinstance(first, int) or not others or first in others:
+            return 0
+        rest = list(enumerate(spec.shape))[1:]
+        found = ([i for i, d in rest if isinstance(d, str) and d in others]
+                 or [i for i, d in rest if not isinstance(d, int)]
+                 or [i for i, d in rest if d in others]
+                 or [i for i, d in rest if d == 1])
+        return found[0] if found else 0
+    return [replace(s, batch_axis=axis(s)) for s in specs]

@@ -23,7 +23,7 @@ def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool
     are read as the bundle's run.py reads them (edgeml.bundle.runner.batched).
     """
     try:
-        return batched(runner.run, batch_size, fixed_batch)(dataset.inputs)
+        return batched(runner.run, batch_size, fixed_batch, dataset.axes)(dataset.inputs)
     except NoBatchAxis as e:
         raise DataError(str(e)) from e
 

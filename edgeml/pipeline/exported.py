@@ -6,17 +6,17 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import model_batch
+from edgeml.bundle.runner import model_batch, to_model
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.inputs import data as data_mod
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, external_data, onnx_input_specs, onnx_output_specs
-from edgeml.inputs.specs import TensorSpec
+from edgeml.inputs.specs import TensorSpec, with_batch_axes
 from edgeml.measure.evaluate import predict
 from edgeml.pipeline import cache as caching
 from edgeml.progress import Reporter
@@ -40,10 +40,10 @@ class Exported:
     fixed: bool                  # whether the model fixes its batch size (the last batch is then padded)
 
     def sample(self, evaluation: Dataset) -> dict[str, np.ndarray]:
-        """One real evaluation sample (or one fixed-size batch of them) for latency runs."""
+        """One real evaluation sample (or one fixed-size batch of them) for latency runs, as the model takes it."""
         size = self.batch if self.fixed else 1
-        return {k: np.ascontiguousarray(np.resize(v[:size], (size,) + v.shape[1:]))
-                for k, v in evaluation.inputs.items()}
+        return to_model({k: np.ascontiguousarray(np.resize(v[:size], (size,) + v.shape[1:]))
+                         for k, v in evaluation.inputs.items()}, evaluation.axes)
 
 
 def onnx_model(source: SourceModel, source_key: dict | None, evaluation: Dataset, work: Path, run: Run,
@@ -55,8 +55,9 @@ def onnx_model(source: SourceModel, source_key: dict | None, evaluation: Dataset
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    inputs, outputs = onnx_input_specs(proto), onnx_output_specs(proto)
-    return Exported(path, inputs, outputs, *eval_batch(inputs))
+    axes = {s.name: s.batch_axis for s in source.inputs}      # found in the graph, or given with --input-shape
+    inputs = [replace(s, batch_axis=axes.get(s.name, s.batch_axis)) for s in with_batch_axes(onnx_input_specs(proto))]
+    return Exported(path, inputs, onnx_output_specs(proto), *eval_batch(inputs))
 
 
 def _export(source: SourceModel, source_key: dict | None, evaluation: Dataset, work: Path, run: Run,
@@ -65,7 +66,7 @@ def _export(source: SourceModel, source_key: dict | None, evaluation: Dataset, w
 
     folder = work / "export"                    # with the external data files the exporter may write
     path = folder / "exported.onnx"
-    example = {k: data_mod.at_least_two(v) for k, v in evaluation.feeds(0, 2).items()}
+    example = to_model({k: data_mod.at_least_two(v[:2]) for k, v in evaluation.inputs.items()}, evaluation.axes)
     name = caching.entry_name("export", source=source_key, example=sha256_arrays(example),
                               packages={p: package_version(p) for p in ("torch", "onnx", "onnxscript")})
 
@@ -118,8 +119,9 @@ def parity(reference: list[np.ndarray], exported: Exported, evaluation: Dataset,
 def eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
     """(batch, whether the model fixes it): the model's own batch (edgeml.bundle.runner.model_batch), else
     EVAL_BATCH bounded by the sample size."""
-    fixed = model_batch([s.shape for s in inputs])
+    fixed = model_batch([s.shape for s in inputs], [s.batch_axis for s in inputs])
     if fixed is not None:
         return fixed, True
-    per_sample = max(math.prod(d if isinstance(d, int) else 1 for d in s.shape[1:]) for s in inputs)
+    per_sample = max(math.prod(d if isinstance(d, int) else 1 for i, d in enumerate(s.shape) if i != s.batch_axis)
+                     for s in inputs)
     return max(1, min(EVAL_BATCH, EVAL_BATCH_ELEMENTS // per_sample)), False

@@ -2,8 +2,10 @@
 
 Two bodies are read: JSON `{"inputs": {NAME: nested lists}}` and an .npz with one array per input
 (np.load with allow_pickle=False: an object array or a pickle is refused, never loaded). Each array is
-checked against the manifest's input spec: its name, rank, fixed dimensions (the first is the sample
-count, any size up to a limit), dtype (numbers only; no floats for an integer input) and finite values.
+checked against the manifest's input spec: its name, rank, fixed dimensions (its batch axis, the first
+unless the manifest says otherwise, is the sample count, any size up to a limit; an input without one is given once
+for the request), dtype (numbers only; no floats for an integer input) and finite values. The inputs come out
+samples first (edgeml.bundle.runner.to_samples).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeml.bundle.runner import batch_axes, to_samples
 from edgeml.errors import EdgemlError
 
 JSON_TYPES = ("application/json",)
@@ -36,13 +39,14 @@ class InputSpec:
     name: str
     shape: tuple
     dtype: np.dtype
+    batch_axis: int | None = 0          # None: no batch axis (one value for the request)
 
     @classmethod
     def of(cls, spec: dict) -> InputSpec:
-        return cls(spec["name"], tuple(spec["shape"]), np.dtype(spec["dtype"]))
+        return cls(spec["name"], tuple(spec["shape"]), np.dtype(spec["dtype"]), spec.get("batch_axis", 0))
 
     def describe(self) -> str:
-        dims = ["N"] + [str(d) if isinstance(d, int) and d > 0 else str(d) for d in self.shape[1:]]
+        dims = ["N" if i == self.batch_axis else str(d) for i, d in enumerate(self.shape)]
         return f"({', '.join(dims)}) {self.dtype}"
 
 
@@ -66,17 +70,17 @@ def decode(body: bytes, content_type: str | None, specs: list[InputSpec], max_sa
         raise RequestError(400, "missing_input", f"missing input {', '.join(map(repr, missing))}: the model's "
                            f"inputs are {', '.join(names)}")
     feeds = {s.name: _checked(arrays[s.name], s) for s in specs}
-    counts = {len(a) for a in feeds.values()}
-    if len(counts) > 1:
-        raise RequestError(400, "bad_shape", "the inputs have different sample counts (first dimension): "
-                           + ", ".join(f"{n} {len(a)}" for n, a in feeds.items()))
-    count = counts.pop()
+    sizes = {s.name: feeds[s.name].shape[s.batch_axis] for s in specs if s.batch_axis is not None}
+    if len(set(sizes.values())) > 1:
+        raise RequestError(400, "bad_shape", "the inputs have different sample counts (batch axis): "
+                           + ", ".join(f"{n} {size}" for n, size in sizes.items()))
+    count = next(iter(sizes.values()), 1)
     if count == 0:
-        raise RequestError(400, "bad_shape", "no samples: the inputs' first dimension is 0")
+        raise RequestError(400, "bad_shape", "no samples: the inputs' batch axis is 0 long")
     if count > max_samples:
         raise RequestError(413, "too_many_samples", f"{count} samples in one request; this server takes at most "
                            f"{max_samples} (--max-samples)")
-    return feeds
+    return to_samples(feeds, batch_axes([{"name": s.name, "batch_axis": s.batch_axis} for s in specs]))
 
 
 def _from_json(body: bytes) -> dict[str, object]:
@@ -131,10 +135,10 @@ def _checked(value: object, spec: InputSpec) -> np.ndarray:
         found = {"U": "strings", "S": "bytes", "O": "values that are not numbers", "b": "booleans",
                  "f": "floats", "c": "complex numbers"}.get(kind, str(array.dtype))
         raise RequestError(400, "bad_dtype", f"input {spec.name!r} holds {found}; the model takes {spec.dtype}")
-    if array.ndim != len(spec.shape) or array.ndim == 0 or any(
-            isinstance(d, int) and d > 0 and got != d for got, d in zip(array.shape[1:], spec.shape[1:])):
+    if array.ndim != len(spec.shape) or any(isinstance(d, int) and d > 0 and got != d and i != spec.batch_axis
+                                             for i, (got, d) in enumerate(zip(array.shape, spec.shape))):
         raise RequestError(400, "bad_shape", f"input {spec.name!r} has shape {tuple(array.shape)}; the model takes "
-                           f"{spec.describe()} (N: the number of samples)")
+                           f"{spec.describe()}" + ("" if spec.batch_axis is None else " (N: the number of samples)"))
     if want in "iu":
         limits = np.iinfo(spec.dtype)
         if array.size and (array.min() < limits.min or array.max() > limits.max):

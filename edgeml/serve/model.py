@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.bundle.folder import Bundle
-from edgeml.bundle.runner import batched, model_batch
+from edgeml.bundle.runner import batch_axes, batched, model_batch
 from edgeml.bundle.verify import verify
 from edgeml.errors import EdgemlError
 from edgeml.serve.decode import InputSpec
@@ -43,14 +43,16 @@ class ServedModel:
         self.bundle = bundle
         self.inputs = [InputSpec.of(s) for s in bundle.manifest["inputs"]]
         self.outputs = [s["name"] for s in bundle.manifest["outputs"]]
-        fixed = model_batch([s.shape for s in self.inputs])
+        axes = batch_axes(bundle.manifest["inputs"])
+        fixed = model_batch([s.shape for s in self.inputs], [s.batch_axis for s in self.inputs])
         if max_batch > 1 and fixed is not None:
             raise EdgemlError(f"--max-batch {max_batch} needs a model with a dynamic batch dimension; this bundle's "
                               f"is fixed to {fixed}: leave --max-batch out")
-        if any(not s.shape for s in self.inputs):
-            raise EdgemlError("this bundle has a scalar input, which has no sample axis to serve requests on")
+        if all(s.batch_axis is None for s in self.inputs):
+            raise EdgemlError("no input of this bundle has a batch axis to serve requests' samples on")
         self.max_batch, self.max_wait_s, self.on_batch = max_batch, max_wait_s, on_batch
-        self._run = batched(bundle.open_runner(threads).run, fixed, fixed is not None)
+        self._once = [s.name for s in self.inputs if s.batch_axis is None]
+        self._run = batched(bundle.open_runner(threads).run, fixed, fixed is not None, axes)
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="edgeml-serve-runtime", daemon=True)
         self._worker.start()
@@ -81,7 +83,9 @@ class ServedModel:
 
     def submit(self, feeds: dict[str, np.ndarray]) -> Future:
         first = next(iter(feeds.values()))
-        job = _Job(feeds, len(first), tuple(a.shape[1:] for a in feeds.values()))
+        # an input without a batch axis holds one value for the whole call: only requests that agree on it share one
+        job = _Job(feeds, len(first), tuple(a.shape[1:] for a in feeds.values())
+                   + tuple(feeds[name][0].tobytes() for name in self._once))
         self._queue.put(job)
         return job.future
 
