@@ -249,7 +249,7 @@ CPU = Target(
         Candidate("openvino-int8-bf16", OPENVINO, "int8", _ov_int8_bf16, needs=_OV_NEEDS,
                   method="openvino-int8's NNCF INT8 IR, run with the bf16 precision hint (the ops left in float "
                          "run in bf16)",
-                  quantizer="openvino", applies=_bf16_fits),
+                  quantizer="openvino", applies=_bf16_fits, computes_in="int8+bf16"),
         Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV_NEEDS,
                   method="NNCF weight compression: INT8 asymmetric MatMul weights per channel; activations in float",
                   quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), 1)),

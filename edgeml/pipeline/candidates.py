@@ -22,9 +22,12 @@ from edgeml.targets.base import BuildContext, Candidate, Target
 
 
 def candidates_for(target: Target, recipe: Recipe) -> list[Candidate]:
-    """The target's candidates that the recipe's precision and quantizer allow."""
+    """The target's candidates that the recipe's precision and quantizer allow. A precision asked for takes the
+    candidates of that precision whose other parts compute in FP32 (`--precision int8` leaves out openvino-int8-bf16,
+    whose float parts run in bf16: what INT8 alone does, on a CPU with BF16 too)."""
     chosen = [c for c in target.candidates
-              if recipe.precision in ("auto", c.precision)
+              if (recipe.precision == "auto" or c.precision == recipe.precision
+                  and set((c.computes_in or c.precision).split("+")[1:]) <= {"fp32"})
               and (recipe.quantizer == "auto" or c.quantizer in (None, recipe.quantizer))
               and (not c.opt_in or c.quantizer == recipe.quantizer)]
     if not chosen:

@@ -130,3 +130,14 @@ def test_registry():
     assert {b.name for b in used} == set(BACKENDS)
     assert all(BACKENDS[b.name] is b for b in used)
     assert BACKENDS["openvino"].extra == "edgeml[cpu]"
+
+
+def test_precision_int8_leaves_out_the_candidates_whose_float_parts_run_in_bf16():
+    from edgeml.inputs.recipe import Recipe
+    from edgeml.pipeline.candidates import candidates_for
+
+    cpu = get_target("cpu")
+    int8 = {c.name for c in candidates_for(cpu, Recipe(precision="int8"))}
+    assert "openvino-int8" in int8 and "onnxruntime-int8" in int8 and "openvino-int8-bf16" not in int8
+    assert all(c.precision == "int8" for c in cpu.candidates if c.name in int8)
+    assert "openvino-int8-bf16" in {c.name for c in candidates_for(cpu, Recipe(precision="auto"))}
