@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgeml.compress.quantize import Int8Config
+from edgeml.compress.quantize import Calibration, Int8Config
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel
 from edgeml.profiles import Profile
@@ -59,6 +59,10 @@ class Candidate:
     # -> each layer's local error in it, which ranks layers in one pass instead of one build each.
     local_errors: Callable[[Path, Dataset, list[tuple[str, str]]], dict[str, float]] | None = None
     accuracy_control: AccuracyControl | None = None     # searched too, for candidates with `layers`
+    # For candidates with `layers`: the alternatives to the default ranges and corrections that its quantizer offers,
+    # each a named change of BuildContext.int8, in the order the accuracy-budget search tries them before it keeps
+    # layers in float.
+    calibrations: tuple[Calibration, ...] = ()
     # Its quantizer can start from a model fine-tuned with fake INT8 (edgeml.pipeline.quantization_aware): the
     # last resort when it breaks the budget and training data is given.
     quantization_aware: bool = False

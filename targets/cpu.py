@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeml.compress.quantize import SUPPORTS as QUANTIZE
@@ -23,7 +23,7 @@ from edgeml.inputs.data import Dataset
 from edgeml.measure import cpu_features
 from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.onnxruntime import ONNXRUNTIME, copy_model
-from edgeml.runtimes.openvino import OPENVINO, read_onnx, save_ir
+from edgeml.runtimes.openvino import OPENVINO, Converted, convert_onnx, read_onnx, save_ir
 from edgeml.runtimes.pytorch import TORCH, write_program
 from edgeml.targets.base import AccuracyControl, BuildContext, Candidate, Target
 
@@ -119,7 +119,7 @@ def _ort_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
 
 def _ort_int8_dynamic(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     out.mkdir(parents=True, exist_ok=True)
-    built = ort_quant.dynamic(model, out / "model.onnx", ctx.int8)
+    built = ort_quant.dynamic(model, out / "model.onnx", ctx.int8, ctx.calibration)
     return Artifact("onnxruntime", "int8", out, "model.onnx", notes=built.notes)
 
 
@@ -135,8 +135,20 @@ def _ort_int4_weights(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     return Artifact("onnxruntime", "int4", out, "model.onnx")
 
 
+def _ov_model(model: Path, ctx: BuildContext) -> Converted:
+    """The ONNX model converted for OpenVINO; a failed conversion is retried with static input shapes, those of
+    one calibration sample (edgeml.runtimes.openvino.convert_onnx)."""
+    return convert_onnx(model, {name: value.shape for name, value in ctx.calibration.feeds(0, 1).items()})
+
+
+def _ov_ir(converted: Converted, model, out: Path, precision: str, hint: str = "f32") -> Artifact:
+    """`model` (made from `converted`) saved as IR, with the conversion's notes."""
+    return replace(save_ir(model, out, precision, hint), notes=converted.notes)
+
+
 def _ov_fp32(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    return save_ir(read_onnx(model), out, "fp32")
+    converted = _ov_model(model, ctx)
+    return _ov_ir(converted, converted.model, out, "fp32")
 
 
 _LAST_INT8: dict = {}     # the last NNCF INT8 model, by what made it: openvino-int8-bf16 runs openvino-int8's IR
@@ -146,20 +158,21 @@ def _nncf_int8(model: Path, ctx: BuildContext):
     stat = model.stat()
     key = (str(model), stat.st_mtime_ns, stat.st_size, ctx.calibration.sha256, ctx.int8)
     if key not in _LAST_INT8:
-        quantized = ov_quant.run(read_onnx(model), ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
+        converted = _ov_model(model, ctx)
+        quantized = ov_quant.run(converted.model, ctx.calibration, ctx.int8, transformer=summarize(model).transformer)
         _LAST_INT8.clear()
-        _LAST_INT8[key] = quantized
+        _LAST_INT8[key] = converted, quantized
     return _LAST_INT8[key]
 
 
 def _ov_int8(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    return save_ir(_nncf_int8(model, ctx), out, "int8")
+    return _ov_ir(*_nncf_int8(model, ctx), out, "int8")
 
 
 def _ov_int8_bf16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     """`_ov_int8`'s IR run with the bf16 hint: the ops NNCF leaves in float run in bf16, as OpenVINO's
     default hint runs them on CPUs with BF16 instructions."""
-    return save_ir(_nncf_int8(model, ctx), out, "int8", hint="bf16")
+    return _ov_ir(*_nncf_int8(model, ctx), out, "int8", hint="bf16")
 
 
 def _ov_int8_layers(model: Path) -> list[tuple[str, str]]:
@@ -178,19 +191,22 @@ def _ov_int8_controlled(model: Path, out: Path, ctx: BuildContext, data: Dataset
     """`_ov_int8` with NNCF's accuracy control, within `ctx.max_accuracy_drop` of quality on `data`."""
     if ctx.max_accuracy_drop is None:
         raise ValueError("NNCF's accuracy control needs the accuracy budget (BuildContext.max_accuracy_drop)")
-    quantized = ov_quant.run_with_accuracy_control(read_onnx(model), ctx.calibration, data, score,
+    converted = _ov_model(model, ctx)
+    quantized = ov_quant.run_with_accuracy_control(converted.model, ctx.calibration, data, score,
                                                    ctx.max_accuracy_drop, ctx.int8,
                                                    transformer=summarize(model).transformer)
-    return save_ir(quantized, out, "int8")
+    return _ov_ir(converted, quantized, out, "int8")
 
 
 def _ov_bf16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-    return save_ir(read_onnx(model), out, "bf16", hint="bf16")
+    converted = _ov_model(model, ctx)
+    return _ov_ir(converted, converted.model, out, "bf16", hint="bf16")
 
 
 def _ov_weights(config: WeightOnlyConfig) -> Callable[[Path, Path, BuildContext], Artifact]:
     def build(model: Path, out: Path, ctx: BuildContext) -> Artifact:
-        return save_ir(ov_quant.run_weight_only(read_onnx(model), config), out, f"int{config.bits}")
+        converted = _ov_model(model, ctx)
+        return _ov_ir(converted, ov_quant.run_weight_only(converted.model, config), out, f"int{config.bits}")
     return build
 
 
@@ -223,11 +239,11 @@ CPU = Target(
         Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated (U8S8 on x86)",
                   quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors,
-                  quantization_aware=True),
+                  calibrations=ort_quant.CALIBRATIONS, quantization_aware=True),
         Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
                   method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
                          "at run time",
-                  quantizer="ort", applies=_dynamic_fits),
+                  quantizer="ort", applies=_dynamic_fits, layers=ort_quant.dynamic_layers),
         Candidate("onnxruntime-fp16", ONNXRUNTIME, "fp16", _ort_fp16, needs=_ORT_NEEDS,
                   method="onnxruntime float16 converter: FP16 weights and activations (ops without an FP16 CPU "
                          "kernel run in FP32 between Casts), float32 inputs and outputs"),
@@ -243,6 +259,7 @@ CPU = Target(
                   quantizer="openvino", layers=_ov_int8_layers, local_errors=ov_quant.local_errors,
                   accuracy_control=AccuracyControl(_ov_int8_controlled, ov_quant.float_ops,
                                                    method="NNCF quantize_with_accuracy_control"),
+                  calibrations=ov_quant.CALIBRATIONS,
                   runs_also_as=(("openvino-int8-bf16", "int8+bf16"),)),
         Candidate("openvino-bf16", OPENVINO, "bf16", _ov_bf16,
                   method="the FP32 OpenVINO IR, run with the bf16 precision hint", applies=_bf16_fits),

@@ -15,7 +15,7 @@ OverflowFix.FIRST_LAYER); CPUs with VNNI, AMX or Arm use the full 8-bit range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SUPPORTS = {
     "input": "onnx",
@@ -45,6 +45,35 @@ class Int8Config:
     # For CPUs whose int8 kernels can saturate (x86 without VNNI/AMX; edgeml.measure.cpu_features.int8_scheme):
     # 7-bit weights with onnxruntime (reduce_range), NNCF's overflow fix on the first layer with OpenVINO.
     avoid_saturation: bool = False
+    # The alternatives the accuracy-budget search tries (`Calibration`); the defaults are each quantizer's own.
+    # onnxruntime, min-max calibration: each activation's range is the mean over the calibration samples of each
+    # sample's min and max (CalibMovingAverage), not the extremes over all of them: a rare outlier saturates instead
+    # of widening every sample's steps. (NNCF already averages per-tensor activation ranges: MEAN_MINMAX.)
+    mean_ranges: bool = False
+    # NNCF: the range estimator for activations, a name of nncf's RangeEstimatorParametersSet (HISTOGRAM, MINMAX,
+    # MEAN_QUANTILE ...); "" for NNCF's default.
+    range_estimator: str = ""
+    # NNCF: asymmetric activations (preset MIXED; NNCF's default for transformers, symmetric otherwise).
+    asymmetric_activations: bool = False
+    # NNCF: BiasCorrection (each layer's bias corrected for the error of the quantized layers before it) instead of
+    # FastBiasCorrection (each layer's own error only); slower.
+    full_bias_correction: bool = False
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A named alternative to a quantizer's default ranges or corrections: the `Int8Config` fields it sets. Each
+    quantizer lists the ones it offers (e.g. onnxruntime_backend.CALIBRATIONS); the accuracy-budget search tries
+    them, in that order, when the default misses the budget."""
+    name: str                                  # what the trial table and the row's method call it
+    settings: tuple[tuple[str, object], ...]   # (Int8Config field, value)
+
+    def applied(self, config: Int8Config) -> Int8Config:
+        return replace(config, **dict(self.settings))
+
+
+def calibration(name: str, **settings) -> Calibration:
+    return Calibration(name, tuple(settings.items()))
 
 
 @dataclass(frozen=True)

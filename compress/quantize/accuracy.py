@@ -1,4 +1,4 @@
-"""Quantization within an accuracy budget: per-layer sensitivity, then mixed precision.
+"""Quantization within an accuracy budget: other calibrations, per-layer sensitivity, then mixed precision.
 
 A "layer" is any node the quantizer quantizes: the compute layers (Conv, Gemm, MatMul) and the
 Add, Concat, Mul, activations, pooling, Resize ... between them (the backend lists them), so that
@@ -23,6 +23,12 @@ hide which op holds the loss.
 Before any of that, one build keeps every layer in float (the float model, when the backend lists
 every quantized op): when even that misses the budget, the loss is in something the search does not
 control, no search can meet it, and it stops there.
+
+Then, before any layer is kept in float, the fully quantized model is built with each alternative calibration the
+quantizer offers (`calibrations`: averaged or percentile ranges, asymmetric activations, bias correction ...), in
+order, until one is within the budget: a loss that is one bad range, or the sum of many small errors, is fixed by
+other ranges or corrections, not by float layers. When none is, the one with the smallest drop (when smaller than
+the default's) is the base of every later build (layers kept in float, the local-error ranking).
 
 When the caller already has a faster configuration within the budget (another candidate), the
 search stops at the first trial that misses the budget and is no faster than it (`not_faster`: the caller
@@ -63,6 +69,7 @@ class Trial:
     purpose: str = ""          # all quantized | sensitivity: only X quantized | fallback step N
     pareto: bool = False
     timed_as: str = ""         # the runtime config that gave p50_ms, when the caller timed it in several
+    calibration: str = ""      # the alternative calibration it was built with (its name); "" for the default
 
 
 @dataclass
@@ -79,24 +86,29 @@ class SearchResult:
     resolution: str | None = None
     # the caller's comparisons of builds timed together: trial, versus, speedup {ratio, ci95, rounds}, faster
     contests: list[dict] = field(default_factory=list)
+    # the calibration the builds after the alternative calibrations' trials used; "" for the default
+    calibration: str = ""
 
     def to_dict(self) -> dict:
         return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
                 "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
-                "seconds": round(self.seconds, 3), "resolution": self.resolution, "contests": self.contests}
+                "seconds": round(self.seconds, 3), "resolution": self.resolution, "contests": self.contests,
+                "calibration": self.calibration}
 
 
-def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str], Trial],
+def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str, str], Trial],
            max_drop: float, seconds: float, on_trial: Callable[[Trial], None] | None = None,
-           local_errors: Callable[[], dict[str, float]] | None = None,
+           local_errors: Callable[[str], dict[str, float]] | None = None,
            not_faster: Callable[[Trial], str | None] | None = None,
-           as_fast: Callable[[list[Trial]], list[Trial]] | None = None) -> SearchResult:
+           as_fast: Callable[[list[Trial]], list[Trial]] | None = None,
+           calibrations: tuple[str, ...] = ()) -> SearchResult:
     """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
 
-    `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose)` builds the
-    model with those layers in float and measures it. `seconds` bounds the whole search: no trial
-    starts that the longest trial so far would carry past it. `local_errors()`, when given,
-    measures each layer's error in the fully quantized model, for models with many layers.
+    `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose, calibration)` builds the
+    model with those layers in float, calibrated as `calibration` says (one of `calibrations`, the names of the
+    quantizer's alternatives to its default, or "" for the default), and measures it. `seconds` bounds the whole
+    search: no trial starts that the longest trial so far would carry past it. `local_errors(calibration)`, when
+    given, measures each layer's error in the fully quantized model, for models with many layers.
     `not_faster(trial)`, asked of a trial that misses the budget, says why it is no faster than the fastest
     configuration the caller already has within the budget (None while it is faster); `as_fast(trials)`
     picks, of trials within the budget, those as fast as the fastest of them (see `best_trial`).
@@ -104,10 +116,13 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     started = time.monotonic()
     trials: list[Trial] = []
     durations: list[float] = []
+    base = ""                                   # the calibration every build after the calibrations' trials uses
 
-    def trial(excluded: tuple[str, ...], purpose: str) -> Trial:
+    def trial(excluded: tuple[str, ...], purpose: str, calibration: str | None = None) -> Trial:
         begun = time.monotonic()
-        t = evaluate(excluded, purpose)
+        calibration = base if calibration is None else calibration
+        t = evaluate(excluded, purpose, calibration)
+        t.calibration = calibration
         durations.append(time.monotonic() - begun)
         trials.append(t)
         if on_trial:
@@ -125,7 +140,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         mark_pareto(trials)
         best = best_trial(trials, max_drop, as_fast)
         return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
-                            time.monotonic() - started)
+                            time.monotonic() - started, calibration=base)
 
     full = trial((), "all layers quantized")
     if full.drop <= max_drop:
@@ -139,8 +154,14 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     ceiling = trial(names, f"all {len(names)} layers in float")
     if ceiling.drop > max_drop:
         return finish(f"out of reach: with all {len(names)} layers in float the drop is still {ceiling.drop:.4f}", [])
+    for calibration in calibrations:
+        if out_of_time():
+            return finish("time budget", [])
+        if trial((), f"calibration: {calibration}", calibration).drop <= max_drop:
+            return finish("budget met", [])
+    base = min((t for t in trials if not t.excluded), key=lambda t: t.drop).calibration   # equal drops: the default
     if local_errors is not None and len(layers) > TRIALS_UP_TO:
-        return _bisect(layers, local_errors(), trial, out_of_time, hopeless, finish, max_drop)
+        return _bisect(layers, local_errors(base), trial, out_of_time, hopeless, finish, max_drop)
 
     sensitivity = []
     for name, op in layers:
@@ -156,7 +177,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         if out_of_time():
             return finish("time budget", sensitivity)
         excluded += (name,)
-        previous = next((t for t in trials if set(t.excluded) == set(excluded)), None)
+        previous = next((t for t in trials if set(t.excluded) == set(excluded) and t.calibration == base), None)
         t = previous or trial(excluded, f"fallback step {step}: {len(excluded)} layer(s) in float")
         if t.drop <= max_drop:
             return finish("budget met", sensitivity)

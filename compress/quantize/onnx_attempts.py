@@ -15,6 +15,13 @@ external data; and models older than opset 13 (PaddlePaddle exports at opset 9-1
 with per-channel Q/DQ (`axis`, opset 13) in an older graph, which ONNX Runtime rejects (INVALID_GRAPH on the
 `ConvBnFusion_*` tensors of the Conv+BatchNormalization fusion): they are converted with
 `onnx.version_converter` first.
+
+The quantizer runs ONNX shape inference itself, so a graph whose shapes cannot be inferred from its free input
+dimensions fails every pre-processing. When the caller gives one sample's input shapes, a last attempt fixes the
+free input dimensions to them for shape inference and the quantizer, then gives the quantized graph its inputs'
+and outputs' shapes back and drops the inferred intermediate shapes (their sizes were the sample's): the model
+still runs at any batch. It skips ONNX Runtime's graph optimization, which would fold the sample's sizes into
+constants.
 """
 
 from __future__ import annotations
@@ -137,24 +144,28 @@ def opset(model: Path) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def preprocessing(model_opset: int, quantize: Step | None = None, min_opset: int = QUANTIZER_OPSET
-                  ) -> list[Attempt]:
+def preprocessing(model_opset: int, quantize: Step | None = None, min_opset: int = QUANTIZER_OPSET,
+                  shapes: dict[str, tuple[int, ...]] | None = None, source: Path | None = None) -> list[Attempt]:
     """The attempts, in order, each ending with `quantize` when given: onnxruntime's full pre-processing, then
-    without its graph optimization, without its symbolic shape inference, without any pre-processing; at the
+    without its graph optimization, without its symbolic shape inference, without any pre-processing, then (with
+    `quantize`, one sample's input `shapes` and the `source` model) with those static input shapes; at the
     model's own opset when the quantizer can work there (`min_opset`), then after converting to
     QUANTIZER_OPSET when the model is older."""
-    variants = [("full pre-processing", (SYMBOLIC, OPTIMIZE, SHAPES)),
-                ("without graph optimization", (SYMBOLIC, SHAPES)),
-                ("without symbolic shape inference", (OPTIMIZE, SHAPES)),
-                ("without pre-processing", ())]
+    variants = [("full pre-processing", (SYMBOLIC, OPTIMIZE, SHAPES), ()),
+                ("without graph optimization", (SYMBOLIC, SHAPES), ()),
+                ("without symbolic shape inference", (OPTIMIZE, SHAPES), ()),
+                ("without pre-processing", (), ())]
+    if quantize is not None and shapes and source is not None:
+        variants.append(("static input shapes", (static_shapes(shapes), SHAPES), (free_shapes(source),)))
     tail = (quantize,) if quantize is not None else ()
     attempts = []
     if model_opset >= min_opset:
-        attempts += [Attempt(f"opset {model_opset}, {name}", (*steps, *tail)) for name, steps in variants]
+        attempts += [Attempt(f"opset {model_opset}, {name}", (*steps, *tail, *after))
+                     for name, steps, after in variants]
     if model_opset < QUANTIZER_OPSET:
         upgrade = Step(f"opset {model_opset} -> {QUANTIZER_OPSET} conversion", convert_opset(QUANTIZER_OPSET))
-        attempts += [Attempt(f"opset {model_opset} -> {QUANTIZER_OPSET}, {name}", (upgrade, *steps, *tail))
-                     for name, steps in variants]
+        attempts += [Attempt(f"opset {model_opset} -> {QUANTIZER_OPSET}, {name}", (upgrade, *steps, *tail, *after))
+                     for name, steps, after in variants]
     return attempts
 
 
@@ -198,6 +209,38 @@ def _onnx_shapes(model: Path, out: Path) -> None:
     inferred = load(out)
     add_pre_process_metadata(inferred)
     save(inferred, out)
+
+
+def static_shapes(shapes: dict[str, tuple[int, ...]]) -> Step:
+    """The graph inputs' free dimensions fixed to `shapes` (one sample's input shapes), throughout the graph."""
+    def apply(model: Path, out: Path) -> None:
+        from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+
+        proto = load(model)
+        for value in proto.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if value.name in shapes and len(shapes[value.name]) == len(dims):
+                make_input_shape_fixed(proto.graph, value.name, [d.dim_value if d.dim_value > 0 else size
+                                                                 for d, size in zip(dims, shapes[value.name])])
+        save(proto, out)
+    return Step("static input shapes", apply)
+
+
+def free_shapes(source: Path) -> Step:
+    """The graph inputs' and outputs' shapes as `source` declares them, and no intermediate shapes: undoes
+    `static_shapes` on a quantized graph (its nodes do not depend on the sizes)."""
+    def apply(model: Path, out: Path) -> None:
+        import onnx
+
+        declared = onnx.load(str(source), load_external_data=False).graph
+        types = {v.name: v.type for v in (*declared.input, *declared.output)}
+        proto = load(model)
+        for value in (*proto.graph.input, *proto.graph.output):
+            if value.name in types:
+                value.type.CopyFrom(types[value.name])
+        del proto.graph.value_info[:]
+        save(proto, out)
+    return Step("input shapes free again", apply)
 
 
 SYMBOLIC = Step("symbolic shape inference", _symbolic_shapes)
@@ -247,11 +290,13 @@ def inside(folder: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def quantized(model: Path, output: Path, quantizers: Sequence[Step], min_opset: int) -> Outcome:
+def quantized(model: Path, output: Path, quantizers: Sequence[Step], min_opset: int,
+              shapes: dict[str, tuple[int, ...]] | None = None) -> Outcome:
     """The first of `quantizers` (a quantizer, then its fallbacks) after the first pre-processing with which it
-    gives a valid model, written to `output` (scratch files in a temporary folder beside it)."""
+    gives a valid model, written to `output` (scratch files in a temporary folder beside it). With `shapes` (one
+    sample's input shapes, as the model takes it), the last pre-processing makes the input shapes static."""
     tried = [Attempt(f"{a.name}, {q.name}" if len(quantizers) > 1 else a.name, a.steps)
-             for q in quantizers for a in preprocessing(opset(model), q, min_opset)]
+             for q in quantizers for a in preprocessing(opset(model), q, min_opset, shapes, model.resolve())]
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         outcome = first_working(model, tried, Path(tmp))
         copy(outcome.model, output)

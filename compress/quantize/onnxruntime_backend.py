@@ -1,6 +1,7 @@
 """Quantization with onnxruntime.quantization.
 
-- `run`: static INT8, QDQ format, per-channel weights, calibrated. QDQ with per-channel weights is the
+- `run`: static INT8, QDQ format, per-channel weights, calibrated (min-max by default; `Int8Config.calibration_method`
+  and `mean_ranges` choose another: `CALIBRATIONS`). QDQ with per-channel weights is the
   format ONNX Runtime runs fastest on x86 CPUs; QOperator and dynamic quantization were several times
   slower than FP32 on small CNNs in our checks. Weights are signed and symmetric (S8); activations are
   unsigned (U8) on x86, signed elsewhere. U8S8 is the pairing ONNX Runtime's x86 int8 kernels are built
@@ -31,12 +32,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
+from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration
 from edgeml.compress.quantize import onnx_attempts as attempts
 from edgeml.inputs.data import Dataset
 from edgeml.measure import cpu_features
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# What the accuracy-budget search tries when `static`'s default calibration misses the budget, cheapest first (the
+# histogram methods are slower on large models). Left out: the Distribution calibrator (made for float8: worse than
+# min-max at INT8 in our checks) and SmoothQuant (extra_options, which needs neural-compressor's ONNX adaptor, gone
+# from neural-compressor 3).
+CALIBRATIONS = (
+    calibration("min-max averaged over samples", calibration_method="minmax", mean_ranges=True),
+    calibration("percentile calibration", calibration_method="percentile"),
+    calibration("entropy calibration", calibration_method="entropy"),
+)
 
 
 def calibration_reader(calibration: Dataset, config: Int8Config):
@@ -74,6 +84,7 @@ def static(model: Path, output: Path, calibration: Dataset, config: Int8Config =
                 nodes_to_exclude=list(config.exclude),
                 reduce_range=config.avoid_saturation,
                 use_external_data_format=attempts.has_external_data(prepared),
+                extra_options={"CalibMovingAverage": True} if config.mean_ranges and method == "minmax" else {},
             )
         return attempts.Step(f"quantize_static ({method} calibration)", quantize)
     # The histogram methods cannot bin the -3.4e38 or -inf of an additive attention mask (numpy: "Too many bins
@@ -81,7 +92,8 @@ def static(model: Path, output: Path, calibration: Dataset, config: Int8Config =
     methods = dict.fromkeys([config.calibration_method, "minmax"])
     # Q/DQ with one scale per channel (an `axis`) exists from opset 13, per tensor from opset 10.
     return attempts.quantized(model, output, [quantizer(m) for m in methods],
-                              attempts.QUANTIZER_OPSET if config.per_channel else 10)
+                              attempts.QUANTIZER_OPSET if config.per_channel else 10,
+                              sample_shapes(calibration))
 
 
 def quantized_ops() -> frozenset[str]:
@@ -125,22 +137,79 @@ def run_dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) ->
     return dynamic(model, output, config).model
 
 
-def dynamic(model: Path, output: Path, config: Int8Config = Int8Config()) -> attempts.Outcome:
-    """INT8 weights; activations are quantized at run time from their own range, so no calibration.
+def sample_shapes(data: Dataset | None) -> dict[str, tuple[int, ...]] | None:
+    """One sample's input shapes, as the model takes it: for onnx_attempts' static-input-shapes attempt."""
+    return None if data is None or not len(data) else {name: v.shape for name, v in data.feeds(0, 1).items()}
+
+
+def dynamic(model: Path, output: Path, config: Int8Config = Int8Config(),
+            calibration: Dataset | None = None) -> attempts.Outcome:
+    """INT8 weights; activations are quantized at run time from their own range, so no calibration
+    (`calibration`, when given, lends one sample's input shapes to onnx_attempts' static-shape attempt).
 
     onnxruntime recommends it for transformers and RNNs. Weights are signed 8-bit (activations are
-    unsigned: U8S8), the pairing ONNX Runtime's x86 kernels run fastest; MatMul, Gemm, LSTM and
-    Attention are quantized, MatMuls of two activations (attention scores) stay in float.
+    unsigned: U8S8), the pairing ONNX Runtime's x86 kernels run fastest; `dynamic_layers` lists what is
+    quantized (MatMul and Gemm with constant weights, LSTM, Conv, embedding Gathers ...), MatMuls of two
+    activations (attention scores) and GRUs stay in float.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def quantize(prepared: Path, out: Path) -> None:
         quantize_dynamic(str(prepared), str(out), per_channel=config.per_channel,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
+                         weight_type=QuantType.QInt8, nodes_to_exclude=_dynamic_exclusions(prepared, config.exclude),
                          reduce_range=config.avoid_saturation,
                          use_external_data_format=attempts.has_external_data(prepared))
     # DynamicQuantizeLinear exists from opset 11.
-    return attempts.quantized(model, output, [attempts.Step("quantize_dynamic", quantize)], 11)
+    return attempts.quantized(model, output, [attempts.Step("quantize_dynamic", quantize)], 11,
+                              sample_shapes(calibration))
+
+
+def dynamic_layers(model: Path) -> list[tuple[str, str]]:
+    """(node name, op type) of every node `dynamic` quantizes, in graph order, read after the same
+    pre-processing (constant folding makes an exported LSTM's weights constants). Keeping all of them in float
+    (`Int8Config.exclude`) gives the float model.
+
+    onnxruntime's IntegerOps quantizers, by op type: MatMul with a constant weight (MatMulConstBOnly, its
+    default), Gemm that it rewrites as such a MatMul (alpha = beta = 1, no transA), LSTM with constant 3-D W and
+    R, Gather from a constant table, and every Conv, Attention and EmbedLayerNormalization. A Transpose follows its
+    input's quantization and is not listed (nothing left quantized, nothing for it to follow).
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        attempts.prepared(model, prepared, 11)
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+    constants = {t.name: t for t in graph.initializer}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+    def constant(name: str, rank: int | None = None) -> bool:
+        t = constants.get(name)
+        return t is not None and t.data_type in floats and (rank is None or len(t.dims) == rank)
+
+    def quantized(node) -> bool:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "MatMul":
+            return constant(node.input[1])
+        if node.op_type == "Gemm":
+            return (attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0
+                    and not attributes.get("transA", 0) and constant(node.input[1]))
+        if node.op_type == "LSTM":
+            return constant(node.input[1], 3) and constant(node.input[2], 3)
+        if node.op_type == "Gather":
+            return constant(node.input[0])
+        return node.op_type in ("Conv", "Attention", "EmbedLayerNormalization")
+    return [(n.name, n.op_type) for n in graph.node if n.name and quantized(n)]
+
+
+def _dynamic_exclusions(prepared: Path, exclude: tuple[str, ...]) -> list[str]:
+    """`exclude` as quantize_dynamic names them: it rewrites a Gemm named G as a MatMul named G_MatMul first."""
+    import onnx
+
+    if not exclude:
+        return []
+    gemms = {n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node if n.op_type == "Gemm"}
+    return [*exclude, *(f"{name}_MatMul" for name in exclude if name in gemms)]
 
 
 def run_weight_only(model: Path, output: Path, config: WeightOnlyConfig = WeightOnlyConfig()) -> Path:

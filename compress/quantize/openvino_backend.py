@@ -2,7 +2,8 @@
 
 - `run`: INT8 post-training quantization of weights and activations, calibrated; with
   `Int8Config.avoid_saturation` (x86 CPUs without VNNI), NNCF's overflow fix on the first layer; the ops
-  named in `Int8Config.exclude` kept in float (NNCF's ignored scope);
+  named in `Int8Config.exclude` kept in float (NNCF's ignored scope); `Int8Config.range_estimator`,
+  `asymmetric_activations` and `full_bias_correction` change NNCF's defaults (`CALIBRATIONS`);
 - `run_with_accuracy_control`: NNCF's own accuracy control (quantize_with_accuracy_control): `run`, then
   quantizers reverted to float, the most harmful first, until the quality drop is within a budget;
 - `quantized_ops`: the ops `run` quantizes, which the accuracy-budget search may keep in float;
@@ -29,8 +30,19 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.bundle.runner import batched
-from edgeml.compress.quantize import Int8Config, WeightOnlyConfig
+from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration
 from edgeml.inputs.data import Dataset
+
+# What the accuracy-budget search tries when `run`'s defaults miss the budget, most likely to help first: ranges that
+# minimise each activation's quantization error over a histogram (NNCF's default averages each sample's min and
+# max), asymmetric activations (signed activations that are not centred: Hardswish, SiLU, GELU outputs; already
+# NNCF's default for transformers), and the bias correction that also corrects the error of the layers before each
+# one (slower: one pass per layer).
+CALIBRATIONS = (
+    calibration("histogram ranges", range_estimator="HISTOGRAM"),
+    calibration("asymmetric activations", asymmetric_activations=True),
+    calibration("full bias correction", full_bias_correction=True),
+)
 
 # Element types of the weights NNCF has quantized (stored as integers, dequantized by Convert/Subtract/Multiply).
 _LOW_PRECISION = {"i8", "u8", "i4", "u4"}
@@ -99,7 +111,8 @@ def run_with_accuracy_control(model, calibration: Dataset, validation: Dataset,
         return nncf.quantize_with_accuracy_control(
             stable_names(model), _calibration(calibration), nncf.Dataset(items, lambda item: item[1]), validate,
             max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=settings["subset_size"],
-            model_type=settings["model_type"], ignored_scope=settings["ignored_scope"],
+            model_type=settings["model_type"], ignored_scope=settings["ignored_scope"], preset=settings["preset"],
+            fast_bias_correction=settings["fast_bias_correction"],
             advanced_quantization_parameters=settings["advanced_parameters"])
 
 
@@ -110,16 +123,23 @@ def _calibration(calibration: Dataset):
 
 
 def _settings(calibration: Dataset, config: Int8Config, transformer: bool) -> dict:
-    """nncf.quantize's arguments for `config`, shared by `run` and `run_with_accuracy_control`."""
+    """nncf.quantize's arguments for `config`, shared by `run` and `run_with_accuracy_control`; the calibration
+    fields left at their defaults give NNCF's defaults."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParameters, RangeEstimatorParametersSet
 
+    ranges = getattr(RangeEstimatorParametersSet, config.range_estimator) if config.range_estimator else \
+        RangeEstimatorParameters()
     return {"subset_size": min(len(calibration), config.max_calibration_samples),
             "model_type": _model_type(transformer),
             # validate=False: an op the frontend removed or renamed in another version is no error.
             "ignored_scope": nncf.IgnoredScope(names=list(config.exclude), validate=False),
+            "preset": nncf.QuantizationPreset.MIXED if config.asymmetric_activations else None,
+            "fast_bias_correction": not config.full_bias_correction,
             "advanced_parameters": AdvancedQuantizationParameters(
-                overflow_fix=OverflowFix.FIRST_LAYER if config.avoid_saturation else OverflowFix.DISABLE)}
+                overflow_fix=OverflowFix.FIRST_LAYER if config.avoid_saturation else OverflowFix.DISABLE,
+                activations_range_estimator_params=ranges)}
 
 
 def _model_type(transformer: bool):

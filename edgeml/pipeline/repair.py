@@ -1,6 +1,7 @@
-"""The accuracy-budget phase of `optimize`: for each INT8 candidate that broke the budget, a search for the
-layers to keep in float (edgeml.pipeline.tuning), run after every candidate is measured so that it can stop
-once it cannot beat a candidate already within the budget.
+"""The accuracy-budget phase of `optimize`: for each INT8 candidate that broke the budget, a search for other
+calibrations and the layers to keep in float (edgeml.pipeline.tuning), run after every candidate is measured so
+that it can stop once it cannot beat a candidate already within the budget. Its result makes a `-mixed` row (layers
+kept in float, with the calibration it chose) or a `-calibrated` row (every layer in INT8, another calibration).
 
 A candidate whose quantizer has its own accuracy control (`Candidate.accuracy_control`: NNCF's
 quantize_with_accuracy_control for OpenVINO) runs it too, on the same data, metric and reference outputs, in
@@ -29,7 +30,7 @@ from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
 from edgeml.pipeline.time_limit import TimeLimit
-from edgeml.pipeline.tuning import Beat, Tuned, fastest_config, tune, tuning_data
+from edgeml.pipeline.tuning import Beat, Tuned, calibrated, fastest_config, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Artifact, Runner
@@ -84,7 +85,8 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     ctx.artifacts[mixed.name] = tuned.artifact
                     mixed.predicted = plan.predict(ctx.exported.path, ctx.profile, mixed.precision, recipe.threads)
                     for other, precision in candidate.runs_also_as:
-                        _mixed_as(ctx, candidate, mixed, tuned.artifact, other, precision)
+                        _mixed_as(ctx, candidate, mixed, tuned.artifact, other,
+                                  precision if tuned.result.best.excluded else candidate.precision)
             except Exception as e:
                 if fatal(e, ctx.debug):
                     raise
@@ -111,27 +113,29 @@ def already_faster(ctx: RunContext, beat: Beat | None, row: Row, step: Step | No
 def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: bool,
                control: dict | None = None) -> Row | None:
     """Record the search (and the quantizer's own accuracy control, `control`); a new row when the better of them
-    kept layers in float and the row is `needed` (else None)."""
+    kept layers in float (`-mixed`) or calibrated otherwise (`-calibrated`) and the row is `needed` (else None)."""
     result = tuned.result
-    kept = result.best.excluded if needed else ()
+    kept, calibration = (result.best.excluded, result.best.calibration) if needed else ((), "")
     chosen = control is not None and control.get("chosen", False)
+    name = f"{candidate.name}-mixed" if kept else f"{candidate.name}-calibrated" if calibration else None
     run.tuning[candidate.name] = {
         **result.to_dict(), "metric": tuned.metric,
         "data": tuned.data,
-        "row": f"{candidate.name}-mixed" if kept else None,
+        "row": name,
         "cached_builds": len(tuned.restored),
         **({"accuracy_control": control} if control is not None else {}),
     }
-    if not kept:
+    if name is None:
         return None
-    mixed = Row(f"{candidate.name}-mixed", candidate.backend.name, f"{candidate.precision}+fp32", "candidate",
-                method=f"{candidate.method}; {len(kept)} most sensitive layer(s) kept in fp32 "
-                       + (f"by {control['method']} " if chosen else "")
-                       + ("to meet the accuracy budget" if result.met else "(the closest to the budget it found)")
-                       + f": {', '.join(kept)}",
+    outcome = "to meet the accuracy budget" if result.met else "(the closest to the budget it found)"
+    changes = [calibration] if calibration else []
+    changes += [f"{len(kept)} most sensitive layer(s) kept in fp32 " + (f"by {control['method']} " if chosen else "")
+                + f"{outcome}: {', '.join(kept)}"] if kept else [f"every layer in INT8, {outcome}"]
+    mixed = Row(name, candidate.backend.name, f"{candidate.precision}+fp32" if kept else candidate.precision,
+                "candidate", method="; ".join([candidate.method, *changes]),
                 backend_version=row.backend_version,
                 build_seconds=round(result.seconds + (control or {}).get("seconds", 0.0), 3),
-                cached=control["cached"] if chosen else kept in tuned.restored)
+                cached=control["cached"] if chosen else (kept, calibration) in tuned.restored)
     run.rows.append(mixed)
     return mixed
 
@@ -140,12 +144,13 @@ def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artif
               precision: str) -> None:
     """The `mixed` row's model run with the runtime config of the candidate `other` (which runs `candidate`'s
     model with another config: openvino-int8-bf16, the layers kept in float then in bf16), where `other` was built
-    here: the row `<other>-mixed`, judged and timed like the rest."""
+    here: the row `<other>-mixed` (or `-calibrated`), judged and timed like the rest."""
     built = ctx.artifacts.get(other)
     if built is None:
         return
-    row = Row(f"{other}-mixed", candidate.backend.name, precision, "candidate",
-              method=f"{mixed.method}; run as {other} (the layers in float run in {precision.split('+')[-1]})",
+    floats = f" (the layers in float run in {precision.split('+')[-1]})" if "+" in precision else ""
+    row = Row(other + mixed.name.removeprefix(candidate.name), candidate.backend.name, precision, "candidate",
+              method=f"{mixed.method}; run as {other}{floats}",
               backend_version=mixed.backend_version,
               build_seconds=mixed.build_seconds, cached=mixed.cached)
     ctx.run.rows.append(row)
@@ -157,8 +162,9 @@ def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artif
 
 def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data: Dataset,
                       reference: list[np.ndarray], seconds: float, step: Step, runs_also_as: dict[str, dict]) -> dict:
-    """`candidate`'s own accuracy control, built (through the cache) within `seconds`, judged on the search's `data`,
-    metric and `reference` outputs, and timed like its trials (also in the configs of `runs_also_as`). Its trial
+    """`candidate`'s own accuracy control, built (through the cache) within `seconds` with the calibration the search
+    chose, judged on the search's `data`, metric and `reference` outputs, and timed like its trials (also in the
+    configs of `runs_also_as`). Its trial
     joins the search's; when it measures better than the search's best it becomes `tuned`'s best (and artifact).
     Returns what run.tuning records of it."""
     control, budget, bench = candidate.accuracy_control, ctx.recipe.max_accuracy_drop, ctx.bench
@@ -182,7 +188,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
                          build=lambda model, out, context: control.build(model, out, context, data, score))
     try:
         artifact, cached = ctx.build(controlled, ctx.work / f"{candidate.name}-tuning" / "accuracy-control",
-                                     ctx.build_context)
+                                     calibrated(ctx.build_context, candidate, tuned.result.calibration))
     except TimeLimit as e:
         return {**record, "stopped": first_line(e), "seconds": round(time.monotonic() - started, 3)}
     except Exception as e:        # the search's result stands without it
@@ -197,7 +203,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     met = drop <= budget + 1e-12
     timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as)
     trial = Trial(kept, quality, drop, p50, artifact.size_bytes, f"{control.method}: {len(kept)} layer(s) in float",
-                  timed_as=timed_as)
+                  timed_as=timed_as, calibration=tuned.result.calibration)
     result = tuned.result
     result.trials.append(trial)
     mark_pareto(result.trials)
@@ -211,3 +217,4 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
         shutil.rmtree(artifact.folder, ignore_errors=True)
     return {**record, "met": met, "drop": drop, "excluded": list(kept), "p50_ms": p50,
             "seconds": round(time.monotonic() - started, 3), "cached": cached, "chosen": best is trial}
+

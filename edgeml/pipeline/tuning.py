@@ -1,8 +1,9 @@
 """The accuracy-budget search for one INT8 candidate, judged on evaluation-independent data.
 
 Each configuration the search tries is built by the candidate itself (with some layers kept in
-float, calibrated as usual on the first `Int8Config.max_calibration_samples` calibration samples),
-judged against the original model's outputs on the tuning data (`tuning_data`), and timed briefly.
+float, calibrated on the first `Int8Config.max_calibration_samples` calibration samples, as usual or with one of
+the alternatives its quantizer offers: `Candidate.calibrations`), judged against the original model's outputs on
+the tuning data (`tuning_data`), and timed briefly.
 The evaluation data is kept for judging the result, never for choosing it.
 
 A candidate whose model also runs with another runtime config (`Candidate.runs_also_as`: openvino-int8's IR
@@ -84,6 +85,14 @@ def fastest_config(candidate: Candidate, artifact: Artifact, runner, sample: dic
     return min(timings.items(), key=lambda item: item[1])
 
 
+def calibrated(context: BuildContext, candidate: Candidate, calibration: str) -> BuildContext:
+    """`context` with `candidate`'s alternative calibration named `calibration` ("": as it is)."""
+    if not calibration:
+        return context
+    offered = next(c for c in candidate.calibrations if c.name == calibration)
+    return replace(context, int8=offered.applied(context.int8))
+
+
 @dataclass
 class Beat:
     """The fastest row already within the budget, which a trial that misses the budget must be faster than."""
@@ -163,7 +172,7 @@ class Tuned:
     artifact: Artifact          # the best configuration's build
     metric: str                 # the quality metric on the tuning data
     builds: int                 # configurations built for the search (the reused full INT8 build not counted)
-    restored: set[tuple[str, ...]]   # those whose build came from the cache (layers kept in float)
+    restored: set[tuple[tuple[str, ...], str]]   # those whose build came from the cache (layers in float, calibration)
     data: str                   # what each dataset was used for, in words
     timing: TrialTiming         # how its decisions on speed were timed (the best trial's build still open to it)
 
@@ -174,7 +183,8 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
          built: Artifact | None = None, beat: Beat | None = None, contest_seconds: float = 1.0,
          build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
          runs_also_as: dict[str, dict] | None = None) -> Tuned:
-    """Search layers to keep in float until `candidate`'s quality drop on the tuning `data` is within budget.
+    """Search the alternative calibrations `candidate` offers (`Candidate.calibrations`), then layers to keep in
+    float, until `candidate`'s quality drop on the tuning `data` is within budget.
     `data` defaults to the calibration data (see `tuning_data` for more); `reference_outputs` are the original
     model's outputs on it; `seconds` bounds the search.
 
@@ -194,43 +204,47 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
                             "auto" if metric == "accuracy" and tuning.labels is None else metric)
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
     layers = candidate.layers(onnx_path)
-    artifacts: dict[tuple[str, ...], Artifact] = {}
+    # the alternative calibrations that differ from this run's (a recipe may already ask for percentile)
+    calibrations = tuple(c.name for c in candidate.calibrations if c.applied(context.int8) != context.int8)
+    artifacts: dict[tuple[tuple[str, ...], str], Artifact] = {}      # by (layers in float, calibration)
     timing = TrialTiming(candidate, sample, threads, runs_also_as or {}, beat, contest_seconds)
     builds, restored = [], set()                 # the configurations built, and those the cache gave
 
-    def evaluate(excluded: tuple[str, ...], purpose: str) -> Trial:
+    def evaluate(excluded: tuple[str, ...], purpose: str, calibration: str) -> Trial:
         step.describe(f"{candidate.name}: accuracy budget, trial {len(artifacts) + 1} ({purpose})")
-        settings = replace(context, int8=replace(context.int8, exclude=excluded))
-        if built is not None and not excluded:
+        settings = calibrated(context, candidate, calibration)
+        settings = replace(settings, int8=replace(settings.int8, exclude=excluded))
+        if built is not None and not excluded and not calibration:
             artifact = built
         else:
             artifact, cached = build(candidate, work / f"trial-{len(artifacts):03d}", settings)
-            builds.append(excluded)
+            builds.append((excluded, calibration))
             if cached:
-                restored.add(excluded)
+                restored.add((excluded, calibration))
         runner = candidate.backend.open(artifact, threads)
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
         timed_as, p50 = fastest_config(candidate, artifact, runner, sample, threads, runs_also_as or {})
-        artifacts[excluded] = artifact
+        artifacts[excluded, calibration] = artifact
         trial = Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
                       timed_as=timed_as)
         timing.add(trial, artifact)
         return trial
 
-    def local_errors() -> dict[str, float]:
+    def local_errors(calibration: str) -> dict[str, float]:
         step.describe(f"{candidate.name}: accuracy budget, ranking {len(layers)} layers by local error")
-        full = artifacts[()]
+        full = artifacts[(), calibration]
         return candidate.local_errors(full.folder / full.entry, tuning, layers)
 
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None,
-                    not_faster=timing.not_faster, as_fast=timing.as_fast)
+                    not_faster=timing.not_faster, as_fast=timing.as_fast, calibrations=calibrations)
     result.contests = timing.contests
     result.resolution = resolution(len(tuning), metric, max_drop,
                                    "the calibration data" if tuning is context.calibration else "the tuning data")
-    best = artifacts[result.best.excluded]
-    for excluded, artifact in artifacts.items():
-        if excluded != result.best.excluded and artifact is not built:
+    chosen = (result.best.excluded, result.best.calibration)
+    best = artifacts[chosen]
+    for key, artifact in artifacts.items():
+        if key != chosen and artifact is not built:
             shutil.rmtree(artifact.folder, ignore_errors=True)
     judged = "calibration data: ranges, " if tuning is context.calibration else \
         f"calibration data: ranges; tuning data ({tuning.source}): "

@@ -436,7 +436,8 @@ def tuning_notes(tuning: dict) -> list[str]:
         return [f"plain INT8 broke the budget on the evaluation data; no search ran: {tuning['reason']}"] + qat
     best = tuning["best"]
     metric = tuning["metric"]
-    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32 (row {tuning['row']})"
+    calibration = f" and {best['calibration']}" if best.get("calibration") else ""
+    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32{calibration} (row {tuning['row']})"
                if tuning["met"] and tuning["row"] else
                "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
                f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
@@ -503,6 +504,10 @@ def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
         header.insert(4, "fastest run as")
         for row, t in zip(rows, tuning["trials"]):
             row.insert(4, t.get("timed_as", ""))
+    if any(t.get("calibration") for t in tuning["trials"]):   # alternative calibrations tried: which each build used
+        header.insert(2, "calibration")
+        for row, t in zip(rows, tuning["trials"]):
+            row.insert(2, t.get("calibration") or "default")
     return header, rows
 
 

@@ -26,7 +26,7 @@ def quality_model(costs, speed=None, delay=0.0):
     """Drop = sum of the costs of the quantized layers; each float layer adds latency."""
     speed = speed or {name: 1.0 for name in costs}
 
-    def evaluate(excluded, purpose):
+    def evaluate(excluded, purpose, calibration):
         time.sleep(delay)
         drop = sum(c for name, c in costs.items() if name not in excluded)
         p50 = 10.0 + sum(speed[name] for name in excluded)
@@ -129,7 +129,7 @@ def test_many_layers_are_ranked_by_local_error_and_bisected():
     for i in range(11):                      # eleven sensitive layers; the rest cost almost nothing
         costs[f"conv{3 * i}"] = 0.01
     errors = {name: cost + 0.001 * (i % 3) for i, (name, cost) in enumerate(costs.items())}
-    result = search(layers, quality_model(costs), 0.01, 60, local_errors=lambda: errors)
+    result = search(layers, quality_model(costs), 0.01, 60, local_errors=lambda _: errors)
     assert result.met and result.stopped == "budget met"
     assert set(result.best.excluded) == {f"conv{3 * i}" for i in range(11)}
     assert {s["layer"]: s["local_error"] for s in result.sensitivity} == errors
@@ -140,7 +140,7 @@ def test_many_layers_are_ranked_by_local_error_and_bisected():
 
 def test_few_layers_keep_one_build_per_layer_even_with_local_errors():
     costs = {"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}
-    result = search(LAYERS, quality_model(costs), 0.01, 60, local_errors=lambda: {})
+    result = search(LAYERS, quality_model(costs), 0.01, 60, local_errors=lambda _: {})
     assert "drop_when_only_this_is_int8" in result.sensitivity[0]
 
 
@@ -152,8 +152,8 @@ def slower_than(p50_ms):
 def test_bisection_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
     layers = many_layers(24)
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
-    alone = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs)
-    beaten = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, not_faster=slower_than(11.5))
+    alone = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda _: costs)
+    beaten = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda _: costs, not_faster=slower_than(11.5))
     assert beaten.stopped.startswith("slower than other") and len(beaten.trials) < len(alone.trials)
     bisection = [t.p50_ms for t in beaten.trials if "largest local error" in t.purpose]
     assert bisection == [11.0, 12.0]                  # k = 1, then k = 2 is no faster than 11.5 ms: stop
@@ -162,7 +162,7 @@ def test_bisection_stops_once_it_cannot_beat_a_faster_candidate_within_budget():
 def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
     layers = many_layers(24)
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.01, "conv11": 0.01, "conv17": 0.01}
-    result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda: costs, not_faster=slower_than(20.0))
+    result = search(layers, quality_model(costs), 0.005, 60, local_errors=lambda _: costs, not_faster=slower_than(20.0))
     assert result.met and set(result.best.excluded) == {"conv3", "conv11", "conv17"}
 
 

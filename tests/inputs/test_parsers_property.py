@@ -3,10 +3,8 @@ project's user error (EdgemlError), never another exception; valid values surviv
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import yaml
 from hypothesis import assume, given, settings
