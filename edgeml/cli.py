@@ -107,7 +107,8 @@ quantize_options = _options(
                  help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]"),
     click.option("--metric", type=click.Choice(METRICS),
                  help="Quality measure of the budget: accuracy (labels), agreement (top-1 with the original), "
-                      "cosine (embeddings, any output)  [default: auto]"),
+                      "cosine (embeddings, any output), r2 (scores, probabilities: few values per sample)  "
+                      "[default: auto]"),
     click.option("--tuning-budget", metavar="DURATION",
                  help="Time bound of the accuracy-budget search and of each candidate's build: 90s, 10m, 1h  "
                       "[default: 5m]"),

@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeml.errors import DataError, EdgemlError, ExportError, InputSpecError, ModelError, OutputError
 from edgeml.inputs.recipe import RecipeError
+from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.outdir import AtomicOutput
 from edgeml.progress import Reporter
 from edgeml.targets import get_target
@@ -83,7 +84,7 @@ def render(record: dict) -> str:
                 t["target"], f"**{r['name']}** ✓" if r["selected"] else r["name"], r["backend"], r["precision"],
                 _status(r),
                 DASH if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.2f}",
-                DASH if quality is None else (f"{quality:.4f} {metric}" if metric == "cosine"
+                DASH if quality is None else (f"{quality:.4f} {metric}" if metric in CONTINUOUS
                                               else f"{quality * 100:.2f} % {metric}"),
                 DASH if ms is None else f"{ms:.3f} ({label})",
                 DASH if ms is None else f"{1000 / ms:.0f}",

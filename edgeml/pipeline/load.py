@@ -157,7 +157,9 @@ def data_notes(inputs: Inputs, metric: str, compressed: bool) -> list[str]:
                      "model on random data, not accuracy")
     explain = {"accuracy": "top-1 accuracy against the labels",
                "agreement": "top-1 agreement with the original model (no labels given)",
-               "cosine": "mean cosine similarity to the original model's outputs"}
+               "cosine": "mean cosine similarity to the original model's outputs",
+               "r2": "R² of the outputs against the original model's (1 - squared error / their variance across "
+                     "the samples)"}
     notes.append(f"quality metric: {explain[metric]}; drop = original - candidate")
     return notes
 

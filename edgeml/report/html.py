@@ -12,6 +12,7 @@ import html
 import io
 import re
 
+from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.report import markdown as report
 
 STYLE = """
@@ -131,7 +132,7 @@ def _tradeoff_plot(run: dict) -> str:
 def _panel(ax, points: list[tuple[dict, float]], metric: str, budget: float, xlabel: str, title: str) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric + ("" if metric == "cosine" else " (%)"))
+    ax.set_ylabel(metric + ("" if metric in CONTINUOUS else " (%)"))
     ax.axhline(budget, color="#d93025", linestyle=":", linewidth=1, label="lowest quality within the budget")
     if not points:
         ax.text(0.5, 0.5, "no row was measured here", ha="center", va="center", transform=ax.transAxes)
@@ -171,7 +172,7 @@ def _pareto(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _scale(value: float, metric: str) -> float:
-    return value if metric == "cosine" else value * 100
+    return value if metric in CONTINUOUS else value * 100
 
 
 def _inline(text: str) -> str:

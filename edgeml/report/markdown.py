@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from edgeml.errors import EdgemlError
+from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.measure.uncertainty import resolution
 from edgeml.pipeline.selection import CLOSE, paired_speedup
 
@@ -604,7 +605,7 @@ def _predicted(r: dict) -> str:
 
 def _quality(r: dict, metric: str) -> str:
     value = r["metrics"][metric]
-    return f"{value:.4f}" if metric == "cosine" else _percent(value)
+    return f"{value:.4f}" if metric in CONTINUOUS else _percent(value)
 
 
 def _percent(value: float) -> str:
@@ -612,7 +613,7 @@ def _percent(value: float) -> str:
 
 
 def _drop(drop: float, metric: str) -> str:
-    return f"{drop:+.4f}" if metric == "cosine" else f"{drop * 100:+.2f} pt"
+    return f"{drop:+.4f}" if metric in CONTINUOUS else f"{drop * 100:+.2f} pt"
 
 
 def _drop_cell(r: dict, metric: str) -> str:
@@ -628,7 +629,7 @@ def _drop_and_ci(r: dict, metric: str, sep: str, end: str = "") -> str:
 
 def _interval(ci: list[float], metric: str) -> str:
     lo, hi = ci
-    if metric == "cosine":
+    if metric in CONTINUOUS:
         return f"{lo:+.4f} to {hi:+.4f}"
     return f"{lo * 100:+.2f} to {hi * 100:+.2f} pt"
 

@@ -14,6 +14,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.report.html import STYLE
 from edgeml.report.markdown import markdown_table
 from edgeml.sweep.journal import write_atomic
@@ -153,12 +154,12 @@ def _winner(row: dict, metric: str) -> list[str]:
 def _quality(value: float | None, metric: str) -> str:
     if value is None:
         return DASH
-    return f"{value:.4f}" if metric == "cosine" else f"{value * 100:.2f} %"
+    return f"{value:.4f}" if metric in CONTINUOUS else f"{value * 100:.2f} %"
 
 
 def _drop(s: dict, metric: str) -> str:
     def pt(x: float) -> str:
-        return f"{x:+.4f}" if metric == "cosine" else f"{x * 100:+.2f} pt"
+        return f"{x:+.4f}" if metric in CONTINUOUS else f"{x * 100:+.2f} pt"
     if s["drop"] is None:
         return DASH
     ci = s["drop_ci95"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgeml.errors import DataError
-from edgeml.measure.evaluate import compare, predict, quality_metric
+from edgeml.measure.evaluate import compare, predict, quality_metric, sample_scores
 
 
 class Doubler:
@@ -35,7 +35,8 @@ def test_compare_metrics():
     assert m["cosine"] == pytest.approx((1 + 1 + 0 + 1) / 4)
     assert quality_metric(ref, labels) == "accuracy"
     assert quality_metric(ref, None) == "agreement"
-    assert quality_metric([np.zeros((4, 1))], labels) == "cosine"
+    assert quality_metric([np.zeros((4, 1))], labels) == "r2"               # one value per sample
+    assert quality_metric([np.zeros((4, 8, 2))], labels) == "cosine"
     with pytest.raises(DataError, match="labels range 0..5"):
         quality_metric(ref, np.array([0, 5, 1, 1]))
 
@@ -98,3 +99,17 @@ def test_a_dimension_of_minus_one_is_dynamic(tmp_path):
     specs = onnx_input_specs(onnx.load(str(_transpose_model(tmp_path / "m.onnx", [-1, 3, 48, 192], [0, 1, 2, 3]))))
     assert specs[0].shape == (None, 3, 48, 192)
     assert eval_batch(specs)[1] is False
+
+
+def test_few_values_per_sample_are_judged_by_r2_not_cosine():
+    """A speech probability a tenth off for every sample keeps a cosine of 1 (two positive numbers); R² sees it."""
+    rng = np.random.default_rng(0)
+    reference = [rng.uniform(0.05, 0.95, (200, 1)).astype(np.float32)]
+    off = [np.clip(reference[0] + rng.choice([-0.1, 0.1], (200, 1)), 0, 1).astype(np.float32)]
+    assert quality_metric(reference, None) == "r2"
+    assert quality_metric([rng.standard_normal((10, 4, 16))], None) == "cosine"
+    metrics = compare(off, reference, None)
+    assert metrics["cosine"] == pytest.approx(1.0)
+    assert metrics["r2"] < 0.9
+    assert compare(reference, reference, None)["r2"] == pytest.approx(1.0)
+    assert np.mean(sample_scores(off, reference, None, "r2")) == pytest.approx(metrics["r2"])
