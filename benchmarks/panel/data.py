@@ -1,5 +1,6 @@
 """Realistic inputs made without a download: scikit-image's bundled photos, text rendered with Pillow in the
-DejaVu fonts that matplotlib ships, synthesized speech-like audio, and token ids from a real tokenizer.
+DejaVu fonts that matplotlib ships, synthesized speech-like audio and music, log-mel spectrograms of them, the
+bytes of real files of the Python installation, and token ids from a real tokenizer.
 
 Every generator takes a `split` ("calibration" or "evaluation"): the two draw from different photos, text
 sources and seeds, so no evaluation sample is a calibration sample.
@@ -7,6 +8,7 @@ sources and seeds, so no evaluation sample is a calibration sample.
 
 from __future__ import annotations
 
+import hashlib
 import string
 from pathlib import Path
 
@@ -182,12 +184,13 @@ def captchas(split: str, count: int, size: tuple[int, int], scattered: bool = Fa
     return out
 
 
-def speech(split: str, seconds: float) -> np.ndarray:
+def speech(split: str, seconds: float, salt: int = 5) -> np.ndarray:
     """Speech-like audio at 16 kHz, float32 in [-1, 1]: syllables of a glottal pulse train (pitch 90-260 Hz,
-    gliding) through three formant resonators, fricative noise bursts, pauses, and a little room noise."""
+    gliding) through three formant resonators, fricative noise bursts, pauses, and a little room noise; another
+    `salt` gives another recording."""
     from scipy.signal import lfilter
 
-    r = rng(split, 5)
+    r = rng(split, salt)
     total, parts = int(seconds * RATE), []
     while sum(len(p) for p in parts) < total:
         kind = r.random()
@@ -212,6 +215,124 @@ def speech(split: str, seconds: float) -> np.ndarray:
     audio = np.concatenate(parts)[:total]
     audio = audio / (np.max(np.abs(audio)) + 1e-9) * r.uniform(0.3, 0.8) + r.normal(0, 0.003, total)
     return np.clip(audio, -1, 1).astype(np.float32)
+
+
+def music(split: str, seconds: float, rate: int = 22_050, salt: int = 7) -> np.ndarray:
+    """Music-like audio, float32 in [-1, 1]: a melody of plucked notes (MIDI 40-88, harmonics decaying faster the
+    higher they are), often over a two- or three-note chord, at 80-160 beats per minute, with a little noise."""
+    r = rng(split, salt)
+    total = int(seconds * rate)
+    audio, at = np.zeros(total), 0
+    beat = 60 / r.uniform(80, 160)
+    while at < total:
+        length = int(rate * beat * r.choice([0.5, 1, 1, 2]))
+        root = int(r.integers(40, 76))
+        chord = [root, root + int(r.choice([3, 4])), root + 7][:int(r.integers(1, 4))] if r.random() < 0.6 else []
+        pitches = [root + int(r.integers(0, 13))] + chord
+        t = np.arange(int(length * 1.5)) / rate
+        for k, pitch in enumerate(pitches):
+            f0 = 440 * 2 ** ((pitch - 69) / 12)
+            note = np.zeros_like(t)
+            for h in range(1, 9):
+                if f0 * h < rate / 2:
+                    note += np.sin(2 * np.pi * f0 * h * t + r.uniform(0, 6.3)) * np.exp(-t * (2 + 1.5 * h)) / h
+            attack = np.minimum(1, t / 0.005)
+            end = min(len(audio), at + len(t))
+            audio[at:end] += (note * attack)[:end - at] * (1.0 if k == 0 else 0.5) * r.uniform(0.5, 1.0)
+        at += length
+    audio = audio[:total] / (np.max(np.abs(audio[:total])) + 1e-9) * r.uniform(0.4, 0.9)
+    return np.clip(audio + r.normal(0, 0.002, total), -1, 1).astype(np.float32)
+
+
+def mel_db(audio: np.ndarray, rate: int, n_fft: int, hop: int, mels: int) -> np.ndarray:
+    """Log-mel spectrogram [frames, mels] as librosa computes it by default (centred frames, zero-padded, periodic
+    Hann window, power 2, Slaney mel filters), in dB below its maximum (80 dB floor), scaled (dB + 40) / 40 as
+    Microsoft's DNSMOS and AECMOS feature extractors do."""
+    from scipy.signal import get_window
+
+    padded = np.pad(audio.astype(np.float64), n_fft // 2)
+    count = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.as_strided(padded, (count, n_fft), (padded.strides[0] * hop, padded.strides[0]))
+    power = np.abs(np.fft.rfft(frames * get_window("hann", n_fft, fftbins=True), axis=1)) ** 2
+
+    def to_mel(f):
+        f = np.asarray(f, np.float64)
+        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-9) / 1000) / (np.log(6.4) / 27), f * 3 / 200)
+
+    def to_hz(m):
+        return np.where(m >= 15, 1000 * np.exp(np.log(6.4) / 27 * (m - 15)), m * 200 / 3)
+
+    edges = to_hz(np.linspace(to_mel(0), to_mel(rate / 2), mels + 2))
+    bins = np.fft.rfftfreq(n_fft, 1 / rate)
+    ramps = edges[:, None] - bins[None]
+    lower = -ramps[:-2] / np.diff(edges)[:-1, None]
+    upper = ramps[2:] / np.diff(edges)[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper)) * (2 / (edges[2:] - edges[:-2]))[:, None]
+    db = 10 * np.log10(np.maximum(power @ weights.T, 1e-10))
+    db = np.maximum(db - db.max(), -80.0)
+    return ((db + 40) / 40).astype(np.float32)
+
+
+# file types by name ending, as Magika labels them; files named like this in the Python installation are samples
+FILE_TYPES = {".py": "python", ".pyc": "pythonbytecode", ".so": "elf", ".json": "json", ".md": "markdown",
+              ".html": "html", ".css": "css", ".js": "javascript", ".png": "png", ".ttf": "ttf", ".pem": "pem",
+              ".yaml": "yaml", ".yml": "yaml", ".c": "c", ".cpp": "cpp", ".svg": "svg", ".xml": "xml", ".csv": "csv",
+              ".gz": "gzip", ".zip": "zip", ".pdf": "pdf", ".sh": "shell", ".rst": "rst", ".jpg": "jpeg",
+              ".gif": "gif", ".toml": "toml", ".tcl": "tcl", ".npy": "npy", ".npz": "npz", ".tar": "tar",
+              ".bz2": "bzip", ".xz": "xz", ".wav": "wav", ".ico": "ico", ".bmp": "bmp", ".tiff": "tiff",
+              ".ipynb": "ipynb", "LICENSE": "txt", "LICENSE.txt": "txt", ".onnx": "onnx"}
+MAX_PER_TYPE = 400
+
+
+def installed_files(split: str) -> dict[str, list[Path]]:
+    """Real files of this Python installation (its standard library and site-packages) by Magika content type,
+    at most MAX_PER_TYPE each (in sorted walk order), 64 bytes or more; a file belongs to the calibration or
+    the evaluation split by the hash of its first and last 512 bytes past any whitespace (what Magika reads
+    first), so that copies of one file, and files that begin and end alike, all fall in the same split; of
+    those, one is kept."""
+    import os
+    import sysconfig
+
+    roots = sorted({Path(sysconfig.get_paths()[k]) for k in ("stdlib", "purelib", "platlib")})
+    found: dict[str, list[Path]] = {}
+    seen: set[bytes] = set()
+    for root in roots:
+        for folder, dirs, names in os.walk(root):
+            dirs.sort()
+            for name in sorted(names):
+                kind = FILE_TYPES.get(Path(name).suffix) or FILE_TYPES.get(name)
+                path = Path(folder) / name
+                if kind is None or len(found.get(kind, ())) >= MAX_PER_TYPE or path.is_symlink():
+                    continue
+                try:
+                    size = path.stat().st_size
+                    if size < 64:
+                        continue
+                    with open(path, "rb") as f:
+                        head = f.read(4096).lstrip()[:512]
+                        f.seek(max(0, size - 4096))
+                        tail = f.read().rstrip()[-512:]
+                except OSError:
+                    continue
+                key = hashlib.sha1(head + b"|" + tail).digest()
+                if key[0] % 2 == SEEDS[split] and key not in seen:
+                    seen.add(key)
+                    found.setdefault(kind, []).append(path)
+    return found
+
+
+def file_samples(split: str, count: int, kinds: list[str]) -> tuple[list[Path], list[str]]:
+    """`count` files and their content types, the types (of `kinds`, those found here) taken in turn and a
+    random file of each; a type runs out when its files are used up."""
+    r, found = rng(split, 8), installed_files(split)
+    pools = {k: [found[k][i] for i in r.permutation(len(found[k]))] for k in sorted(found) if k in kinds}
+    paths, labels = [], []
+    while len(paths) < count and any(pools.values()):
+        for kind, pool in pools.items():
+            if pool and len(paths) < count:
+                paths.append(pool.pop())
+                labels.append(kind)
+    return paths, labels
 
 
 def tokens(split: str, count: int, length: int = 128) -> dict[str, np.ndarray]:

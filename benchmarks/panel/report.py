@@ -14,6 +14,7 @@ from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER
 
 PACKAGES = ("edgeml", "onnxruntime", "openvino", "nncf", "onnx", "torch", "transformers", "numpy")
 FASTER_ABOVE = 1.02          # speed-ups within 2 % of each other count as a tie (edgeml's own selection margin)
+INT8_WORTH = 1.2             # an INT8 build this much faster than FP32 is worth shipping when within budget
 
 
 def header(args, command: str) -> dict:
@@ -33,6 +34,7 @@ def write(out: Path, header: dict, results: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for result in results:
         result["verdict"] = verdict(result)
+        result["int8_pick"] = int8_pick(result)
     (out / "panel.json").write_text(json.dumps({"header": header, "models": results}, indent=1, default=str) + "\n")
     (out / "panel.md").write_text(markdown(header, results))
 
@@ -69,6 +71,31 @@ def verdict(result: dict) -> dict:
             "head_to_head": head or None}
 
 
+def int8_pick(result: dict) -> dict | None:
+    """The run with `--precision int8` (INT8 candidates only; bf16 excluded): the row it selected, its quality
+    drop, whether it is within budget and its speed-up over the original (from edgeml's alternating rounds when
+    there, else the row's); and the fastest INT8 build of that run over FP32 whatever its drop (none with bf16 in
+    its name, should the run list one), with whether it is at least INT8_WORTH faster and whether it shipped
+    (selected and within budget). None when not run."""
+    run = result.get("edgeml_int8")
+    if not run:
+        return None
+    if run.get("status") != "ok":
+        return {"status": run.get("status"), "reason": run.get("reason")}
+    chosen = next((c for c in run["candidates"] if c["name"] == run["selected"]), {})
+    built = [c for c in run["candidates"] if c["precision"] == "int8" and "bf16" not in c["name"]
+             and c["status"] == "ok" and c["speedup"]]
+    best = max(built, key=lambda c: c["speedup"], default=None)
+    shipped = best is not None and best["name"] == run["selected"] and bool(run.get("within_budget"))
+    return {"status": "ok", "selected": run["selected"], "quality_drop": chosen.get("quality_drop"),
+            "within_budget": run.get("within_budget"),
+            "speedup": (run.get("paired_speedup") or {}).get("ratio") or chosen.get("speedup"),
+            "best_int8": None if best is None else {
+                "name": best["name"], "speedup": best["speedup"], "quality_drop": best["quality_drop"],
+                "within_budget": best["within_budget"], "worth_it": best["speedup"] >= INT8_WORTH,
+                "shipped": shipped}}
+
+
 def peer_faster(head: dict) -> bool:
     """Whether the peer is faster than edgeml side by side, by the rule edgeml's own selection applies between two
     candidates (edgeml.pipeline.selection): its speed-up's 95% CI is above FASTER, or its median speed-up is above
@@ -82,6 +109,23 @@ def _f(value, spec: str, none: str = "-") -> str:
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _int8_cells(pick: dict | None) -> str:
+    """The two INT8 cells of the per-model table: the INT8 pick, and the best INT8 build of that run."""
+    if pick is None:
+        return "- | -"
+    if pick.get("status") != "ok":
+        return _cell(f"edgeml {pick.get('status')}: {pick.get('reason')}") + " | -"
+    budget = {True: "within budget", False: "over budget", None: "budget -"}[pick["within_budget"]]
+    chosen = (f"{pick['selected']}, drop {_f(pick['quality_drop'], '.4f')}, {budget}, "
+              f"{_f(pick['speedup'], '.2f')}" + ("x" if pick["speedup"] is not None else ""))
+    best = pick["best_int8"]
+    if best is None:
+        return f"{chosen} | no INT8 build"
+    verdict = ("shipped" if best["shipped"] else "not shipped") + (f", {INT8_WORTH}x or more" if best["worth_it"]
+                                                                   else "")
+    return f"{chosen} | {best['name']} {best['speedup']:.2f}x, drop {_f(best['quality_drop'], '.4f')} ({verdict})"
 
 
 def _outcome(status: str | None, reason: str | None) -> str:
@@ -132,9 +176,16 @@ def markdown(header: dict, results: list[dict]) -> str:
                      f"{'pretrained' if r['pretrained'] else 'random'} | {_cell(source)} | "
                      f"{p.get('sha256', '-')[:12]} | {_cell(r['data'])} |")
     lines += ["", "## Per model", "",
+              "\"INT8 pick (BF16 excluded)\": a second edgeml run with `--precision int8` (INT8 candidates only, none "
+              "that computes in bf16): the row it selected, its quality drop, within budget or not, its speed-up "
+              "over the original. \"Best INT8 build\": that run's fastest INT8 build over FP32 (the original) "
+              f"whatever its drop, marked \"{INT8_WORTH}x or more\" when it is, and \"shipped\" when it is the "
+              "selected row within budget.",
+              "",
               "| model | metric | edgeml selected | within budget | speed-up | fastest peer within budget | "
-              "side by side: peer p50 / edgeml p50 (95% CI) | as fast as it |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "side by side: peer p50 / edgeml p50 (95% CI) | as fast as it | INT8 pick (BF16 excluded) | "
+              "best INT8 build (any drop) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         v, edgeml = r.get("verdict", {}), r.get("edgeml") or {}
         if r.get("prepared"):
@@ -148,18 +199,26 @@ def markdown(header: dict, results: list[dict]) -> str:
         lines.append(f"| {r['key']} | {r.get('metric', '-')} | {selected} | {_f(v.get('within_budget'), '')} | "
                      f"{_f(v.get('speedup'), '.2f')}x | "
                      f"{'-' if not peer else peer['name'] + ' ' + format(peer['speedup'], '.2f') + 'x'} | "
-                     f"{side} | {_f(v.get('as_fast'), '')} |")
+                     f"{side} | {_f(v.get('as_fast'), '')} | {_int8_cells(r.get('int8_pick'))} |")
+    picks = {r["key"]: r["int8_pick"] for r in results if (r.get("int8_pick") or {}).get("status") == "ok"}
+    if picks:
+        worth = {k: p for k, p in picks.items() if p["best_int8"] and p["best_int8"]["worth_it"]}
+        lines += ["", f"INT8 pick: run on {len(picks)} model(s); its selection within budget on "
+                  f"{sum(bool(p['within_budget']) for p in picks.values())}; an INT8 build at least {INT8_WORTH}x "
+                  f"faster than FP32 existed on {len(worth)} ({', '.join(worth) or '-'}), and shipped on "
+                  f"{sum(p['best_int8']['shipped'] for p in worth.values())}."]
     lines += ["", "## Every candidate", "",
+              "Tool \"edgeml int8\": the run with `--precision int8`.", "",
               "| model | tool | candidate | result | quality drop | p50 ms | speed-up | build s |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        edgeml = r.get("edgeml") or {}
-        for c in edgeml.get("candidates", []):
-            name = c["name"] + (" **(selected)**" if c["selected"] else "")
-            outcome = "reference" if c["role"] == "reference" else _outcome(c["status"], c["reason"])
-            lines.append(f"| {r['key']} | edgeml | {name} | {outcome} | "
-                         f"{_f(c['quality_drop'], '.4f')} | {_f(c['p50_ms'], '.2f')} | {_f(c['speedup'], '.2f')} | "
-                         f"{_f(c['build_seconds'], '.1f')} |")
+        for tool, key in (("edgeml", "edgeml"), ("edgeml int8", "edgeml_int8")):
+            for c in (r.get(key) or {}).get("candidates", []):
+                name = c["name"] + (" **(selected)**" if c["selected"] else "")
+                outcome = "reference" if c["role"] == "reference" else _outcome(c["status"], c["reason"])
+                lines.append(f"| {r['key']} | {tool} | {name} | {outcome} | "
+                             f"{_f(c['quality_drop'], '.4f')} | {_f(c['p50_ms'], '.2f')} | "
+                             f"{_f(c['speedup'], '.2f')} | {_f(c['build_seconds'], '.1f')} |")
         base = ((r.get("peers") or {}).get("onnxruntime-fp32") or {}).get("p50_ms")
         for name, p in (r.get("peers") or {}).items():
             speedup = base / p["p50_ms"] if base and p.get("p50_ms") else None
@@ -169,16 +228,18 @@ def markdown(header: dict, results: list[dict]) -> str:
     lines += ["", "## Failures to fix", "",
               "Every failed edgeml candidate, failed edgeml run and failed peer, with its error line.", ""]
     for r in results:
-        edgeml = r.get("edgeml") or {}
         if r.get("prepared"):
             lines.append(f"- {r['key']}: panel could not prepare it: {r['prepared']}")
-        if edgeml.get("status") == "failed":
-            lines.append(f"- {r['key']}: edgeml run failed: {edgeml['reason']}")
-        for c in edgeml.get("candidates", []):
-            if c["status"] == "failed":
-                lines.append(f"- {r['key']}: edgeml {c['name']}: {c['reason']}")
-        if edgeml.get("left_in_cwd"):
-            lines.append(f"- {r['key']}: edgeml left files in its working folder: {', '.join(edgeml['left_in_cwd'])}")
+        for tool, key in (("edgeml", "edgeml"), ("edgeml --precision int8", "edgeml_int8")):
+            edgeml = r.get(key) or {}
+            if edgeml.get("status") == "failed":
+                lines.append(f"- {r['key']}: {tool} run failed: {edgeml['reason']}")
+            for c in edgeml.get("candidates", []):
+                if c["status"] == "failed":
+                    lines.append(f"- {r['key']}: {tool} {c['name']}: {c['reason']}")
+            if edgeml.get("left_in_cwd"):
+                lines.append(f"- {r['key']}: {tool} left files in its working folder: "
+                             f"{', '.join(edgeml['left_in_cwd'])}")
         for name, p in (r.get("peers") or {}).items():
             if p.get("status") == "failed":
                 lines.append(f"- {r['key']}: peer {name}: {p['reason']}")
