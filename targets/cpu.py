@@ -53,6 +53,16 @@ class GraphSummary:
         return f"{self.convs} Conv against {len(self.weights) + self.lstms} MatMul/Gemm/LSTM layers with weights"
 
 
+def _graphs(graph):
+    """`graph` and the subgraphs of its If / Loop / Scan nodes, at any depth (a VAD's model sits in the branches of
+    an If on its sample rate)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _graphs(sub)
+
+
 def summarize(model: Path) -> GraphSummary:
     stat = model.stat()
     return _summarize(str(model), stat.st_mtime_ns, stat.st_size)
@@ -62,12 +72,13 @@ def summarize(model: Path) -> GraphSummary:
 def _summarize(path: str, mtime_ns: int, size: int) -> GraphSummary:
     import onnx
 
-    graph = onnx.load(path, load_external_data=False).graph
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    shapes.update({n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant"
+    graphs = list(_graphs(onnx.load(path, load_external_data=False).graph))
+    nodes = [node for graph in graphs for node in graph.node]
+    shapes = {t.name: tuple(t.dims) for graph in graphs for t in graph.initializer}
+    shapes.update({n.output[0]: tuple(a.t.dims) for n in nodes if n.op_type == "Constant"
                    for a in n.attribute if a.name == "value"})
     weights, activation_matmul = [], False
-    for node in graph.node:
+    for node in nodes:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
         shape = shapes.get(node.input[1])
@@ -76,7 +87,7 @@ def _summarize(path: str, mtime_ns: int, size: int) -> GraphSummary:
             weights.append((node.op_type, shape[1] if trans_b else shape[0]))
         elif node.op_type == "MatMul" and shape is None and node.input[0] not in shapes:
             activation_matmul = True
-    ops = [n.op_type for n in graph.node]
+    ops = [n.op_type for n in nodes]
     return GraphSummary(convs=ops.count("Conv") + ops.count("ConvTranspose"), weights=tuple(weights),
                         lstms=ops.count("LSTM"), attention=activation_matmul and "Softmax" in ops)
 

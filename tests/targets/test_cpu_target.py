@@ -141,3 +141,27 @@ def test_precision_int8_leaves_out_the_candidates_whose_float_parts_run_in_bf16(
     assert "openvino-int8" in int8 and "onnxruntime-int8" in int8 and "openvino-int8-bf16" not in int8
     assert all(c.precision == "int8" for c in cpu.candidates if c.name in int8)
     assert "openvino-int8-bf16" in {c.name for c in candidates_for(cpu, Recipe(precision="auto"))}
+
+
+def test_the_rules_read_the_layers_inside_an_if(tmp_path):
+    """A model whose layers sit in the branches of an If (a VAD switching on its sample rate) is summarized by
+    them: two MatMuls with weights in each branch, none at the top level."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeml.targets.cpu import summarize
+
+    def branch(name: str) -> onnx.GraphProto:
+        weights = [numpy_helper.from_array(np.ones((8, 8), np.float32), f"{name}_w{i}") for i in range(2)]
+        nodes = [helper.make_node("MatMul", ["x", f"{name}_w0"], [f"{name}_h"]),
+                 helper.make_node("MatMul", [f"{name}_h", f"{name}_w1"], [f"{name}_y"])]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT,
+                                                                                  [1, 8])], weights)
+    node = helper.make_node("If", ["flag"], ["y"], then_branch=branch("then"), else_branch=branch("else"))
+    graph = helper.make_graph([node], "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+                                              helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    path = tmp_path / "if.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    summary = summarize(path)
+    assert summary.weights == (("MatMul", 8),) * 4 and summary.matmul_heavy
