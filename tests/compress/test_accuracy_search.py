@@ -254,7 +254,9 @@ def test_the_search_keeps_a_concat_in_float_where_compute_layers_alone_cannot_me
     graph = onnx.load(str(tuned.artifact.folder / tuned.artifact.entry)).graph
     concat = next(n for n in graph.node if n.op_type == "Concat")
     quantized = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"]
-    assert quantized and concat.output[0] not in quantized               # mixed: the Concat's output stays float
+    assert concat.output[0] not in quantized                             # mixed: the Concat's output stays float
+    # the kept build is INT8 where it can be, unless the float model (the ceiling) ran faster, timed together
+    assert quantized or any(c["trial"] == ceiling.purpose and c["faster"] for c in result.contests), result.contests
 
 
 def test_keeping_every_listed_op_in_float_gives_the_float_model(two_ranges, digits, tmp_path):
