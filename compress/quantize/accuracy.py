@@ -54,6 +54,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from edgeml.errors import first_line
+from edgeml.pipeline.time_limit import TimeLimit
+
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
 TIMING_NOISE = 1.05    # without `as_fast`: trial p50s (short runs) within this ratio of the fastest count as equal
 
@@ -88,12 +91,14 @@ class SearchResult:
     contests: list[dict] = field(default_factory=list)
     # the calibration the builds after the alternative calibrations' trials used; "" for the default
     calibration: str = ""
+    # the alternative calibrations that failed to build or run: calibration, error (one line)
+    failed: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
                 "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
                 "seconds": round(self.seconds, 3), "resolution": self.resolution, "contests": self.contests,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "failed": self.failed}
 
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str, str], Trial],
@@ -117,6 +122,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     trials: list[Trial] = []
     durations: list[float] = []
     base = ""                                   # the calibration every build after the calibrations' trials uses
+    failed: list[dict] = []
 
     def trial(excluded: tuple[str, ...], purpose: str, calibration: str | None = None) -> Trial:
         begun = time.monotonic()
@@ -140,7 +146,7 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         mark_pareto(trials)
         best = best_trial(trials, max_drop, as_fast)
         return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
-                            time.monotonic() - started, calibration=base)
+                            time.monotonic() - started, calibration=base, failed=failed)
 
     full = trial((), "all layers quantized")
     if full.drop <= max_drop:
@@ -157,8 +163,13 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     for calibration in calibrations:
         if out_of_time():
             return finish("time budget", [])
-        if trial((), f"calibration: {calibration}", calibration).drop <= max_drop:
-            return finish("budget met", [])
+        try:
+            if trial((), f"calibration: {calibration}", calibration).drop <= max_drop:
+                return finish("budget met", [])
+        except Exception as e:    # ranges the model's values break (a histogram over an infinite range): the next
+            if isinstance(e, (TimeLimit, MemoryError)):
+                raise
+            failed.append({"calibration": calibration, "error": f"{type(e).__name__}: {first_line(e)}"})
     base = min((t for t in trials if not t.excluded), key=lambda t: t.drop).calibration   # equal drops: the default
     if local_errors is not None and len(layers) > TRIALS_UP_TO:
         return _bisect(layers, local_errors(base), trial, out_of_time, hopeless, finish, max_drop)

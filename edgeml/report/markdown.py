@@ -451,6 +451,7 @@ def tuning_notes(tuning: dict) -> list[str]:
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
         [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + [
+        f"calibration {f['calibration']} failed, left out: {f['error']}" for f in tuning.get("failed") or []] + [
         _contest_note(c) for c in tuning.get("contests") or []] + qat
 
 

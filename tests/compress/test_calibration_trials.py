@@ -63,6 +63,27 @@ def test_the_calibration_with_the_smallest_drop_is_the_base_of_every_later_build
     assert result.met and result.best.excluded == ("fc1",) and result.best.calibration == "entropy"
 
 
+def test_a_calibration_that_fails_is_recorded_and_the_search_goes_on():
+    """NNCF's histogram ranges raise on a byte classifier's values ("Too many bins for data range"): that one
+    calibration is out, not the search."""
+    quality = quality_model({"entropy": 0.4})
+
+    def evaluate(excluded, purpose, calibration):
+        if calibration == "histogram":
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return quality(excluded, purpose, calibration)
+    result = search(LAYERS, evaluate, 0.01, 60, calibrations=("histogram", "entropy"))
+    assert result.failed == [{"calibration": "histogram",
+                              "error": "ValueError: Too many bins for data range. Cannot create 2048 finite-sized "
+                                       "bins."}]
+    assert result.to_dict()["failed"] == result.failed
+    assert result.calibration == "entropy" and result.met and result.best.excluded == ("fc1",)
+    from edgeml.report.markdown import tuning_notes
+
+    notes = tuning_notes({**result.to_dict(), "metric": "accuracy", "data": "calibration data", "row": "x-mixed"})
+    assert "calibration histogram failed, left out: ValueError: Too many bins for data range." in " ".join(notes)
+
+
 def test_calibrations_no_better_than_the_default_leave_it_the_base():
     result = search(LAYERS, quality_model({"percentile": 1.0, "entropy": 3.0}), 0.01, 60,
                     calibrations=("percentile", "entropy"))
