@@ -24,7 +24,7 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +75,26 @@ def run(model, calibration: Dataset, config: Int8Config = Int8Config(), transfor
 
     nncf.set_log_level(logging.ERROR)
     # NNCF draws its own progress bar on stdout, where edgeml prints its report.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _untaken_branches(model):
         return nncf.quantize(stable_names(model), _calibration(calibration), **_settings(calibration, config,
                                                                                            transformer))
+
+
+@contextlib.contextmanager
+def _untaken_branches(model) -> Iterator[None]:
+    """NNCF calibrates each branch of an If on the samples that take it, and reports a branch no calibration sample
+    takes (a VAD's If on its sample rate, calibrated at one rate) as "Calibration dataset must not be empty": say
+    what it means."""
+    import nncf
+
+    try:
+        yield
+    except nncf.ValidationError as e:
+        if "must not be empty" not in str(e) or not any(op.get_type_name() == "If" for op in model.get_ordered_ops()):
+            raise
+        raise ValueError("NNCF calibrates each branch of the model's If ops on the calibration samples that take it, "
+                         "and the calibration data never takes one of them (e.g. an If on an input that is the same "
+                         "in every sample): give calibration data that takes every branch") from e
 
 
 def run_with_accuracy_control(model, calibration: Dataset, validation: Dataset,
@@ -107,7 +124,7 @@ def run_with_accuracy_control(model, calibration: Dataset, validation: Dataset,
     nncf.set_log_level(logging.ERROR)
     items = [(i, validation.feeds(i, i + 1)) for i in range(len(validation))]
     settings = _settings(calibration, config, transformer)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _untaken_branches(model):
         return nncf.quantize_with_accuracy_control(
             stable_names(model), _calibration(calibration), nncf.Dataset(items, lambda item: item[1]), validate,
             max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=settings["subset_size"],

@@ -283,3 +283,31 @@ def test_accuracy_control_scores_a_time_major_output_one_sample_per_row(tmp_path
 
     ov_quant.run_with_accuracy_control(read_onnx(path), data, data, score, max_drop=1.0)
     assert seen and all(shape == (count, 12, 1, 6) for count, shape in seen), seen
+
+
+def test_an_if_branch_the_calibration_never_takes_is_named_not_an_empty_dataset(tmp_path):
+    """A VAD's layers sit in the branches of an If on its sample rate; calibrated at one rate, NNCF has no sample for
+    the other branch and says "Calibration dataset must not be empty": the error says which data is missing."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeml.inputs.data import Dataset
+
+    rng = np.random.default_rng(0)
+
+    def branch(name: str):
+        weight = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), f"{name}_w")
+        return helper.make_graph([helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [None, 16])],
+                                 [weight])
+    nodes = [helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+             helper.make_node("Equal", ["sr", "rate"], ["at_rate"]),
+             helper.make_node("If", ["at_rate"], ["y"], then_branch=branch("then"), else_branch=branch("else"))]
+    graph = helper.make_graph(nodes, "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16]),
+                                             helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "if.onnx"))
+    one_rate = Dataset({"x": rng.standard_normal((8, 16)).astype(np.float32), "sr": np.full(8, 16000)}, None,
+                       "one rate", axes={"sr": None})
+    with pytest.raises(ValueError, match="the calibration data never takes one of them"):
+        ov_quant.run(read_onnx(tmp_path / "if.onnx"), one_rate)
