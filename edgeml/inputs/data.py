@@ -239,13 +239,9 @@ def samples_first(a: np.ndarray, spec: TensorSpec, source: str, count: int | Non
     per sample (all equal), repeated for the `count` samples of the others."""
     shape, axis, given = spec.shape, spec.batch_axis, a.shape
     if axis is None:
-        once = a.shape == tuple(d if isinstance(d, int) else a.shape[i] for i, d in enumerate(shape)) \
-            if a.ndim == len(shape) else False
-        if once:
+        if a.ndim == len(shape):                                  # given once
             a = np.broadcast_to(a, (count or 1, *a.shape))
-        elif a.ndim == len(shape) + 1 and len(a) and (a == a[:1]).all() and count in (None, len(a)):
-            pass
-        else:
+        elif not (a.ndim == len(shape) + 1 and len(a) and (a == a[:1]).all() and count in (None, len(a))):
             raise DataError(f"{source}: '{spec.name}' has shape {format_shape(given)}; the model takes one value "
                             f"of shape ({format_shape(shape)}) for the whole batch (no batch axis): give it once, or "
                             "once per sample, all equal")
