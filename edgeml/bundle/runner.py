@@ -120,11 +120,10 @@ class NoBatchAxis(Unusable):
     """An output of a call of several samples has no axis of their count."""
 
 
-def batch_axes(specs) -> dict[str, int | None]:
+def batch_axes(specs: list[dict]) -> dict[str, int | None]:
     """The batch axis of each input whose samples are not on its first axis (None: it has no batch axis), from the
-    manifest's input specs (`batch_axis`, the first when absent) or edgeml's TensorSpecs."""
-    pairs = [(s["name"], s.get("batch_axis", 0)) if isinstance(s, dict) else (s.name, s.batch_axis) for s in specs]
-    return {name: axis for name, axis in pairs if axis != 0}
+    manifest's input specs (`batch_axis`, the first when absent)."""
+    return {s["name"]: s["batch_axis"] for s in specs if s.get("batch_axis", 0) != 0}
 
 
 def to_model(feeds: dict[str, np.ndarray], axes: dict[str, int | None]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 from edgeml.bundle.runner import to_model
 from edgeml.errors import DataError, first_line
 from edgeml.hashing import sha256_arrays
-from edgeml.inputs.specs import TensorSpec, format_shape
+from edgeml.inputs.specs import TensorSpec, format_shape, moved_axes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -220,7 +220,6 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
     if not count:
         raise DataError(f"{dataset.source}: the data has no samples")
     labels = dataset.labels
-    axes = {s.name: s.batch_axis for s in specs if s.batch_axis != 0}
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count:
@@ -229,7 +228,7 @@ def conform(dataset: Dataset, specs: list[TensorSpec]) -> Dataset:
                 f"got {labels.dtype} with shape {format_shape(labels.shape)}"
             )
         labels = labels.astype(np.int64)
-    return replace(dataset, inputs=inputs, labels=labels, axes=axes)
+    return replace(dataset, inputs=inputs, labels=labels, axes=moved_axes(specs))
 
 
 def samples_first(a: np.ndarray, spec: TensorSpec, source: str, count: int | None = None) -> np.ndarray:
@@ -305,7 +304,7 @@ def random_dataset(specs: list[TensorSpec], n: int, seed: int, role: str) -> Dat
         else:
             inputs[spec.name] = rng.integers(0, 100, shape).astype(dtype)
     return Dataset(inputs, None, source=f"random {role} inputs (seed {seed})", synthetic=True,
-                   axes={s.name: s.batch_axis for s in specs if s.batch_axis != 0})
+                   axes=moved_axes(specs))
 
 
 def check_disjoint(calibration: Dataset, evaluation: Dataset) -> str | None:

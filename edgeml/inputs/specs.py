@@ -49,6 +49,12 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, **axis}
 
 
+def moved_axes(specs) -> dict[str, int | None]:
+    """The batch axis of each of `specs` (TensorSpecs, or anything with `name` and `batch_axis`) whose samples are not
+    on its first axis: what edgeml.bundle.runner.to_model and to_samples take."""
+    return {s.name: s.batch_axis for s in specs if s.batch_axis != 0}
+
+
 def format_shape(shape: tuple[Dim, ...]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 

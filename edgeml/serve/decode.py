@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeml.bundle.runner import batch_axes, to_samples
+from edgeml.bundle.runner import to_samples
 from edgeml.errors import EdgemlError
+from edgeml.inputs.specs import moved_axes
 
 JSON_TYPES = ("application/json",)
 NPZ_TYPES = ("application/octet-stream", "application/x-npz")
@@ -80,7 +81,7 @@ def decode(body: bytes, content_type: str | None, specs: list[InputSpec], max_sa
     if count > max_samples:
         raise RequestError(413, "too_many_samples", f"{count} samples in one request; this server takes at most "
                            f"{max_samples} (--max-samples)")
-    return to_samples(feeds, batch_axes([{"name": s.name, "batch_axis": s.batch_axis} for s in specs]))
+    return to_samples(feeds, moved_axes(specs))
 
 
 def _from_json(body: bytes) -> dict[str, object]:
