@@ -30,3 +30,12 @@ def int8_saturates() -> bool:
     exact, saturated = 255 * 127 * K, 32767 * K // 2
     assert y in (exact, saturated), f"u8*s8 probe gave {y}: neither exact ({exact}) nor saturated ({saturated})"
     return y == saturated
+
+
+def int8_context(calibration):
+    """The build settings edgeml uses with this CPU's kernels: 7-bit weights where full-range u8*s8 pairs saturate
+    (x86 without VNNI/AMX: there the full range loses accuracy in every Conv), the full 8-bit range elsewhere."""
+    from edgeml.compress.quantize import Int8Config
+    from edgeml.targets.base import BuildContext
+
+    return BuildContext(calibration, int8=Int8Config(avoid_saturation=int8_saturates()))

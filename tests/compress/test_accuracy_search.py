@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from int8_kernels import int8_saturates
+from int8_kernels import int8_context
 
 from edgeml.compress.quantize.accuracy import TIMING_NOISE, Trial, best_trial, search
 from edgeml.measure.evaluate import predict
@@ -216,15 +216,11 @@ def ort_int8():
 
 
 def run_tune(candidate, onnx_path, calibration, data, max_drop, work):
-    from edgeml.compress.quantize import Int8Config
     from edgeml.pipeline.tuning import tune
     from edgeml.progress import Step
     from edgeml.runtimes.onnxruntime import OrtRunner
-    from edgeml.targets.base import BuildContext
 
-    # The INT8 scheme edgeml uses with this CPU's kernels: 7-bit weights where full-range u8*s8 pairs saturate
-    # (x86 without VNNI/AMX: there the full range loses accuracy in every Conv), the full 8-bit range elsewhere.
-    context = BuildContext(calibration, int8=Int8Config(avoid_saturation=int8_saturates()))
+    context = int8_context(calibration)
     reference = predict(OrtRunner(onnx_path, 1), data, 64)
     return tune(candidate, onnx_path=onnx_path, work=work, context=context,
                 reference_outputs=reference, batch=64, fixed=False, sample=calibration.feeds(0, 1), threads=1,

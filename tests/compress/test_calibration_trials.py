@@ -13,9 +13,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from int8_kernels import int8_saturates
+from int8_kernels import int8_context
 
-from edgeml.compress.quantize import Int8Config
 from edgeml.compress.quantize.accuracy import Trial, search
 from edgeml.measure.evaluate import predict
 
@@ -153,13 +152,6 @@ def ort_int8():
     from edgeml.targets.cpu import CPU
 
     return next(c for c in CPU.candidates if c.name == "onnxruntime-int8")
-
-
-def int8_context(calibration):
-    """The INT8 scheme edgeml uses with this CPU's kernels (7-bit weights where full-range u8*s8 pairs saturate)."""
-    from edgeml.targets.base import BuildContext
-
-    return BuildContext(calibration, int8=Int8Config(avoid_saturation=int8_saturates()))
 
 
 def tune_ort(onnx_path, calibration, work, max_drop=0.02):
