@@ -42,6 +42,10 @@ class Int8Config:
     # Layers kept in float (mixed precision): ONNX node names for onnxruntime, OpenVINO op names for openvino
     # (each backend's list of the layers it quantizes names them).
     exclude: tuple[str, ...] = ()
+    # Quantizers of the quantized model reverted to float after quantizing (the accuracy-budget search's finest
+    # fallback): for onnxruntime an activation's Q/DQ pair (named by its tensor) or a weight (by its initializer),
+    # edgeml.compress.quantize.qdq_quantizers; for openvino an activation's FakeQuantize (fake_quantizers).
+    reverted: tuple[str, ...] = ()
     # For CPUs whose int8 kernels can saturate (x86 without VNNI/AMX; edgeml.measure.cpu_features.int8_scheme):
     # 7-bit weights with onnxruntime (reduce_range), NNCF's overflow fix on the first layer with OpenVINO.
     avoid_saturation: bool = False

@@ -1,7 +1,8 @@
 """Quantization with onnxruntime.quantization.
 
 - `run`: static INT8, QDQ format, per-channel weights, calibrated (min-max by default; `Int8Config.calibration_method`
-  and `mean_ranges` choose another: `CALIBRATIONS`). QDQ with per-channel weights is the
+  and `mean_ranges` choose another: `CALIBRATIONS`); the quantizers `Int8Config.reverted` names reverted to float
+  (qdq_quantizers). QDQ with per-channel weights is the
   format ONNX Runtime runs fastest on x86 CPUs; QOperator and dynamic quantization were several times
   slower than FP32 on small CNNs in our checks. Weights are signed and symmetric (S8); activations are
   unsigned (U8) on x86, signed elsewhere. U8S8 is the pairing ONNX Runtime's x86 int8 kernels are built
@@ -32,7 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration
+from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration, qdq_quantizers
 from edgeml.compress.quantize import onnx_attempts as attempts
 from edgeml.inputs.data import Dataset
 from edgeml.measure import cpu_features
@@ -91,9 +92,12 @@ def static(model: Path, output: Path, calibration: Dataset, config: Int8Config =
     # for data range"): min-max calibration is their fallback.
     methods = dict.fromkeys([config.calibration_method, "minmax"])
     # Q/DQ with one scale per channel (an `axis`) exists from opset 13, per tensor from opset 10.
-    return attempts.quantized(model, output, [quantizer(m) for m in methods],
-                              attempts.QUANTIZER_OPSET if config.per_channel else 10,
-                              sample_shapes(calibration))
+    outcome = attempts.quantized(model, output, [quantizer(m) for m in methods],
+                                 attempts.QUANTIZER_OPSET if config.per_channel else 10,
+                                 sample_shapes(calibration))
+    if config.reverted:
+        qdq_quantizers.revert(outcome.model, model, config.reverted, outcome.model)
+    return outcome
 
 
 def quantized_ops() -> frozenset[str]:

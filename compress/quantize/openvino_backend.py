@@ -257,15 +257,18 @@ def _activation_quantizers(op, agnostic: set[str] | None = None) -> list:
 
 
 def _integer_weights(op) -> bool:
-    """Whether one of `op`'s inputs is a weight NNCF stored in integers (a Constant of a low-precision type,
-    dequantized on the way: Convert, Subtract, Multiply)."""
-    def integer(node, depth: int) -> bool:
-        kind = node.get_type_name()
-        if kind == "Constant":
-            return node.get_element_type().get_type_name() in _LOW_PRECISION
-        return depth > 0 and kind in _DECOMPRESSION and any(integer(v.get_node(), depth - 1)
-                                                             for v in node.input_values())
-    return any(integer(value.get_node(), 4) for value in op.input_values())
+    """Whether one of `op`'s inputs is a weight NNCF stored in integers."""
+    return any(integer_weight(value.get_node()) for value in op.input_values())
+
+
+def integer_weight(node, depth: int = 4) -> bool:
+    """Whether `node` gives a weight NNCF stored in integers: a Constant of a low-precision type, dequantized on the
+    way (Convert, Subtract, Multiply)."""
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return node.get_element_type().get_type_name() in _LOW_PRECISION
+    return depth > 0 and kind in _DECOMPRESSION and any(integer_weight(v.get_node(), depth - 1)
+                                                         for v in node.input_values())
 
 
 def run_weight_only(model, config: WeightOnlyConfig = WeightOnlyConfig()):
