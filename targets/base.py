@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from edgeml.compress.quantize import Calibration, Int8Config
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel
@@ -41,6 +43,18 @@ class AccuracyControl:
 
 
 @dataclass(frozen=True)
+class Quantizers:
+    """The quantizers of a candidate's quantized build (each activation's and weight's, finer than a layer), which
+    the accuracy-budget search ranks and reverts to float; its build reverts those `BuildContext.int8.reverted`
+    names."""
+    # (the build's model file, the ONNX model it was built from) -> (quantizer, what it quantizes), in graph order
+    listed: Callable[[Path, Path], list[tuple[str, str]]]
+    # (the build's model file, the ONNX model, quantizers) -> run(feeds, mask): the outputs of the build with each
+    # quantizer i reverted where mask[i], all in one compiled model (for ranking, not timing)
+    switchable: Callable[[Path, Path, list[str]], Callable[[dict, np.ndarray], list[np.ndarray]]]
+
+
+@dataclass(frozen=True)
 class Candidate:
     name: str
     backend: Backend
@@ -63,6 +77,9 @@ class Candidate:
     # each a named change of BuildContext.int8, in the order the accuracy-budget search tries them before it keeps
     # layers in float.
     calibrations: tuple[Calibration, ...] = ()
+    # For candidates with `layers` whose build honours BuildContext.int8.reverted: its quantizers, which the search
+    # reverts one by one instead of keeping whole layers in float.
+    quantizers: Quantizers | None = None
     # Its quantizer can start from a model fine-tuned with fake INT8 (edgeml.pipeline.quantization_aware): the
     # last resort when it breaks the budget and training data is given.
     quantization_aware: bool = False

@@ -24,11 +24,20 @@ Before any of that, one build keeps every layer in float (the float model, when 
 every quantized op): when even that misses the budget, the loss is in something the search does not
 control, no search can meet it, and it stops there.
 
-Then, before any layer is kept in float, the fully quantized model is built with each alternative calibration the
+Then, before anything is kept in float, the fully quantized model is built with each alternative calibration the
 quantizer offers (`calibrations`: averaged or percentile ranges, asymmetric activations, bias correction ...), in
 order, until one is within the budget: a loss that is one bad range, or the sum of many small errors, is fixed by
 other ranges or corrections, not by float layers. When none is, the one with the smallest drop (when smaller than
 the default's) is the base of every later build (layers kept in float, the local-error ranking).
+
+Where the backend can list the quantizers of the fully quantized build and run it with any of them reverted
+(`quantizers`: each activation's Q/DQ pair or FakeQuantize, each weight's), the search reverts quantizers instead of
+keeping layers in float (`_revert_quantizers`): the error of an INT8 model arises in quantizers, not layers, and
+often not in a compute layer at all (a model input, a Concat, Add, Mul or Sigmoid output, an embedding's output),
+or it is the sum of many small ones; "drop when only this layer is INT8" then ranks nothing (1 to 32 layers of a
+text recognizer in float: drop 0.060, 0.059, 0.057, 0.060, 0.058, 0.059). Each quantizer is ranked by the output
+error its revert removes, measured in one run of a model with every quantizer switchable (no build); the greedy
+reverts re-rank as they go, and a flat ranking is bisected.
 
 When the caller already has a faster configuration within the budget (another candidate), the
 search stops at the first trial that misses the budget and is no faster than it (`not_faster`: the caller
@@ -53,11 +62,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from edgeml.errors import first_line
 from edgeml.pipeline.time_limit import TimeLimit
 
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
+RANKING_SHARE = 0.4    # of the time left, at most this share ranks the quantizers (one run each, no build)
+FLAT = 0.2             # the best quantizer to revert removes less than this share of the output error: it is spread
+RERANK = 8             # after each revert, at least the next this many of the ranking are ranked again
 TIMING_NOISE = 1.05    # without `as_fast`: trial p50s (short runs) within this ratio of the fastest count as equal
 
 
@@ -73,6 +86,16 @@ class Trial:
     pareto: bool = False
     timed_as: str = ""         # the runtime config that gave p50_ms, when the caller timed it in several
     calibration: str = ""      # the alternative calibration it was built with (its name); "" for the default
+    reverted: tuple[str, ...] = ()   # the quantizers of the fully quantized build reverted to float
+
+
+@dataclass
+class QuantizerRanking:
+    """The quantizers of the fully quantized build (the caller's backend lists them) and how far the build's outputs
+    are from the reference's with some of them reverted to float, on the ranking data: one run, no build."""
+    listed: list[tuple[str, str]]                 # (quantizer, what it quantizes), in graph order
+    error: Callable[[frozenset[str]], float]      # output error with these reverted; 0 is the reference's outputs
+    samples: int = 0                              # how many samples `error` runs
 
 
 @dataclass
@@ -81,7 +104,8 @@ class SearchResult:
     met: bool
     # budget met | time budget | out of reach: ... | slower than <candidate> ...
     stopped: str
-    # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass)
+    # layer, op, and drop_when_only_this_is_int8 (one build per layer) or local_error (one pass); or quantizer,
+    # what, output_error (reverted alone) and gain (the output error it removes)
     sensitivity: list[dict] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
@@ -91,14 +115,16 @@ class SearchResult:
     contests: list[dict] = field(default_factory=list)
     # the calibration the builds after the alternative calibrations' trials used; "" for the default
     calibration: str = ""
-    # the alternative calibrations that failed to build or run: calibration, error (one line)
+    # the alternative calibrations that failed to build or run: calibration (or step), error (one line)
     failed: list[dict] = field(default_factory=list)
+    # the quantizers' ranking: quantizers (listed), ranked (alone), samples, output_error (all quantized); or None
+    ranking: dict | None = None
 
     def to_dict(self) -> dict:
         return {"best": asdict(self.best), "met": self.met, "stopped": self.stopped,
                 "sensitivity": self.sensitivity, "trials": [asdict(t) for t in self.trials],
                 "seconds": round(self.seconds, 3), "resolution": self.resolution, "contests": self.contests,
-                "calibration": self.calibration, "failed": self.failed}
+                "calibration": self.calibration, "failed": self.failed, "ranking": self.ranking}
 
 
 def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], str, str], Trial],
@@ -106,7 +132,8 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
            local_errors: Callable[[str], dict[str, float]] | None = None,
            not_faster: Callable[[Trial], str | None] | None = None,
            as_fast: Callable[[list[Trial]], list[Trial]] | None = None,
-           calibrations: tuple[str, ...] = ()) -> SearchResult:
+           calibrations: tuple[str, ...] = (),
+           quantizers: Callable[[str, float], QuantizerRanking] | None = None) -> SearchResult:
     """Find the fastest configuration within `max_drop`, keeping as few layers in float as it can.
 
     `layers` are (node name, op type) in graph order; `evaluate(excluded, purpose, calibration)` builds the
@@ -117,6 +144,9 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     `not_faster(trial)`, asked of a trial that misses the budget, says why it is no faster than the fastest
     configuration the caller already has within the budget (None while it is faster); `as_fast(trials)`
     picks, of trials within the budget, those as fast as the fastest of them (see `best_trial`).
+    `quantizers(calibration, seconds)`, when given, ranks the quantizers of the fully quantized build made with that
+    calibration, on as many samples as ranking each alone takes about `seconds`, and the search reverts quantizers
+    (`evaluate`'s fourth argument) instead of keeping layers in float.
     """
     started = time.monotonic()
     trials: list[Trial] = []
@@ -124,11 +154,12 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     base = ""                                   # the calibration every build after the calibrations' trials uses
     failed: list[dict] = []
 
-    def trial(excluded: tuple[str, ...], purpose: str, calibration: str | None = None) -> Trial:
+    def trial(excluded: tuple[str, ...], purpose: str, calibration: str | None = None,
+              reverted: tuple[str, ...] = ()) -> Trial:
         begun = time.monotonic()
         calibration = base if calibration is None else calibration
-        t = evaluate(excluded, purpose, calibration)
-        t.calibration = calibration
+        t = evaluate(excluded, purpose, calibration, reverted)
+        t.calibration, t.reverted = calibration, reverted
         durations.append(time.monotonic() - begun)
         trials.append(t)
         if on_trial:
@@ -142,11 +173,11 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         """Why to stop after `t`: it misses the budget and is already no faster than the caller's best."""
         return not_faster(t) if not_faster is not None and t.drop > max_drop else None
 
-    def finish(stopped: str, sensitivity: list[dict]) -> SearchResult:
+    def finish(stopped: str, sensitivity: list[dict], ranking: dict | None = None) -> SearchResult:
         mark_pareto(trials)
         best = best_trial(trials, max_drop, as_fast)
         return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
-                            time.monotonic() - started, calibration=base, failed=failed)
+                            time.monotonic() - started, calibration=base, failed=failed, ranking=ranking)
 
     full = trial((), "all layers quantized")
     if full.drop <= max_drop:
@@ -171,6 +202,17 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
                 raise
             failed.append({"calibration": calibration, "error": f"{type(e).__name__}: {first_line(e)}"})
     base = min((t for t in trials if not t.excluded), key=lambda t: t.drop).calibration   # equal drops: the default
+    if quantizers is not None:
+        try:
+            ranking = quantizers(base, RANKING_SHARE * (seconds - (time.monotonic() - started)))
+        except Exception as e:    # a graph the backend cannot switch: layers, as for a backend without quantizers
+            if isinstance(e, (TimeLimit, MemoryError)):
+                raise
+            failed.append({"step": "ranking the quantizers", "error": f"{type(e).__name__}: {first_line(e)}"})
+        else:
+            if ranking.listed:
+                return _revert_quantizers(ranking, trial, out_of_time, hopeless, finish, max_drop,
+                                          seconds - (time.monotonic() - started))
     if local_errors is not None and len(layers) > TRIALS_UP_TO:
         return _bisect(layers, local_errors(base), trial, out_of_time, hopeless, finish, max_drop)
 
@@ -206,16 +248,26 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
 
     def attempt(k: int):
         return trial(tuple(ranked[:k]), f"{k} layer(s) with the largest local error in float")
+    return _fewest(len(ranked), attempt, out_of_time, hopeless, finish, max_drop, sensitivity)
 
-    failed, met, k = 0, len(ranked), 1
-    while k < met:
+
+def _fewest(count: int, attempt, out_of_time, hopeless, finish, max_drop: float, sensitivity: list[dict],
+            whole: str | None = None) -> SearchResult:
+    """The smallest k in 1..`count` whose `attempt(k)` meets the budget: k = 1, 2, 4 ..., then bisection between
+    the last two. All `count` are known to meet it (not tried) unless `whole` says what they are ("all 12
+    quantizers reverted"): then the last doubling tries them."""
+    failed, met, k = 0, None if whole else count, 1
+    while met is None or k < met:
         if out_of_time():
             return finish("time budget", sensitivity)
+        k = min(k, count)
         t = attempt(k)
         if t.drop <= max_drop:
             met = k
         elif why := hopeless(t):
             return finish(why, sensitivity)
+        elif k == count:
+            return finish(f"out of reach: with {whole} the drop is still {t.drop:.4f}", sensitivity)
         else:
             failed, k = k, 2 * k
     while met - failed > 1:
@@ -229,9 +281,84 @@ def _bisect(layers, errors: dict[str, float], trial, out_of_time, hopeless, fini
     return finish("budget met", sensitivity)
 
 
+def _revert_quantizers(ranking: QuantizerRanking, trial, out_of_time, hopeless, finish, max_drop: float,
+                       seconds: float) -> SearchResult:
+    """Revert quantizers of the fully quantized build to float, the one whose revert removes the most output error
+    first, until the budget is met.
+
+    Each quantizer is ranked by the output error it removes when reverted alone (`RANKING_SHARE` of the time left
+    at most; the rest follow in graph order); after each revert the rest are ranked again with it (only the next
+    `RERANK` once the ranking would take more than its share of the time), since errors interact: a range that one
+    quantizer crushed hides the error of the next, and a quantizer downstream of a reverted one may matter less.
+    When the best one left removes less than `FLAT` of the remaining error, the error is the sum of many small
+    ones: the top 1, 2, 4 ... of the ranking are reverted together until the budget is met, then bisection between
+    the last two.
+    """
+    started = time.monotonic()
+    what = dict(ranking.listed)
+    errors: dict[frozenset[str], float] = {}
+
+    spent = [0.0]                                  # seconds in ranking runs
+
+    def error(reverted) -> float:
+        key = frozenset(reverted)
+        if key not in errors:
+            begun = time.monotonic()
+            errors[key] = ranking.error(key)
+            spent[0] += time.monotonic() - begun
+        return errors[key]
+
+    current = error(())
+    gains: dict[str, float] = {}
+    for name, _ in ranking.listed:
+        if time.monotonic() - started > RANKING_SHARE * seconds:
+            break
+        gains[name] = current - error({name})
+    sensitivity = [{"quantizer": name, "what": what[name], "output_error": errors[frozenset({name})],
+                    "gain": gain} for name, gain in gains.items()]
+    done = partial(finish, ranking={"quantizers": len(ranking.listed), "ranked": len(gains),
+                                    "samples": ranking.samples, "output_error": errors[frozenset()]})
+    order = sorted(gains, key=lambda name: -gains[name]) + [name for name, _ in ranking.listed if name not in gains]
+    reverted: tuple[str, ...] = ()
+    while order:
+        if out_of_time():
+            return done("time budget", sensitivity)
+        if gains.get(order[0], 0.0) < FLAT * current:
+            return _revert_groups(reverted, order, trial, out_of_time, hopeless, done, max_drop, sensitivity)
+        reverted, order = reverted + (order[0],), order[1:]
+        t = trial((), f"quantizers: {len(reverted)} reverted, the last: {what[reverted[-1]]}",
+                  reverted=reverted)
+        if t.drop <= max_drop:
+            return done("budget met", sensitivity)
+        if why := hopeless(t):
+            return done(why, sensitivity)
+        current = error(reverted)
+        # all the rest ranked again while the ranking keeps to its share of the time, else the next RERANK
+        one = spent[0] / len(errors)
+        again = order if spent[0] + len(order) * one <= RANKING_SHARE * seconds else order[:RERANK]
+        for name in again:
+            gains[name] = current - error({*reverted, name})
+        order = sorted(again, key=lambda name: -gains[name]) + order[len(again):]
+    return done(f"out of reach: with all {len(reverted)} quantizers reverted the drop is still {t.drop:.4f}",
+                sensitivity)
+
+
+def _revert_groups(reverted: tuple[str, ...], order: list[str], trial, out_of_time, hopeless, finish,
+                   max_drop: float, sensitivity: list[dict]) -> SearchResult:
+    """Revert `reverted` and the first k of `order`, for the smallest k that meets the budget: k = 1, 2, 4 ... (the
+    last step all of them), then bisection between the last two."""
+    def attempt(k: int):
+        return trial((), f"quantizers: {len(reverted) + k} reverted, {k} with the largest effect on the outputs "
+                         f"together", reverted=reverted + tuple(order[:k]))
+
+    return _fewest(len(order), attempt, out_of_time, hopeless, finish, max_drop, sensitivity,
+                   whole=f"all {len(reverted) + len(order)} quantizers reverted")
+
+
 def best_trial(trials: list[Trial], max_drop: float,
                as_fast: Callable[[list[Trial]], list[Trial]] | None = None) -> Trial:
-    """The trial to keep: among those within `max_drop`, the fewest layers in float of those as fast as the fastest,
+    """The trial to keep: among those within `max_drop`, the fewest layers (or quantizers) in float of those as fast
+    as the fastest,
     then the fastest; when none is within it, the smallest drop. `as_fast(within)` says which are as fast (the
     pipeline times them together); without it, a short-run p50 within `TIMING_NOISE` of the fastest is."""
     within = [t for t in trials if t.drop <= max_drop + 1e-12]
@@ -242,7 +369,7 @@ def best_trial(trials: list[Trial], max_drop: float,
         tied = [t for t in within if t.p50_ms <= fastest * TIMING_NOISE]
     else:
         tied = as_fast(within)
-    return min(tied, key=lambda t: (len(t.excluded), t.p50_ms))
+    return min(tied, key=lambda t: (len(t.excluded) + len(t.reverted), t.p50_ms))
 
 
 def mark_pareto(trials: list[Trial]) -> None:

@@ -1,7 +1,8 @@
 """The accuracy-budget phase of `optimize`: for each INT8 candidate that broke the budget, a search for other
-calibrations and the layers to keep in float (edgeml.pipeline.tuning), run after every candidate is measured so
-that it can stop once it cannot beat a candidate already within the budget. Its result makes a `-mixed` row (layers
-kept in float, with the calibration it chose) or a `-calibrated` row (every layer in INT8, another calibration).
+calibrations and the layers to keep (or quantizers to revert) in float (edgeml.pipeline.tuning), run after every
+candidate is measured so that it can stop once it cannot beat a candidate already within the budget. Its result
+makes a `-mixed` row (layers kept in float or quantizers reverted, with the calibration it chose) or a `-calibrated`
+row (every layer in INT8, another calibration).
 
 A candidate whose quantizer has its own accuracy control (`Candidate.accuracy_control`: NNCF's
 quantize_with_accuracy_control for OpenVINO) runs it too, on the same data, metric and reference outputs, in
@@ -86,7 +87,7 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     mixed.predicted = plan.predict(ctx.exported.path, ctx.profile, mixed.precision, recipe.threads)
                     for other, precision in candidate.runs_also_as:
                         _mixed_as(ctx, candidate, mixed, tuned.artifact, other,
-                                  precision if tuned.result.best.excluded else candidate.precision)
+                                  precision if in_float(tuned.result.best) else candidate.precision)
             except Exception as e:
                 if fatal(e, ctx.debug):
                     raise
@@ -115,9 +116,10 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: b
     """Record the search (and the quantizer's own accuracy control, `control`); a new row when the better of them
     kept layers in float (`-mixed`) or calibrated otherwise (`-calibrated`) and the row is `needed` (else None)."""
     result = tuned.result
-    kept, calibration = (result.best.excluded, result.best.calibration) if needed else ((), "")
+    best = result.best if needed else Trial((), 0.0, 0.0, 0.0, 0)
+    kept, calibration, reverted = best.excluded, best.calibration, best.reverted
     chosen = control is not None and control.get("chosen", False)
-    name = f"{candidate.name}-mixed" if kept else f"{candidate.name}-calibrated" if calibration else None
+    name = f"{candidate.name}-mixed" if in_float(best) else f"{candidate.name}-calibrated" if calibration else None
     run.tuning[candidate.name] = {
         **result.to_dict(), "metric": tuned.metric,
         "data": tuned.data,
@@ -129,15 +131,31 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: b
         return None
     outcome = "to meet the accuracy budget" if result.met else "(the closest to the budget it found)"
     changes = [calibration] if calibration else []
-    changes += [f"{len(kept)} most sensitive layer(s) kept in fp32 " + (f"by {control['method']} " if chosen else "")
-                + f"{outcome}: {', '.join(kept)}"] if kept else [f"every layer in INT8, {outcome}"]
-    mixed = Row(name, candidate.backend.name, f"{candidate.precision}+fp32" if kept else candidate.precision,
+    if kept:
+        changes.append(f"{len(kept)} most sensitive layer(s) kept in fp32 "
+                       + (f"by {control['method']} " if chosen else "") + f"{outcome}: {', '.join(kept)}")
+    elif reverted:
+        changes.append(f"{len(reverted)} quantizer(s) reverted to fp32 {outcome}: {named(reverted)}")
+    else:
+        changes.append(f"every layer in INT8, {outcome}")
+    mixed = Row(name, candidate.backend.name, f"{candidate.precision}+fp32" if in_float(best) else candidate.precision,
                 "candidate", method="; ".join([candidate.method, *changes]),
                 backend_version=row.backend_version,
                 build_seconds=round(result.seconds + (control or {}).get("seconds", 0.0), 3),
-                cached=control["cached"] if chosen else (kept, calibration) in tuned.restored)
+                cached=control["cached"] if chosen else (kept, calibration, reverted) in tuned.restored)
     run.rows.append(mixed)
     return mixed
+
+
+def in_float(trial: Trial) -> bool:
+    """Whether `trial` keeps layers in float or reverted quantizers to float (a `-mixed` build)."""
+    return bool(trial.excluded or trial.reverted)
+
+
+def named(names: tuple[str, ...], shown: int = 8) -> str:
+    """The first `shown` of `names`, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artifact, other: str,
@@ -169,7 +187,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     Returns what run.tuning records of it."""
     control, budget, bench = candidate.accuracy_control, ctx.recipe.max_accuracy_drop, ctx.bench
     record: dict = {"method": control.method}
-    if tuned.result.met and not tuned.result.best.excluded:
+    if tuned.result.met and not in_float(tuned.result.best):
         return {**record, "stopped": "not run: with every layer in INT8 it is within the budget on the tuning data"}
     if seconds <= 0:
         return {**record, "stopped": "the search used the whole tuning budget"}

@@ -22,6 +22,7 @@ is 1.6 points, so a 1-point budget could accept no change at all) and training d
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.compress.quantize.accuracy import SearchResult, Trial, search
+from edgeml.bundle.runner import batched
+from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.measure.latency import MeasureConfig, measure_latency
@@ -44,6 +46,8 @@ from edgeml.targets.base import BuildContext, Candidate
 # Trials are ranked, not reported: a short timing is enough to order them.
 TRIAL_MEASURE = MeasureConfig(seconds=0.2, min_runs=20, warmup_seconds=0.05)
 SEED = 0                    # which training samples join the tuning data
+RANKING_SAMPLES = 32        # of the tuning data, at most the first this many rank the quantizers
+FEWEST_RANKING_SAMPLES = 4  # and at least this many
 
 
 def samples_needed(metric: str, max_drop: float) -> int:
@@ -91,6 +95,44 @@ def calibrated(context: BuildContext, candidate: Candidate, calibration: str) ->
         return context
     offered = next(c for c in candidate.calibrations if c.name == calibration)
     return replace(context, int8=offered.applied(context.int8))
+
+
+def ranking(candidate: Candidate, model: Path, onnx_path: Path, data: Dataset, reference: list[np.ndarray],
+            batch: int, fixed: bool, seconds: float) -> QuantizerRanking:
+    """`candidate`'s quantizers of its build `model` (made from `onnx_path`), and the build's output error with any of
+    them reverted, on the first samples of `data` (`reference`: the original model's outputs on `data`): as many as
+    ranking each quantizer alone takes about `seconds` (from `FEWEST_RANKING_SAMPLES` to `RANKING_SAMPLES`)."""
+    listed = candidate.quantizers.listed(model, onnx_path)
+    names = [name for name, _ in listed]
+    run = candidate.quantizers.switchable(model, onnx_path, names)
+
+    def on(count: int) -> Callable[[frozenset[str]], float]:
+        inputs = {name: values[:count] for name, values in data.inputs.items()}
+        expected = [r[:count] for r in reference]
+
+        def error(reverted: frozenset[str]) -> float:
+            mask = np.array([name in reverted for name in names], dtype=bool)
+            return output_error(batched(lambda feeds: run(feeds, mask), batch, fixed, data.axes)(inputs), expected)
+        return error
+
+    few = min(FEWEST_RANKING_SAMPLES, len(data))
+    started = time.monotonic()
+    on(few)(frozenset())
+    per_sample = (time.monotonic() - started) / few
+    count = int(np.clip(seconds / max(len(names), 1) / per_sample, few, min(RANKING_SAMPLES, len(data))))
+    return QuantizerRanking(listed, on(count), count)
+
+
+def output_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Mean over outputs and samples of each sample's relative error (L2 against the reference's L2): 0 for the
+    reference's own outputs."""
+    errors = []
+    for got, expected in zip(outputs, reference):
+        got = np.asarray(got, np.float64).reshape(len(got), -1)
+        expected = np.asarray(expected, np.float64).reshape(len(expected), -1)
+        norms = np.maximum(np.linalg.norm(expected, axis=1), 1e-12)
+        errors.append(float(np.mean(np.linalg.norm(got - expected, axis=1) / norms)))
+    return float(np.mean(errors))
 
 
 @dataclass
@@ -172,7 +214,8 @@ class Tuned:
     artifact: Artifact          # the best configuration's build
     metric: str                 # the quality metric on the tuning data
     builds: int                 # configurations built for the search (the reused full INT8 build not counted)
-    restored: set[tuple[tuple[str, ...], str]]   # those whose build came from the cache (layers in float, calibration)
+    # those whose build came from the cache (layers in float, calibration, quantizers reverted)
+    restored: set[tuple[tuple[str, ...], str, tuple[str, ...]]]
     data: str                   # what each dataset was used for, in words
     timing: TrialTiming         # how its decisions on speed were timed (the best trial's build still open to it)
 
@@ -206,25 +249,25 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     layers = candidate.layers(onnx_path)
     # the alternative calibrations that differ from this run's (a recipe may already ask for percentile)
     calibrations = tuple(c.name for c in candidate.calibrations if c.applied(context.int8) != context.int8)
-    artifacts: dict[tuple[tuple[str, ...], str], Artifact] = {}      # by (layers in float, calibration)
+    artifacts: dict[tuple[tuple[str, ...], str, tuple[str, ...]], Artifact] = {}   # by Trial key
     timing = TrialTiming(candidate, sample, threads, runs_also_as or {}, beat, contest_seconds)
     builds, restored = [], set()                 # the configurations built, and those the cache gave
 
-    def evaluate(excluded: tuple[str, ...], purpose: str, calibration: str) -> Trial:
+    def evaluate(excluded: tuple[str, ...], purpose: str, calibration: str, reverted: tuple[str, ...]) -> Trial:
         step.describe(f"{candidate.name}: accuracy budget, trial {len(artifacts) + 1} ({purpose})")
         settings = calibrated(context, candidate, calibration)
-        settings = replace(settings, int8=replace(settings.int8, exclude=excluded))
-        if built is not None and not excluded and not calibration:
+        settings = replace(settings, int8=replace(settings.int8, exclude=excluded, reverted=reverted))
+        if built is not None and not excluded and not calibration and not reverted:
             artifact = built
         else:
             artifact, cached = build(candidate, work / f"trial-{len(artifacts):03d}", settings)
-            builds.append((excluded, calibration))
+            builds.append((excluded, calibration, reverted))
             if cached:
-                restored.add((excluded, calibration))
+                restored.add((excluded, calibration, reverted))
         runner = candidate.backend.open(artifact, threads)
         quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
         timed_as, p50 = fastest_config(candidate, artifact, runner, sample, threads, runs_also_as or {})
-        artifacts[excluded, calibration] = artifact
+        artifacts[excluded, calibration, reverted] = artifact
         trial = Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
                       timed_as=timed_as)
         timing.add(trial, artifact)
@@ -232,16 +275,23 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
 
     def local_errors(calibration: str) -> dict[str, float]:
         step.describe(f"{candidate.name}: accuracy budget, ranking {len(layers)} layers by local error")
-        full = artifacts[(), calibration]
+        full = artifacts[(), calibration, ()]
         return candidate.local_errors(full.folder / full.entry, tuning, layers)
+
+    def quantizers(calibration: str, seconds: float) -> QuantizerRanking:
+        full = artifacts[(), calibration, ()]
+        step.describe(f"{candidate.name}: accuracy budget, ranking the quantizers")
+        return ranking(candidate, full.folder / full.entry, onnx_path, tuning, reference_outputs, batch, fixed,
+                       seconds)
 
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None,
-                    not_faster=timing.not_faster, as_fast=timing.as_fast, calibrations=calibrations)
+                    not_faster=timing.not_faster, as_fast=timing.as_fast, calibrations=calibrations,
+                    quantizers=quantizers if candidate.quantizers is not None else None)
     result.contests = timing.contests
     result.resolution = resolution(len(tuning), metric, max_drop,
                                    "the calibration data" if tuning is context.calibration else "the tuning data")
-    chosen = (result.best.excluded, result.best.calibration)
+    chosen = (result.best.excluded, result.best.calibration, result.best.reverted)
     best = artifacts[chosen]
     for key, artifact in artifacts.items():
         if key != chosen and artifact is not built:

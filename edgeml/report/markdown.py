@@ -438,7 +438,9 @@ def tuning_notes(tuning: dict) -> list[str]:
     best = tuning["best"]
     metric = tuning["metric"]
     calibration = f" and {best['calibration']}" if best.get("calibration") else ""
-    outcome = (f"met the budget with {len(best['excluded'])} layer(s) in fp32{calibration} (row {tuning['row']})"
+    in_float = (f"{len(best['reverted'])} quantizer(s) reverted to fp32" if best.get("reverted") else
+                f"{len(best['excluded'])} layer(s) in fp32")
+    outcome = (f"met the budget with {in_float}{calibration} (row {tuning['row']})"
                if tuning["met"] and tuning["row"] else
                "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
                f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
@@ -450,9 +452,18 @@ def tuning_notes(tuning: dict) -> list[str]:
             f"{tuning['data']}; {metric} there"] + (
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
-        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + [
-        f"calibration {f['calibration']} failed, left out: {f['error']}" for f in tuning.get("failed") or []] + [
+        [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + (
+        [_ranking_note(tuning["ranking"])] if tuning.get("ranking") else []) + [
+        f"{f.get('step') or 'calibration ' + f['calibration']} failed, left out: {f['error']}"
+        for f in tuning.get("failed") or []] + [
         _contest_note(c) for c in tuning.get("contests") or []] + qat
+
+
+def _ranking_note(ranking: dict) -> str:
+    """How the search ranked the quantizers (edgeml.compress.quantize.accuracy._revert_quantizers)."""
+    return (f"quantizers: {ranking['quantizers']} in the fully quantized build, {ranking['ranked']} ranked by the "
+            f"output error each removes when reverted alone, on {ranking['samples']} tuning samples (output error "
+            f"with all quantized: {ranking['output_error']:.4f})")
 
 
 def _contest_note(c: dict) -> str:
@@ -488,6 +499,10 @@ def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
     """One build per layer (its quality drop alone in INT8), or one pass (its local error: how much the
     relative error of its output exceeds that of its input in the fully quantized model)."""
     metric = tuning["metric"]
+    if "gain" in tuning["sensitivity"][0]:
+        header = ["quantizer", "what it quantizes", "output error with it alone reverted", "output error it removes"]
+        return header, [[s["quantizer"], s["what"], f"{s['output_error']:.4f}", f"{s['gain']:+.4f}"]
+                        for s in sorted(tuning["sensitivity"], key=lambda s: -s["gain"])]
     if "local_error" in tuning["sensitivity"][0]:
         header = ["layer", "op", "local error in the fully quantized model (output minus input relative error)"]
         return header, [[s["layer"], s["op"], f"{s['local_error']:+.4f}"]
@@ -506,6 +521,10 @@ def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
         header.insert(4, "fastest run as")
         for row, t in zip(rows, tuning["trials"]):
             row.insert(4, t.get("timed_as", ""))
+    if any(t.get("reverted") for t in tuning["trials"]):      # quantizers reverted: how many
+        header.insert(2, "quantizers reverted")
+        for row, t in zip(rows, tuning["trials"]):
+            row.insert(2, str(len(t.get("reverted") or ())))
     if any(t.get("calibration") for t in tuning["trials"]):   # alternative calibrations tried: which each build used
         header.insert(2, "calibration")
         for row, t in zip(rows, tuning["trials"]):

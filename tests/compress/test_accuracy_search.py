@@ -16,7 +16,8 @@ import pytest
 import torch
 from int8_kernels import int8_context
 
-from edgeml.compress.quantize.accuracy import TIMING_NOISE, Trial, best_trial, search
+from edgeml.compress.quantize import accuracy
+from edgeml.compress.quantize.accuracy import TIMING_NOISE, QuantizerRanking, Trial, best_trial, search
 from edgeml.measure.evaluate import predict
 
 LAYERS = [("conv1", "Conv"), ("conv2", "Conv"), ("fc1", "Gemm"), ("fc2", "Gemm")]
@@ -26,7 +27,7 @@ def quality_model(costs, speed=None, delay=0.0):
     """Drop = sum of the costs of the quantized layers; each float layer adds latency."""
     speed = speed or {name: 1.0 for name in costs}
 
-    def evaluate(excluded, purpose, calibration):
+    def evaluate(excluded, purpose, calibration, reverted=()):
         time.sleep(delay)
         drop = sum(c for name, c in costs.items() if name not in excluded)
         p50 = 10.0 + sum(speed[name] for name in excluded)
@@ -166,6 +167,88 @@ def test_a_faster_candidate_does_not_stop_a_search_that_can_still_win():
     assert result.met and set(result.best.excluded) == {"conv3", "conv11", "conv17"}
 
 
+# Quantizers instead of layers: the output error is a known sum over the quantizers left in INT8.
+
+def quantizer_model(costs, hidden=None, delay=0.0):
+    """(evaluate, ranking): the drop (and the output error) is the sum of the costs of the quantizers not reverted,
+    plus, for each `hidden` quantizer q: (mask, cost), its cost once `mask` is reverted and q is not (a range that
+    crushes its input hides the error of the next one). Every layer in float is the float model, the slowest; each
+    quantizer reverted adds 1 ms."""
+    def error(reverted):
+        return (sum(c for q, c in costs.items() if q not in reverted)
+                + sum(c for q, (mask, c) in (hidden or {}).items() if mask in reverted and q not in reverted))
+
+    def evaluate(excluded, purpose, calibration, reverted=()):
+        time.sleep(delay)
+        drop = 0.0 if excluded else error(set(reverted))
+        return Trial(tuple(excluded), 0.9 - drop, drop, 10.0 + len(reverted) + 20.0 * len(excluded), 100, purpose)
+    names = [*costs, *(hidden or {})]
+    return evaluate, QuantizerRanking([(q, f"output of {q}") for q in names], error, 8)
+
+
+def test_quantizers_are_reverted_greedily_and_ranked_again_after_each_revert():
+    costs = {f"q{i}": 0.01 for i in range(10) if i != 5} | {"q3": 0.6, "q7": 0.3}
+    evaluate, ranking = quantizer_model(costs, hidden={"q5": ("q3", 0.2)}, delay=0.01)
+    asked = []
+    result = search(LAYERS, evaluate, 0.1, 60, quantizers=lambda calibration, seconds: asked.append(seconds) or ranking)
+    assert result.met and result.stopped == "budget met"
+    # q5 costs nothing until q3 is reverted: ranked last alone, found by the ranking after q3 and q7
+    assert result.best.reverted == ("q3", "q7", "q5") and result.best.excluded == ()
+    assert [t.purpose for t in result.trials[2:]] == [
+        "quantizers: 1 reverted, the last: output of q3", "quantizers: 2 reverted, the last: output of q7",
+        "quantizers: 3 reverted, the last: output of q5"]
+    gains = {s["quantizer"]: s["gain"] for s in result.sensitivity}
+    assert gains["q3"] == pytest.approx(0.6 - 0.2) and gains["q5"] == 0      # alone, q3 reveals q5's error
+    assert result.ranking == {"quantizers": 10, "ranked": 10, "samples": 8, "output_error": pytest.approx(0.97)}
+    assert 0 < asked[0] <= 60 * accuracy.RANKING_SHARE                      # the ranking's share of the time left
+    from edgeml.report.markdown import sensitivity_table, trials_table, tuning_notes
+
+    recorded = result.to_dict() | {"metric": "cosine", "data": "calibration data", "row": "x-mixed"}
+    header, rows = sensitivity_table(recorded)
+    assert header[:2] == ["quantizer", "what it quantizes"] and rows[0][:2] == ["q3", "output of q3"]
+    header, rows = trials_table(recorded)
+    assert header[2] == "quantizers reverted" and [row[2] for row in rows[2:]] == ["1", "2", "3"]
+    notes = tuning_notes(recorded)
+    assert notes[0].startswith("plain INT8 broke the budget on the evaluation data; the search met the budget with "
+                               "3 quantizer(s) reverted to fp32 (row x-mixed)")
+    assert ("quantizers: 10 in the fully quantized build, 10 ranked by the output error each removes when reverted "
+            "alone, on 8 tuning samples (output error with all quantized: 0.9700)") in notes
+
+
+def test_a_flat_ranking_reverts_the_top_quantizers_together_and_bisects():
+    costs = {f"q{i:02d}": 0.01 for i in range(40)}              # the sum of many small errors: 0.40
+    evaluate, ranking = quantizer_model(costs)
+    result = search(LAYERS, evaluate, 0.105, 60, quantizers=lambda calibration, seconds: ranking)
+    assert result.met and len(result.best.reverted) == 30                 # 0.10 left, the fewest that meet 0.105
+    groups = [len(t.reverted) for t in result.trials[2:]]
+    assert groups == [1, 2, 4, 8, 16, 32, 24, 28, 30, 29]                 # doubling, then bisection
+    assert all("together" in t.purpose for t in result.trials[2:])
+
+
+def test_a_search_over_quantizers_stops_when_the_trial_is_no_faster_than_the_best_row():
+    costs = {f"q{i:02d}": 0.01 for i in range(40)}
+    evaluate, ranking = quantizer_model(costs)
+    result = search(LAYERS, evaluate, 0.105, 60, quantizers=lambda calibration, seconds: ranking,
+                    not_faster=slower_than(13.5))                          # 10 ms + 1 ms per quantizer reverted
+    assert result.stopped == "slower than other (14.0 ms >= 13.5 ms)"
+    assert [len(t.reverted) for t in result.trials[2:]] == [1, 2, 4]
+
+
+def test_a_ranking_that_fails_leaves_the_layers_to_the_search():
+    def broken(calibration, seconds):
+        raise RuntimeError("the switchable model does not load\nsecond line")
+    result = search(LAYERS, quality_model({"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}), 0.01, 60,
+                    quantizers=broken)
+    assert result.failed == [{"step": "ranking the quantizers",
+                              "error": "RuntimeError: the switchable model does not load"}]
+    assert result.met and set(result.best.excluded) == {"fc1", "fc2"} and result.ranking is None
+    from edgeml.report.markdown import tuning_notes
+
+    recorded = result.to_dict() | {"metric": "agreement", "data": "calibration data", "row": "x-mixed"}
+    assert ("ranking the quantizers failed, left out: RuntimeError: the switchable model does not load"
+            in tuning_notes(recorded))
+
+
 # The real search, with ONNX Runtime: a model whose INT8 loss is in a Concat, not in a compute layer.
 
 class TwoRanges(torch.nn.Module):
@@ -228,17 +311,59 @@ def run_tune(candidate, onnx_path, calibration, data, max_drop, work):
                 build=lambda c, folder, context: (c.build(onnx_path, folder, context), False))
 
 
-def test_the_search_keeps_a_concat_in_float_where_compute_layers_alone_cannot_meet_the_budget(
+def test_the_search_reverts_the_concat_range_where_compute_layers_alone_cannot_meet_the_budget(
         two_ranges, digits, tmp_path):
     candidate = ort_int8()
     calibration = digits.validation
-    compute_only = replace(candidate, layers=lambda path: [(name, op) for name, op in candidate.layers(path)
-                                                            if op in ("Conv", "ConvTranspose", "Gemm", "MatMul")])
+    compute_only = replace(candidate, quantizers=None,
+                           layers=lambda path: [(name, op) for name, op in candidate.layers(path)
+                                                if op in ("Conv", "ConvTranspose", "Gemm", "MatMul")])
     before = run_tune(compute_only, two_ranges, calibration, calibration, 0.02, tmp_path / "compute-only")
     assert before.result.trials[0].drop > 0.5                      # plain INT8: most predictions change
     assert before.result.stopped.startswith("out of reach: with all 6 layers in float")   # 4 Conv, 2 Gemm
 
-    tuned = run_tune(candidate, two_ranges, calibration, calibration, 0.02, tmp_path / "any-op")
+    tuned = run_tune(candidate, two_ranges, calibration, calibration, 0.02, tmp_path / "quantizers")
+    result = tuned.result
+    assert result.met and result.stopped == "budget met" and result.best.drop <= 0.02
+    # one quantizer, the Concat's output range (and the Flatten's copy of it, which shares its scale), reverted
+    assert result.best.reverted == ("/Concat_output_0",) and result.best.excluded == ()
+    ranked = sorted(result.sensitivity, key=lambda s: -s["gain"])
+    assert ranked[0]["what"] == "output of Concat '/Concat'"
+    assert ranked[0]["gain"] > 0.9 * result.ranking["output_error"]
+    assert all(s["gain"] < 0.1 * result.ranking["output_error"] for s in ranked[1:])
+    assert result.ranking["ranked"] == result.ranking["quantizers"] == len(result.sensitivity)
+    assert [t.purpose for t in result.trials][-1] == "quantizers: 1 reverted, the last: output of Concat '/Concat'"
+    graph = onnx.load(str(tuned.artifact.folder / tuned.artifact.entry)).graph
+    quantized = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert "/Concat_output_0" not in quantized and len(quantized) >= 5     # the rest stays INT8
+
+
+def test_openvino_reverts_the_fake_quantize_whose_range_the_concat_shares(two_ranges, digits, tmp_path):
+    """NNCF quantizes the Concat's inputs with one range (the wide branch's): the FakeQuantize on the features
+    branch crushes them, and reverting it alone meets the budget."""
+    pytest.importorskip("nncf")
+    from edgeml.targets.cpu import CPU
+
+    candidate = next(c for c in CPU.candidates if c.name == "openvino-int8")
+    tuned = run_tune(candidate, two_ranges, digits.validation, digits.validation, 0.02, tmp_path)
+    result = tuned.result
+    assert result.met and len(result.best.reverted) == 1 and result.best.excluded == ()
+    ranked = sorted(result.sensitivity, key=lambda s: -s["gain"])
+    assert ranked[0]["quantizer"] == result.best.reverted[0]
+    assert ranked[0]["gain"] > 0.9 * result.ranking["output_error"] > 0.5
+    import openvino as ov
+
+    def fake_quantizes(artifact) -> int:
+        model = ov.Core().read_model(str(artifact.folder / artifact.entry))
+        return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+    full = candidate.build(two_ranges, tmp_path / "full", int8_context(digits.validation))
+    assert fake_quantizes(tuned.artifact) == fake_quantizes(full) - 1
+
+
+def test_the_layer_search_keeps_the_concat_in_float_for_a_backend_without_quantizers(two_ranges, digits, tmp_path):
+    candidate = replace(ort_int8(), quantizers=None)
+    calibration = digits.validation
+    tuned = run_tune(candidate, two_ranges, calibration, calibration, 0.02, tmp_path)
     result = tuned.result
     assert result.met and result.stopped == "budget met" and result.best.drop <= 0.02
     ops = dict(candidate.layers(two_ranges))
@@ -309,10 +434,8 @@ def test_the_search_judges_on_the_grown_tuning_data(two_ranges, digits, tmp_path
 def test_local_errors_rank_the_concat_and_the_gemm_it_feeds_above_the_followers(two_ranges, digits, tmp_path,
                                                                                  monkeypatch):
     """Models with many layers rank them by local error and bisect; here forced on a small one."""
-    from edgeml.compress.quantize import accuracy
-
     monkeypatch.setattr(accuracy, "TRIALS_UP_TO", 4)
-    candidate = ort_int8()
+    candidate = replace(ort_int8(), quantizers=None)
     ops = dict(candidate.layers(two_ranges))
     tuned = run_tune(candidate, two_ranges, digits.validation, digits.validation, 0.02, tmp_path)
     result = tuned.result

@@ -27,7 +27,7 @@ def quality_model(scale, delay=0.0):
     float adds 1 ms. Records every (excluded, purpose, calibration) it is asked for."""
     asked = []
 
-    def evaluate(excluded, purpose, calibration):
+    def evaluate(excluded, purpose, calibration, reverted=()):
         asked.append((tuple(excluded), purpose, calibration))
         time.sleep(delay)
         drop = scale.get(calibration, 1.0) * sum(c for name, c in COSTS.items() if name not in excluded)
@@ -67,7 +67,7 @@ def test_a_calibration_that_fails_is_recorded_and_the_search_goes_on():
     calibration is out, not the search."""
     quality = quality_model({"entropy": 0.4})
 
-    def evaluate(excluded, purpose, calibration):
+    def evaluate(excluded, purpose, calibration, reverted=()):
         if calibration == "histogram":
             raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
         return quality(excluded, purpose, calibration)
@@ -95,7 +95,7 @@ def test_the_ranking_by_local_error_reads_the_base_calibration_build():
     costs = {name: 0.0001 for name, _ in layers} | {"conv3": 0.02, "conv11": 0.02}
     asked_for = []
 
-    def evaluate(excluded, purpose, calibration):
+    def evaluate(excluded, purpose, calibration, reverted=()):
         drop = (0.5 if calibration == "averaged" else 1.0) * sum(c for n, c in costs.items() if n not in excluded)
         return Trial(tuple(excluded), 0.9 - drop, drop, 10.0 + len(excluded), 100, purpose)
 
