@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="run edgeml only")
     parser.add_argument("--no-int8-run", action="store_true",
                         help="skip the second edgeml run per model, with --precision int8 (the INT8 pick)")
+    parser.add_argument("--int8-only", action="store_true",
+                        help="only the edgeml run with --precision int8 (no peers, no default run)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgeml-panel",
                         help="wheels, model files and work folders (default ~/.cache/edgeml-panel)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
@@ -92,12 +94,13 @@ def run_model(entry: Entry, args) -> dict:
         traceback.print_exc()
         result["prepared"] = f"{type(error).__name__}: {_line(str(error))}"
         return result
-    result["peers"] = {} if args.no_peers else run_peers(entry, model, files, work, args)
+    result["peers"] = {} if args.no_peers or args.int8_only else run_peers(entry, model, files, work, args)
     fp32 = result["peers"].get("onnxruntime-fp32", {})
     result["metric"] = fp32.get("metric", entry.metric)
-    result["edgeml"] = run_edgeml(entry, model, files, work, result["metric"], args)
-    result["head_to_head"] = run_head_to_head(result, model, files, work, args)
-    if not args.no_int8_run:
+    if not args.int8_only:
+        result["edgeml"] = run_edgeml(entry, model, files, work, result["metric"], args)
+        result["head_to_head"] = run_head_to_head(result, model, files, work, args)
+    if not args.no_int8_run or args.int8_only:
         result["edgeml_int8"] = run_edgeml(entry, model, files, work, result["metric"], args, precision="int8")
     return result
 
@@ -194,9 +197,19 @@ def run_edgeml(entry: Entry, model: Path, files: dict, work: Path, metric: str, 
                   paired_speedup=paired_speedup(selection, "original"),
                   within_budget=selection.get("within_budget"), selection_reason=_line(selection.get("reason") or ""),
                   metric=selection.get("metric"), warnings=[_line(w) for w in report_json.get("warnings", [])],
-                  steps=[s for s in report_json.get("steps", []) if s.get("failure")])
+                  steps=[s for s in report_json.get("steps", []) if s.get("failure")],
+                  searches={name: _search(tuning) for name, tuning in report_json.get("tuning", {}).items()})
     print(f"   selected {result['selected']} (within budget: {result['within_budget']})", flush=True)
     return result
+
+
+def _search(tuning: dict) -> dict:
+    """An accuracy-budget search, in short: why it stopped, how many trials, and the trial it kept."""
+    if "best" not in tuning:
+        return {"stopped": _line(tuning.get("reason") or ""), "trials": 0}
+    return {"stopped": _line(tuning["stopped"]), "met": tuning["met"], "trials": len(tuning["trials"]),
+            "row": tuning.get("row"), "best": tuning["best"]["purpose"], "drop": tuning["best"]["drop"],
+            "seconds": tuning["seconds"]}
 
 
 def _subprocess(command: list[str], cwd: Path, timeout: float) -> str | None:

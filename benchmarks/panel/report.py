@@ -74,9 +74,11 @@ def verdict(result: dict) -> dict:
 def int8_pick(result: dict) -> dict | None:
     """The run with `--precision int8` (INT8 candidates only; bf16 excluded): the row it selected, its quality
     drop, whether it is within budget and its speed-up over the original (from edgeml's alternating rounds when
-    there, else the row's); and the fastest INT8 build of that run over FP32 whatever its drop (none with bf16 in
-    its name, should the run list one), with whether it is at least INT8_WORTH faster and whether it shipped
-    (selected and within budget). None when not run."""
+    there, else the row's), and the search that made it (a -mixed or -calibrated row); and the fastest INT8 build
+    of that run over FP32 whatever its drop (none with bf16 in its name, should the run list one), with whether it
+    is at least INT8_WORTH faster and whether INT8 shipped: the selected row is an INT8 (or mixed) build within
+    the budget and faster than the original (the 95% CI of the alternating rounds above 1, else its p50). None when
+    not run."""
     run = result.get("edgeml_int8")
     if not run:
         return None
@@ -86,10 +88,16 @@ def int8_pick(result: dict) -> dict | None:
     built = [c for c in run["candidates"] if c["precision"] == "int8" and "bf16" not in c["name"]
              and c["status"] == "ok" and c["speedup"]]
     best = max(built, key=lambda c: c["speedup"], default=None)
-    shipped = best is not None and best["name"] == run["selected"] and bool(run.get("within_budget"))
+    paired = run.get("paired_speedup")
+    faster = paired["ci95"][0] > 1.0 if paired else (chosen.get("speedup") or 0) > 1.0
+    shipped = (str(chosen.get("precision")).startswith("int8") and chosen.get("role") != "reference"
+               and bool(run.get("within_budget")) and faster)
+    searches = run.get("searches") or {}
+    found = next((f"{name}: {s['best']} ({s['trials']} trials, {s['stopped']})" for name, s in searches.items()
+                  if s.get("row") and s["row"] == run["selected"]), None)
     return {"status": "ok", "selected": run["selected"], "quality_drop": chosen.get("quality_drop"),
-            "within_budget": run.get("within_budget"),
-            "speedup": (run.get("paired_speedup") or {}).get("ratio") or chosen.get("speedup"),
+            "within_budget": run.get("within_budget"), "found_by": found, "paired": paired is not None,
+            "speedup": (paired or {}).get("ratio") or chosen.get("speedup"),
             "best_int8": None if best is None else {
                 "name": best["name"], "speedup": best["speedup"], "quality_drop": best["quality_drop"],
                 "within_budget": best["within_budget"], "worth_it": best["speedup"] >= INT8_WORTH,
@@ -123,9 +131,11 @@ def _int8_cells(pick: dict | None) -> str:
     best = pick["best_int8"]
     if best is None:
         return f"{chosen} | no INT8 build"
-    verdict = ("shipped" if best["shipped"] else "not shipped") + (f", {INT8_WORTH}x or more" if best["worth_it"]
-                                                                   else "")
-    return f"{chosen} | {best['name']} {best['speedup']:.2f}x, drop {_f(best['quality_drop'], '.4f')} ({verdict})"
+    verdict = ("INT8 shipped" if best["shipped"] else "INT8 not shipped") + (
+        f", {INT8_WORTH}x or more" if best["worth_it"] else "")
+    found = f"; found by {pick['found_by']}" if pick.get("found_by") else ""
+    return (f"{chosen}{found} | {best['name']} {best['speedup']:.2f}x, drop {_f(best['quality_drop'], '.4f')} "
+            f"({verdict})")
 
 
 def _outcome(status: str | None, reason: str | None) -> str:
@@ -179,8 +189,10 @@ def markdown(header: dict, results: list[dict]) -> str:
               "\"INT8 pick (BF16 excluded)\": a second edgeml run with `--precision int8` (INT8 candidates only, none "
               "that computes in bf16): the row it selected, its quality drop, within budget or not, its speed-up "
               "over the original. \"Best INT8 build\": that run's fastest INT8 build over FP32 (the original) "
-              f"whatever its drop, marked \"{INT8_WORTH}x or more\" when it is, and \"shipped\" when it is the "
-              "selected row within budget.",
+              f"whatever its drop, marked \"{INT8_WORTH}x or more\" when it is, and \"INT8 shipped\" when the "
+              "selected row is an INT8 (or mixed) build within the budget and faster than the original (95% CI of "
+              "edgeml's alternating rounds above 1, else its p50); \"found by\": the accuracy-budget trial that made "
+              "the selected row, the search's trials and why it stopped.",
               "",
               "| model | metric | edgeml selected | within budget | speed-up | fastest peer within budget | "
               "side by side: peer p50 / edgeml p50 (95% CI) | as fast as it | INT8 pick (BF16 excluded) | "
@@ -190,6 +202,8 @@ def markdown(header: dict, results: list[dict]) -> str:
         v, edgeml = r.get("verdict", {}), r.get("edgeml") or {}
         if r.get("prepared"):
             selected = _cell(f"not run: {r['prepared']}")
+        elif not edgeml:
+            selected = "not run (--int8-only)"
         elif edgeml.get("status") != "ok":
             selected = _cell(f"edgeml {edgeml.get('status')}: {edgeml.get('reason')}")
         else:
@@ -205,8 +219,10 @@ def markdown(header: dict, results: list[dict]) -> str:
         worth = {k: p for k, p in picks.items() if p["best_int8"] and p["best_int8"]["worth_it"]}
         lines += ["", f"INT8 pick: run on {len(picks)} model(s); its selection within budget on "
                   f"{sum(bool(p['within_budget']) for p in picks.values())}; an INT8 build at least {INT8_WORTH}x "
-                  f"faster than FP32 existed on {len(worth)} ({', '.join(worth) or '-'}), and shipped on "
-                  f"{sum(p['best_int8']['shipped'] for p in worth.values())}."]
+                  f"faster than FP32 existed on {len(worth)} ({', '.join(worth) or '-'}); of those, an INT8 or mixed "
+                  f"build within the budget and faster than FP32 shipped on "
+                  f"{sum(p['best_int8']['shipped'] for p in worth.values())} "
+                  f"({', '.join(k for k, p in worth.items() if p['best_int8']['shipped']) or '-'})."]
     lines += ["", "## Every candidate", "",
               "Tool \"edgeml int8\": the run with `--precision int8`.", "",
               "| model | tool | candidate | result | quality drop | p50 ms | speed-up | build s |",
