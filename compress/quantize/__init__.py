@@ -62,6 +62,9 @@ class Int8Config:
     # NNCF: BiasCorrection (each layer's bias corrected for the error of the quantized layers before it) instead of
     # FastBiasCorrection (each layer's own error only); slower.
     full_bias_correction: bool = False
+    # NNCF: ChannelAlignment first (cross-layer equalization of a convolution pair's channel ranges, for depthwise
+    # CNNs whose per-channel ranges differ by orders of magnitude); off in NNCF's defaults.
+    channel_alignment: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,13 @@ from edgeml.inputs.data import Dataset
 # What the accuracy-budget search tries when `run`'s defaults miss the budget, most likely to help first: ranges that
 # minimise each activation's quantization error over a histogram (NNCF's default averages each sample's min and
 # max), asymmetric activations (signed activations that are not centred: Hardswish, SiLU, GELU outputs; already
-# NNCF's default for transformers), and the bias correction that also corrects the error of the layers before each
-# one (slower: one pass per layer).
+# NNCF's default for transformers), NNCF's channel alignment (cross-layer equalization: the channel ranges of a
+# convolution pair equalized, for depthwise CNNs), and the bias correction that also corrects the error of the layers
+# before each one (slower: one pass per layer).
 CALIBRATIONS = (
     calibration("histogram ranges", range_estimator="HISTOGRAM"),
     calibration("asymmetric activations", asymmetric_activations=True),
+    calibration("channel alignment", channel_alignment=True),
     calibration("full bias correction", full_bias_correction=True),
 )
 
@@ -156,6 +158,7 @@ def _settings(calibration: Dataset, config: Int8Config, transformer: bool) -> di
             "fast_bias_correction": not config.full_bias_correction,
             "advanced_parameters": AdvancedQuantizationParameters(
                 overflow_fix=OverflowFix.FIRST_LAYER if config.avoid_saturation else OverflowFix.DISABLE,
+                disable_channel_alignment=not config.channel_alignment,
                 activations_range_estimator_params=ranges)}
 
 
