@@ -238,3 +238,19 @@ def test_each_nncf_calibration_changes_the_quantized_model(files, digits, tmp_pa
     weights = {name: (a.folder / "model.bin").read_bytes() + (a.folder / "model.xml").read_bytes()
                for name, a in builds.items()}
     assert len(set(weights.values())) == len(weights), [n for n in weights if weights[n] == weights[""]]
+
+
+def test_a_histogram_calibration_takes_only_the_samples_whose_activations_fit_in_memory(files, digits, monkeypatch):
+    """onnxruntime's entropy and percentile calibrators hold every sample's intermediate tensors at once."""
+    from edgeml.compress.quantize import Int8Config
+    from edgeml.compress.quantize import onnxruntime_backend as ort_quant
+
+    calibration = digits.validation.subset(np.arange(64), "64 digits")
+    assert ort_quant.histogram_samples(files["digits.onnx"], calibration, Int8Config()) == 64     # a small CNN fits
+    assert ort_quant.histogram_samples(files["digits.onnx"], calibration, Int8Config(max_calibration_samples=10)) == 10
+    monkeypatch.setattr(ort_quant, "available_memory", lambda: 1 << 20)       # 1 MB left: 0.5 MB for the tensors
+    fitting = ort_quant.histogram_samples(files["digits.onnx"], calibration, Int8Config())
+    assert 1 <= fitting < 64
+    monkeypatch.setattr(ort_quant, "available_memory", lambda: 2 << 20)
+    twice = ort_quant.histogram_samples(files["digits.onnx"], calibration, Int8Config())
+    assert twice in (2 * fitting, 2 * fitting + 1)
