@@ -249,8 +249,9 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
              out, force, **flags):
     """Quantize MODEL (post-training, calibrated), measure it against the original, bundle the best.
 
-    With --max-accuracy-drop, layers that cost the most accuracy are kept in float until the
-    budget is met; the report shows the per-layer sensitivity and every configuration tried.
+    With --max-accuracy-drop, the quantizers (activation ranges, weights) that cost the most accuracy
+    are reverted to float until the budget is met; the report ranks them and lists every configuration
+    tried.
     With --train-data, quantization-aware distillation is tried too (the `-qat` row).
     """
     from edgeml.inputs.recipe import Recipe

@@ -1,9 +1,10 @@
 """The accuracy-budget search for one INT8 candidate, judged on evaluation-independent data.
 
-Each configuration the search tries is built by the candidate itself (with some layers kept in
-float, calibrated on the first `Int8Config.max_calibration_samples` calibration samples, as usual or with one of
-the alternatives its quantizer offers: `Candidate.calibrations`), judged against the original model's outputs on
-the tuning data (`tuning_data`), and timed briefly.
+Each configuration the search tries is built by the candidate itself (with some quantizers reverted, or some
+layers kept in float, calibrated on the first `Int8Config.max_calibration_samples` calibration samples, as usual or
+with one of the alternatives its quantizer offers: `Candidate.calibrations`), judged against the original model's
+outputs on the tuning data (`tuning_data`), and timed briefly. The quantizers are ranked on the first samples of the
+tuning data in one switchable model (`ranking`), against the original model's outputs there.
 The evaluation data is kept for judging the result, never for choosing it.
 
 A candidate whose model also runs with another runtime config (`Candidate.runs_also_as`: openvino-int8's IR
@@ -226,8 +227,9 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
          built: Artifact | None = None, beat: Beat | None = None, contest_seconds: float = 1.0,
          build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
          runs_also_as: dict[str, dict] | None = None) -> Tuned:
-    """Search the alternative calibrations `candidate` offers (`Candidate.calibrations`), then layers to keep in
-    float, until `candidate`'s quality drop on the tuning `data` is within budget.
+    """Search the alternative calibrations `candidate` offers (`Candidate.calibrations`), then quantizers to revert
+    (`Candidate.quantizers`) or else layers to keep in float, until `candidate`'s quality drop on the tuning `data`
+    is within budget.
     `data` defaults to the calibration data (see `tuning_data` for more); `reference_outputs` are the original
     model's outputs on it; `seconds` bounds the search.
 
