@@ -22,7 +22,8 @@ hide which op holds the loss.
 
 Before any of that, one build keeps every layer in float (the float model, when the backend lists
 every quantized op): when even that misses the budget, the loss is in something the search does not
-control, no search can meet it, and it stops there.
+control, no search can meet it, and it stops there. A configuration with everything in float (every layer, or
+every quantizer reverted) is never the result: it is the float model, which the original model already is.
 
 Then, before anything is kept in float, the fully quantized model is built with each alternative calibration the
 quantizer offers (`calibrations`: averaged or percentile ranges, asymmetric activations, bias correction ...), in
@@ -173,9 +174,17 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
         """Why to stop after `t`: it misses the budget and is already no faster than the caller's best."""
         return not_faster(t) if not_faster is not None and t.drop > max_drop else None
 
+    names = tuple(name for name, _ in layers)
+
+    def float_model(t: Trial, ranking: dict | None) -> bool:
+        """Whether `t` keeps everything in float: every layer, or every quantizer reverted."""
+        return bool(names) and set(t.excluded) >= set(names) or bool(ranking) and len(t.reverted) >= ranking[
+            "quantizers"]
+
     def finish(stopped: str, sensitivity: list[dict], ranking: dict | None = None) -> SearchResult:
         mark_pareto(trials)
-        best = best_trial(trials, max_drop, as_fast)
+        # everything in float is the float model, which the original (or an fp32 candidate) already is
+        best = best_trial([t for t in trials if not float_model(t, ranking)] or trials, max_drop, as_fast)
         return SearchResult(best, best.drop <= max_drop + 1e-12, stopped, sensitivity, trials,
                             time.monotonic() - started, calibration=base, failed=failed, ranking=ranking)
 
@@ -185,7 +194,6 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
     if why := hopeless(full):
         return finish(why, [])
-    names = tuple(name for name, _ in layers)
     if out_of_time():
         return finish("time budget", [])
     ceiling = trial(names, f"all {len(names)} layers in float")
