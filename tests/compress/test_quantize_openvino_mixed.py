@@ -233,7 +233,7 @@ def test_quantize_recovers_openvino_int8_within_the_budget(edgeml_cli, heavy, fi
     control = tuning["accuracy_control"]
     ranked = sorted(tuning["sensitivity"], key=lambda s: -s["gain"])
     # the search met the budget with the quantizers that remove the most output error reverted and the rest in INT8;
-    # the kept trial is that one unless another (all in float, in bf16 on a tiny model) was faster, timed together
+    # the kept trial is that one unless another was faster, timed together, or the accuracy control measured better
     partial = [t for t in tuning["trials"] if t["purpose"].startswith("quantizers:") and t["drop"] <= 0.01]
     assert tuning["met"] and partial and 1 <= len(partial[0]["reverted"]) < tuning["ranking"]["quantizers"]
     assert tuning["best"]["reverted"] == partial[0]["reverted"] or control["chosen"] or any(
