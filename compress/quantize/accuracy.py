@@ -77,7 +77,7 @@ TIMING_NOISE = 1.05    # without `as_fast`: trial p50s (short runs) within this 
 
 @dataclass
 class Trial:
-    """One configuration tried: which layers stayed in float, and what it measured."""
+    """One configuration tried: which layers stayed in float (or quantizers were reverted), and what it measured."""
     excluded: tuple[str, ...]
     quality: float             # on the tuning data
     drop: float                # reference quality - quality
