@@ -178,8 +178,8 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
     def float_model(t: Trial, ranking: dict | None) -> bool:
         """Whether `t` keeps everything in float: every layer, or every quantizer reverted."""
-        return bool(names) and set(t.excluded) >= set(names) or bool(ranking) and len(t.reverted) >= ranking[
-            "quantizers"]
+        every_layer = bool(names) and set(t.excluded) >= set(names)
+        return every_layer or ranking is not None and len(t.reverted) >= ranking["quantizers"]
 
     def finish(stopped: str, sensitivity: list[dict], ranking: dict | None = None) -> SearchResult:
         mark_pareto(trials)
