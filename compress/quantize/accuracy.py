@@ -306,14 +306,15 @@ def _revert_quantizers(ranking: QuantizerRanking, trial, out_of_time, hopeless, 
     what = dict(ranking.listed)
     errors: dict[frozenset[str], float] = {}
 
-    spent = [0.0]                                  # seconds in ranking runs
+    spent = 0.0                                    # seconds in ranking runs
 
     def error(reverted) -> float:
+        nonlocal spent
         key = frozenset(reverted)
         if key not in errors:
             begun = time.monotonic()
             errors[key] = ranking.error(key)
-            spent[0] += time.monotonic() - begun
+            spent += time.monotonic() - begun
         return errors[key]
 
     current = error(())
@@ -342,8 +343,8 @@ def _revert_quantizers(ranking: QuantizerRanking, trial, out_of_time, hopeless, 
             return done(why, sensitivity)
         current = error(reverted)
         # all the rest ranked again while the ranking keeps to its share of the time, else the next RERANK
-        one = spent[0] / len(errors)
-        again = order if spent[0] + len(order) * one <= RANKING_SHARE * seconds else order[:RERANK]
+        one = spent / len(errors)
+        again = order if spent + len(order) * one <= RANKING_SHARE * seconds else order[:RERANK]
         for name in again:
             gains[name] = current - error({*reverted, name})
         order = sorted(again, key=lambda name: -gains[name]) + order[len(again):]

@@ -110,22 +110,16 @@ def histogram_samples(model: Path, calibration: Dataset, config: Int8Config) -> 
     fewer where their activations would not fit in half the memory available. onnxruntime's histogram calibrators
     keep every intermediate tensor of every sample until the last one (min-max can work in chunks): entropy
     calibration on 64 samples of 9 s audio took 23 GB and the kernel killed the run."""
-    import numpy as np
     import onnx
-    import onnxruntime as ort
 
     wanted = min(len(calibration), config.max_calibration_samples)
-    proto = onnx.load(str(model))
-    del proto.graph.output[:]
-    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for n in proto.graph.node for o in n.output
-                              if o)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception:            # a model over protobuf's 2 GB, or one whose outputs cannot all be exposed: as asked
-        return wanted
-    per_sample = sum(v.nbytes for v in session.run(None, calibration.feeds(0, 1)) if isinstance(v, np.ndarray))
+    tensors = [o for n in onnx.load(str(model), load_external_data=False).graph.node for o in n.output if o]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            values = _tensor_values(model, tensors, calibration, 1, Path(tmp) / "exposed.onnx")
+        except Exception:        # a model over protobuf's 2 GB, or one whose outputs cannot all be exposed: as asked
+            return wanted
+    per_sample = sum(v.nbytes for v in values.values())
     return max(1, min(wanted, int(0.5 * available_memory() / max(per_sample, 1))))
 
 

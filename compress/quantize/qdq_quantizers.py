@@ -127,8 +127,9 @@ def switchable(quantized: Path, source: Path, names: list[str]) -> Callable[[dic
         added.append(onnx.helper.make_node("Where", [switch, value, f"{dequantized}_simulated"], [dequantized]))
         return f"{dequantized}_simulated"
 
-    switched_by = {q.output[0]: name for name, nodes in _activations(graph).items() for q in nodes}
-    quantizes = {q.output[0]: q.input[0] for nodes in _activations(graph).values() for q in nodes}
+    quantizers = [(name, q) for name, nodes in _activations(graph).items() for q in nodes]
+    switched_by = {q.output[0]: name for name, q in quantizers}
+    quantizes = {q.output[0]: q.input[0] for _, q in quantizers}
     weights = {dq.output[0]: name for name, dq in _weights(graph, source.floats).items()}
     clamped = {}                                   # quantized tensor -> its float value, the dropped clamp put back
     for node in list(graph.node):
