@@ -69,7 +69,8 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                              batch=bench.batch, fixed=bench.fixed, sample=bench.sample, threads=bench.threads,
                              max_drop=recipe.max_accuracy_drop, seconds=seconds, step=step,
                              metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build,
-                             data=judging, runs_also_as=also, contest_seconds=bench.measure.seconds * CHECK_SECONDS)
+                             data=judging, runs_also_as=also, contest_seconds=bench.measure.seconds * CHECK_SECONDS,
+                             evaluation_drop=row.quality_drop)
                 control = None if candidate.accuracy_control is None else _accuracy_control(
                     ctx, candidate, tuned, judging, reference_on_calibration,
                     recipe.tuning_budget - (time.monotonic() - started), step, also)
@@ -123,6 +124,7 @@ def _mixed_row(candidate: Candidate, tuned: Tuned, run: Run, row: Row, needed: b
     run.tuning[candidate.name] = {
         **result.to_dict(), "metric": tuned.metric,
         "data": tuned.data,
+        "evaluation_drop": row.quality_drop,
         "row": name,
         "cached_builds": len(tuned.restored),
         **({"accuracy_control": control} if control is not None else {}),
@@ -185,7 +187,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
     configs of `runs_also_as`). Its trial
     joins the search's; when it measures better than the search's best it becomes `tuned`'s best (and artifact).
     Returns what run.tuning records of it."""
-    control, budget, bench = candidate.accuracy_control, ctx.recipe.max_accuracy_drop, ctx.bench
+    control, bench = candidate.accuracy_control, ctx.bench
+    budget = tuned.result.aim or ctx.recipe.max_accuracy_drop         # as low as the search aimed
     record: dict = {"method": control.method}
     if tuned.result.met and not in_float(tuned.result.best):
         return {**record, "stopped": "not run: with every layer in INT8 it is within the budget on the tuning data"}
@@ -206,7 +209,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
                          build=lambda model, out, context: control.build(model, out, context, data, score))
     try:
         artifact, cached = ctx.build(controlled, ctx.work / f"{candidate.name}-tuning" / "accuracy-control",
-                                     calibrated(ctx.build_context, candidate, tuned.result.calibration))
+                                     replace(calibrated(ctx.build_context, candidate, tuned.result.calibration),
+                                             max_accuracy_drop=budget))
     except TimeLimit as e:
         return {**record, "stopped": first_line(e), "seconds": round(time.monotonic() - started, 3)}
     except Exception as e:        # the search's result stands without it

@@ -226,7 +226,7 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
          threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
          built: Artifact | None = None, beat: Beat | None = None, contest_seconds: float = 1.0,
          build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
-         runs_also_as: dict[str, dict] | None = None) -> Tuned:
+         runs_also_as: dict[str, dict] | None = None, evaluation_drop: float | None = None) -> Tuned:
     """Search the alternative calibrations `candidate` offers (`Candidate.calibrations`), then quantizers to revert
     (`Candidate.quantizers`) or else layers to keep in float, until `candidate`'s quality drop on the tuning `data`
     is within budget.
@@ -239,12 +239,15 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     (`TrialTiming`). `build(candidate, folder, context)` makes
     each configuration: (artifact, whether it was restored from the cache). `runs_also_as` maps the candidates
     that run this one's model with another runtime config to that config: each trial is timed in those too.
+    `evaluation_drop` is `built`'s drop on the evaluation data (by `metric`): where the tuning data shows less,
+    the search aims lower (`accuracy.aimed`).
     When the tuning data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
     result's `resolution` says so; the search runs as it would otherwise.
     """
     tuning: Dataset = context.calibration if data is None else data
     if len(reference_outputs[0]) != len(tuning):
         raise ValueError(f"{len(reference_outputs[0])} reference outputs for {len(tuning)} tuning samples")
+    requested = metric
     metric = quality_metric(reference_outputs, tuning.labels,
                             "auto" if metric == "accuracy" and tuning.labels is None else metric)
     reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
@@ -289,7 +292,8 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None,
                     not_faster=timing.not_faster, as_fast=timing.as_fast, calibrations=calibrations,
-                    quantizers=quantizers if candidate.quantizers is not None else None)
+                    quantizers=quantizers if candidate.quantizers is not None else None,
+                    evaluation_drop=evaluation_drop if metric == requested and built is not None else None)
     result.contests = timing.contests
     result.resolution = resolution(len(tuning), metric, max_drop,
                                    "the calibration data" if tuning is context.calibration else "the tuning data")

@@ -449,7 +449,7 @@ def tuning_notes(tuning: dict) -> list[str]:
     return [(f"plain INT8 broke the budget on the evaluation data; the search {outcome}, "
              f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
              + (f" ({cached} build(s) from cache)" if cached else "")),
-            f"{tuning['data']}; {metric} there"] + (
+            f"{tuning['data']}; {metric} there"] + ([_aim_note(tuning, metric)] if tuning.get("aim") else []) + (
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
         [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + (
@@ -457,6 +457,13 @@ def tuning_notes(tuning: dict) -> list[str]:
         f"{f.get('step') or 'calibration ' + f['calibration']} failed, left out: {f['error']}"
         for f in tuning.get("failed") or []] + [
         _contest_note(c) for c in tuning.get("contests") or []] + qat
+
+
+def _aim_note(tuning: dict, metric: str) -> str:
+    """Why the search aimed below the budget on the tuning data (edgeml.compress.quantize.accuracy.aimed)."""
+    return (f"aimed at a drop of at most {_drop(tuning['aim'], metric).lstrip('+')} there, below the budget: plain INT8 dropped "
+            f"{_drop(tuning['trials'][0]['drop'], metric)} there and {_drop(tuning['evaluation_drop'], metric)} on "
+            "the evaluation data, and a configuration must meet the budget on data like that too")
 
 
 def _ranking_note(ranking: dict) -> str:

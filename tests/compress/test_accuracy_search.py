@@ -89,6 +89,25 @@ def test_stops_when_even_every_layer_in_float_misses_the_budget():
     assert result.best == result.trials[0]          # all in float is the float model, never the result
 
 
+def test_the_search_aims_lower_where_the_tuning_data_understates_the_evaluation_drop():
+    costs = {"conv1": 0.001, "conv2": 0.001, "fc1": 0.004, "fc2": 0.002}    # 0.008 on the tuning data
+    assert search(LAYERS, quality_model(costs), 0.01, 60).best.excluded == ()    # "met", with no change
+    # 0.012 on the evaluation data: the tuning data shows 2/3 of the loss, so the search aims at 2/3 of the budget
+    result = search(LAYERS, quality_model(costs), 0.01, 60, evaluation_drop=0.012)
+    assert result.aim == pytest.approx(0.01 * 0.008 / 0.012)
+    assert result.met and result.best.excluded == ("fc1",) and result.best.drop <= result.aim
+    from edgeml.report.markdown import tuning_notes
+    notes = tuning_notes({**result.to_dict(), "metric": "cosine", "data": "calibration data", "row": "x-mixed",
+                          "evaluation_drop": 0.012})
+    assert ("aimed at a drop of at most 0.0067 there, below the budget: plain INT8 dropped +0.0080 there and "
+            "+0.0120 on the evaluation data") in " ".join(notes)
+    # within the budget on both data, or the tuning data already the harsher judge: the budget as it is
+    assert search(LAYERS, quality_model(costs), 0.01, 60, evaluation_drop=0.009).aim is None
+    assert search(LAYERS, quality_model(costs), 0.01, 60, evaluation_drop=0.007).aim is None
+    # a tuning drop of nothing at all cannot say how much lower: never below a quarter of the budget
+    assert accuracy.aimed(0.01, -0.001, 0.05) == pytest.approx(0.01 * accuracy.AIM_FLOOR)
+
+
 def test_pareto_front_has_no_dominated_trial():
     costs = {"conv1": 0.002, "conv2": 0.001, "fc1": 0.03, "fc2": 0.02}
     result = search(LAYERS, quality_model(costs, speed={"conv1": 3, "conv2": 3, "fc1": 1, "fc2": 1}), 0.001, 60)
