@@ -461,7 +461,8 @@ def tuning_notes(tuning: dict) -> list[str]:
 
 def _aim_note(tuning: dict, metric: str) -> str:
     """Why the search aimed below the budget on the tuning data (edgeml.compress.quantize.accuracy.aimed)."""
-    return (f"aimed at a drop of at most {_drop(tuning['aim'], metric).lstrip('+')} there, below the budget: plain INT8 dropped "
+    return (f"aimed at a drop of at most {_drop(tuning['aim'], metric).lstrip('+')} there, below the budget: "
+            "plain INT8 dropped "
             f"{_drop(tuning['trials'][0]['drop'], metric)} there and {_drop(tuning['evaluation_drop'], metric)} on "
             "the evaluation data, and a configuration must meet the budget on data like that too")
 
