@@ -293,3 +293,23 @@ def test_the_switchable_model_without_weights_matches_the_reverted_build(heavy_i
     expected = ov.Core().compile_model(fake_quantizers.reverted(heavy_int8.int8, [relu]), "CPU", REVERTED)(
         heavy_int8.feeds).to_tuple()[0]
     assert relative(got, expected) < 1e-2      # 0.61 with dynamic quantization on
+
+
+def test_reverting_every_quantizer_gives_the_float_model_whose_biases_nncf_corrected(heavy_int8, digits, tmp_path):
+    floating = heavy_int8.float
+    model = ov_quant.run(convert_onnx(heavy_int8.onnx).model, digits.validation,
+                         replace(heavy_int8.context.int8, full_bias_correction=True))
+    ov.save_model(model, str(tmp_path / "int8.xml"), compress_to_fp16=False)
+    names = [name for name, _ in fake_quantizers.listed(tmp_path / "int8.xml", floating)]
+    # NNCF's bias correction changed biases (the Add after a layer) for the quantization error before them
+    originals = ops_by_name(floating)
+    corrected = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Add"
+                 and op.input_value(1).get_node().get_type_name() == "Constant"
+                 and not np.array_equal(op.input_value(1).get_node().get_data(),
+                                        originals[op.get_friendly_name()].input_value(1).get_node().get_data())]
+    assert corrected
+    expected = logits(floating, heavy_int8.feeds)
+    everything = fake_quantizers.reverted(model, names, floating)
+    assert relative(logits(everything, heavy_int8.feeds, REVERTED), expected) < 1e-6
+    run = fake_quantizers.switchable(tmp_path / "int8.xml", names, floating)
+    assert relative(run(heavy_int8.feeds, np.ones(len(names), bool))[0], expected) < 1e-6
