@@ -49,6 +49,25 @@ class Bench:
     threads: int
     measure: MeasureConfig
 
+    @classmethod
+    def of(cls, data: Dataset, reference: list[np.ndarray], metric: str, *, batch: int, fixed: bool,
+           sample: dict[str, np.ndarray], threads: int, measure: MeasureConfig = MeasureConfig()) -> Bench:
+        """A bench judging on `data` by `metric` (already resolved), against the original model's `reference`
+        outputs there."""
+        return cls(data, reference, metric, compare(reference, reference, data.labels)[metric], batch, fixed, sample,
+                   threads, measure)
+
+    def on(self, data: Dataset, reference: list[np.ndarray]) -> Bench:
+        """This bench judging on `data` instead (`reference`: the original model's outputs there), as the
+        accuracy-budget search does on its tuning data; accuracy falls back to the automatic metric where `data` has
+        no labels."""
+        if len(reference[0]) != len(data):
+            raise ValueError(f"{len(reference[0])} reference outputs for {len(data)} samples")
+        metric = quality_metric(reference, data.labels,
+                                "auto" if self.metric == "accuracy" and data.labels is None else self.metric)
+        return Bench.of(data, reference, metric, batch=self.batch, fixed=self.fixed, sample=self.sample,
+                        threads=self.threads, measure=self.measure)
+
     def predict(self, runner: Runner, data: Dataset | None = None) -> list[np.ndarray]:
         """`runner`'s outputs over the evaluation data (or `data`), in the run's batches."""
         return predict(runner, self.evaluation if data is None else data, self.batch, self.fixed)
@@ -126,8 +145,8 @@ def measure_original(source: SourceModel, exported: Exported, evaluation: Datase
     runner = open_original(source, exported.path, threads)
     reference = predict(runner, evaluation, exported.batch, exported.fixed)
     metric = quality_metric(reference, evaluation.labels, requested_metric, evaluation.source)
-    bench = Bench(evaluation, reference, metric, compare(reference, reference, evaluation.labels)[metric],
-                  exported.batch, exported.fixed, exported.sample(evaluation), threads, measure)
+    bench = Bench.of(evaluation, reference, metric, batch=exported.batch, fixed=exported.fixed,
+                     sample=exported.sample(evaluation), threads=threads, measure=measure)
     row = Row("original", backend, "fp32", "reference", backend_version=package_version(backend),
               method=f"the {source.kind.replace('_', ' ')} as given"
                      + (", PyTorch eager" if source.is_torch else ", ONNX Runtime"))

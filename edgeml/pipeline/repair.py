@@ -23,10 +23,10 @@ import numpy as np
 from edgeml.compress.quantize.accuracy import Trial, best_trial, mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
-from edgeml.measure.evaluate import compare, predict, sample_scores
+from edgeml.measure.evaluate import compare, sample_scores
 from edgeml.measure.paired_timing import verdict_text
 from edgeml.pipeline import plan
-from edgeml.pipeline.bench import CHECK_SECONDS, open_artifact
+from edgeml.pipeline.bench import Bench, open_artifact
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
@@ -45,7 +45,7 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
     when it takes more to resolve the budget (`tuning.tuning_data`)."""
     recipe, run, bench = ctx.recipe, ctx.run, ctx.bench
     judging = tuning_data(calibration, train, bench.metric, recipe.max_accuracy_drop)
-    reference_on_calibration = None
+    judge: Bench | None = None                     # `bench` on the tuning data, made once it is needed
     for candidate, row in sorted(repairs, key=lambda pair: pair[1].latency["p50_ms"]):
         fastest = fastest_measured(run.rows, recipe.max_accuracy_drop, original_eligible=ctx.original_eligible)
         beat = None if fastest is None else Beat(fastest.name, fastest.latency["p50_ms"], ctx.artifacts[fastest.name],
@@ -57,23 +57,20 @@ def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: R
                     run.tuning[candidate.name] = {"reason": why_not}
                     step.describe(f"{candidate.name}: no search, {why_not}")
                     continue
-                if reference_on_calibration is None:
+                if judge is None:
                     step.describe("Accuracy budget: the original model on the tuning data")
-                    reference_on_calibration = bench.predict(original, judging)
+                    judge = bench.on(judging, bench.predict(original, judging))
                 started = time.monotonic()
                 seconds = recipe.tuning_budget / 2 if candidate.accuracy_control else recipe.tuning_budget
                 also = {other: ctx.artifacts[other].runtime_config for other, _ in candidate.runs_also_as
                         if other in ctx.artifacts}
-                tuned = tune(candidate, onnx_path=ctx.exported.path, work=ctx.work / f"{candidate.name}-tuning",
-                             context=ctx.build_context, reference_outputs=reference_on_calibration,
-                             batch=bench.batch, fixed=bench.fixed, sample=bench.sample, threads=bench.threads,
-                             max_drop=recipe.max_accuracy_drop, seconds=seconds, step=step,
-                             metric=bench.metric, built=ctx.artifacts[candidate.name], beat=beat, build=ctx.build,
-                             data=judging, runs_also_as=also, contest_seconds=bench.measure.seconds * CHECK_SECONDS,
-                             evaluation_drop=row.quality_drop)
+                tuned = tune(candidate, judge, onnx_path=ctx.exported.path, work=ctx.work / f"{candidate.name}-tuning",
+                             context=ctx.build_context, build=ctx.build, max_drop=recipe.max_accuracy_drop,
+                             seconds=seconds, step=step, built=ctx.artifacts[candidate.name], beat=beat,
+                             runs_also_as=also,
+                             evaluation_drop=row.quality_drop if judge.metric == bench.metric else None)
                 control = None if candidate.accuracy_control is None else _accuracy_control(
-                    ctx, candidate, tuned, judging, reference_on_calibration,
-                    recipe.tuning_budget - (time.monotonic() - started), step, also)
+                    ctx, candidate, tuned, judge, recipe.tuning_budget - (time.monotonic() - started), step, also)
                 step.cached = (bool(tuned.restored) and len(tuned.restored) == tuned.builds
                                and (control is None or control.get("cached", False)))
                 if tuned.result.resolution:
@@ -180,14 +177,13 @@ def _mixed_as(ctx: RunContext, candidate: Candidate, mixed: Row, artifact: Artif
     row.predicted = plan.predict(ctx.exported.path, ctx.profile, candidate.precision, ctx.recipe.threads)
 
 
-def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data: Dataset,
-                      reference: list[np.ndarray], seconds: float, step: Step, runs_also_as: dict[str, dict]) -> dict:
+def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, judge: Bench, seconds: float, step: Step,
+                      runs_also_as: dict[str, dict]) -> dict:
     """`candidate`'s own accuracy control, built (through the cache) within `seconds` with the calibration the search
-    chose, judged on the search's `data`, metric and `reference` outputs, and timed like its trials (also in the
-    configs of `runs_also_as`). Its trial
-    joins the search's; when it measures better than the search's best it becomes `tuned`'s best (and artifact).
-    Returns what run.tuning records of it."""
-    control, bench = candidate.accuracy_control, ctx.bench
+    chose, judged as the search judges (`judge`: its data, metric and the original model's outputs there), and timed
+    like its trials (also in the configs of `runs_also_as`). Its trial joins the search's; when it measures better
+    than the search's best it becomes `tuned`'s best (and artifact). Returns what run.tuning records of it."""
+    control, data, reference = candidate.accuracy_control, judge.evaluation, judge.reference
     budget = tuned.result.aim or ctx.recipe.max_accuracy_drop         # as low as the search aimed
     record: dict = {"method": control.method}
     if tuned.result.met and not in_float(tuned.result.best):
@@ -204,8 +200,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
                              None if data.labels is None else data.labels[index], metric)
 
     # The cache keys a build by its candidate's name and inputs: the name carries what this one is judged by.
-    judge = hashlib.sha256(f"{metric}:{data.sha256}".encode()).hexdigest()[:16]
-    controlled = replace(candidate, name=f"{candidate.name}-accuracy-control-{judge}",
+    judged_by = hashlib.sha256(f"{metric}:{data.sha256}".encode()).hexdigest()[:16]
+    controlled = replace(candidate, name=f"{candidate.name}-accuracy-control-{judged_by}",
                          build=lambda model, out, context: control.build(model, out, context, data, score))
     try:
         artifact, cached = ctx.build(controlled, ctx.work / f"{candidate.name}-tuning" / "accuracy-control",
@@ -219,11 +215,11 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, data:
         return {**record, "stopped": f"failed: {type(e).__name__}: {first_line(e)}",
                 "seconds": round(time.monotonic() - started, 3)}
     kept = control.kept(artifact.folder / artifact.entry, candidate.layers(ctx.exported.path))
-    runner = candidate.backend.open(artifact, bench.threads)
-    quality = compare(predict(runner, data, bench.batch, bench.fixed), reference, data.labels)[metric]
-    drop = compare(reference, reference, data.labels)[metric] - quality
+    runner = candidate.backend.open(artifact, judge.threads)
+    quality = compare(judge.predict(runner), reference, data.labels)[metric]
+    drop = judge.reference_quality - quality
     met = drop <= budget + 1e-12
-    timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as)
+    timed_as, p50 = fastest_config(candidate, artifact, runner, judge.sample, judge.threads, runs_also_as)
     trial = Trial(kept, quality, drop, p50, artifact.size_bytes, f"{control.method}: {len(kept)} layer(s) in float",
                   timed_as=timed_as, calibration=tuned.result.calibration)
     result = tuned.result

@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +34,11 @@ import numpy as np
 from edgeml.bundle.runner import batched
 from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
-from edgeml.measure.evaluate import compare, predict, quality_metric
+from edgeml.measure.evaluate import compare
 from edgeml.measure.latency import MeasureConfig, measure_latency
-from edgeml.measure.paired_timing import contest, faster, round_speedup, verdict_text, versus_fastest
+from edgeml.measure.paired_timing import faster, round_speedup, verdict_text, versus_fastest
 from edgeml.measure.uncertainty import resolution
-from edgeml.pipeline.bench import open_artifact
+from edgeml.pipeline.bench import CHECK_SECONDS, Bench, open_artifact
 from edgeml.pipeline.selection import CLOSE, MOST_CONTENDERS
 from edgeml.progress import Step
 from edgeml.runtimes.base import Artifact, Runner
@@ -98,11 +98,11 @@ def calibrated(context: BuildContext, candidate: Candidate, calibration: str) ->
     return replace(context, int8=offered.applied(context.int8))
 
 
-def ranking(candidate: Candidate, model: Path, onnx_path: Path, data: Dataset, reference: list[np.ndarray],
-            batch: int, fixed: bool, seconds: float) -> QuantizerRanking:
+def ranking(candidate: Candidate, model: Path, onnx_path: Path, bench: Bench, seconds: float) -> QuantizerRanking:
     """`candidate`'s quantizers of its build `model` (made from `onnx_path`), and the build's output error with any of
-    them reverted, on the first samples of `data` (`reference`: the original model's outputs on `data`): as many as
+    them reverted, on the first samples of `bench`'s data (against the original model's outputs there): as many as
     ranking each quantizer alone takes about `seconds` (from `FEWEST_RANKING_SAMPLES` to `RANKING_SAMPLES`)."""
+    data, reference = bench.evaluation, bench.reference
     listed = candidate.quantizers.listed(model, onnx_path)
     names = [name for name, _ in listed]
     run = candidate.quantizers.switchable(model, onnx_path, names)
@@ -113,7 +113,8 @@ def ranking(candidate: Candidate, model: Path, onnx_path: Path, data: Dataset, r
 
         def error(reverted: frozenset[str]) -> float:
             mask = np.array([name in reverted for name in names], dtype=bool)
-            return output_error(batched(lambda feeds: run(feeds, mask), batch, fixed, data.axes)(inputs), expected)
+            return output_error(batched(lambda feeds: run(feeds, mask), bench.batch, bench.fixed, data.axes)(inputs),
+                                expected)
         return error
 
     few = min(FEWEST_RANKING_SAMPLES, len(data))
@@ -150,15 +151,14 @@ class Beat:
 
 
 class TrialTiming:
-    """The search's decisions on speed, each from the builds timed together in alternating rounds
-    (edgeml.measure.paired_timing.contest, `seconds` each), never from two numbers measured apart: whether a trial
-    that misses the budget is still faster than `beat` (`not_faster`), and which trials within the budget are as
-    fast as the fastest of them (`as_fast`). Each trial runs as its short timing found fastest (`Trial.timed_as`).
+    """The search's decisions on speed, each from the builds timed together in alternating rounds (`Bench.together`,
+    CHECK_SECONDS x --measure-seconds each), never from two numbers measured apart: whether a trial that misses the
+    budget is still faster than `beat` (`not_faster`), and which trials within the budget are as fast as the fastest
+    of them (`as_fast`). Each trial runs as its short timing found fastest (`Trial.timed_as`).
     Every contest is recorded in `contests`, for the report."""
 
-    def __init__(self, candidate: Candidate, sample: dict[str, np.ndarray], threads: int,
-                 runs_also_as: dict[str, dict], beat: Beat | None, seconds: float):
-        self.candidate, self.sample, self.threads, self.beat, self.seconds = candidate, sample, threads, beat, seconds
+    def __init__(self, candidate: Candidate, bench: Bench, runs_also_as: dict[str, dict], beat: Beat | None):
+        self.candidate, self.bench, self.beat = candidate, bench, beat
         self.configs = runs_also_as
         self.artifacts: dict[int, Artifact] = {}          # by id() of the trial
         self.contests: list[dict] = []
@@ -169,10 +169,10 @@ class TrialTiming:
     def runner(self, trial: Trial) -> Runner:
         artifact = self.artifacts[id(trial)]
         config = self.configs.get(trial.timed_as, artifact.runtime_config)
-        return self.candidate.backend.open(replace(artifact, runtime_config=config), self.threads)
+        return self.candidate.backend.open(replace(artifact, runtime_config=config), self.bench.threads)
 
     def together(self, runners: dict[str, Runner]) -> dict[str, dict]:
-        return contest({name: partial(runner.run, self.sample) for name, runner in runners.items()}, self.seconds)
+        return self.bench.together(runners, self.bench.measure.seconds * CHECK_SECONDS)
 
     def not_faster(self, trial: Trial) -> str | None:
         """Why `trial` cannot beat `beat` (None while it can): timed together, it is not `faster` than it. A trial
@@ -221,41 +221,31 @@ class Tuned:
     timing: TrialTiming         # how its decisions on speed were timed (the best trial's build still open to it)
 
 
-def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildContext,
-         reference_outputs: list[np.ndarray], batch: int, fixed: bool, sample: dict[str, np.ndarray],
-         threads: int, max_drop: float, seconds: float, step: Step, metric: str = "auto",
-         built: Artifact | None = None, beat: Beat | None = None, contest_seconds: float = 1.0,
-         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], data: Dataset | None = None,
+def tune(candidate: Candidate, bench: Bench, *, onnx_path: Path, work: Path, context: BuildContext,
+         build: Callable[[Candidate, Path, BuildContext], tuple[Artifact, bool]], max_drop: float, seconds: float,
+         step: Step, built: Artifact | None = None, beat: Beat | None = None,
          runs_also_as: dict[str, dict] | None = None, evaluation_drop: float | None = None) -> Tuned:
     """Search the alternative calibrations `candidate` offers (`Candidate.calibrations`), then quantizers to revert
-    (`Candidate.quantizers`) or else layers to keep in float, until `candidate`'s quality drop on the tuning `data`
+    (`Candidate.quantizers`) or else layers to keep in float, until `candidate`'s quality drop on the tuning data
     is within budget.
-    `data` defaults to the calibration data (see `tuning_data` for more); `reference_outputs` are the original
-    model's outputs on it; `seconds` bounds the search.
+    `bench` judges on the tuning data (`Bench.on`: the calibration data, or more with `tuning_data`) and times as the
+    run does; `seconds` bounds the search.
 
-    `metric` is the run's; accuracy falls back to the automatic choice when the tuning data has no labels.
     `built` is the candidate's fully quantized build, reused as the first trial; `beat` is the fastest row already
-    within the budget (see `search`); decisions on speed time the builds together for `contest_seconds` each
-    (`TrialTiming`). `build(candidate, folder, context)` makes
-    each configuration: (artifact, whether it was restored from the cache). `runs_also_as` maps the candidates
-    that run this one's model with another runtime config to that config: each trial is timed in those too.
-    `evaluation_drop` is `built`'s drop on the evaluation data (by `metric`): where the tuning data shows less,
-    the search aims lower (`accuracy.aimed`).
+    within the budget (see `search`); decisions on speed time the builds together (`TrialTiming`). `build(candidate,
+    folder, context)` makes each configuration: (artifact, whether it was restored from the cache). `runs_also_as`
+    maps the candidates that run this one's model with another runtime config to that config: each trial is timed
+    in those too. `evaluation_drop` is `built`'s drop on the evaluation data (by `bench.metric`): where the tuning
+    data shows less, the search aims lower (`accuracy.aimed`).
     When the tuning data is too few samples to resolve `max_drop` (see `uncertainty.resolution`), the
     result's `resolution` says so; the search runs as it would otherwise.
     """
-    tuning: Dataset = context.calibration if data is None else data
-    if len(reference_outputs[0]) != len(tuning):
-        raise ValueError(f"{len(reference_outputs[0])} reference outputs for {len(tuning)} tuning samples")
-    requested = metric
-    metric = quality_metric(reference_outputs, tuning.labels,
-                            "auto" if metric == "accuracy" and tuning.labels is None else metric)
-    reference_quality = compare(reference_outputs, reference_outputs, tuning.labels)[metric]
+    tuning, metric = bench.evaluation, bench.metric
     layers = candidate.layers(onnx_path)
     # the alternative calibrations that differ from this run's (a recipe may already ask for percentile)
     calibrations = tuple(c.name for c in candidate.calibrations if c.applied(context.int8) != context.int8)
     artifacts: dict[tuple[tuple[str, ...], str, tuple[str, ...]], Artifact] = {}   # by Trial key
-    timing = TrialTiming(candidate, sample, threads, runs_also_as or {}, beat, contest_seconds)
+    timing = TrialTiming(candidate, bench, runs_also_as or {}, beat)
     builds, restored = [], set()                 # the configurations built, and those the cache gave
 
     def evaluate(excluded: tuple[str, ...], purpose: str, calibration: str, reverted: tuple[str, ...]) -> Trial:
@@ -269,11 +259,11 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
             builds.append((excluded, calibration, reverted))
             if cached:
                 restored.add((excluded, calibration, reverted))
-        runner = candidate.backend.open(artifact, threads)
-        quality = compare(predict(runner, tuning, batch, fixed), reference_outputs, tuning.labels)[metric]
-        timed_as, p50 = fastest_config(candidate, artifact, runner, sample, threads, runs_also_as or {})
+        runner = candidate.backend.open(artifact, bench.threads)
+        quality = compare(bench.predict(runner), bench.reference, tuning.labels)[metric]
+        timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as or {})
         artifacts[excluded, calibration, reverted] = artifact
-        trial = Trial(excluded, quality, reference_quality - quality, p50, artifact.size_bytes, purpose,
+        trial = Trial(excluded, quality, bench.reference_quality - quality, p50, artifact.size_bytes, purpose,
                       timed_as=timed_as)
         timing.add(trial, artifact)
         return trial
@@ -286,14 +276,13 @@ def tune(candidate: Candidate, *, onnx_path: Path, work: Path, context: BuildCon
     def quantizers(calibration: str, seconds: float) -> QuantizerRanking:
         full = artifacts[(), calibration, ()]
         step.describe(f"{candidate.name}: accuracy budget, ranking the quantizers")
-        return ranking(candidate, full.folder / full.entry, onnx_path, tuning, reference_outputs, batch, fixed,
-                       seconds)
+        return ranking(candidate, full.folder / full.entry, onnx_path, bench, seconds)
 
     result = search(layers, evaluate, max_drop, seconds,
                     local_errors=local_errors if candidate.local_errors is not None else None,
                     not_faster=timing.not_faster, as_fast=timing.as_fast, calibrations=calibrations,
                     quantizers=quantizers if candidate.quantizers is not None else None,
-                    evaluation_drop=evaluation_drop if metric == requested and built is not None else None)
+                    evaluation_drop=evaluation_drop if built is not None else None)
     result.contests = timing.contests
     result.resolution = resolution(len(tuning), metric, max_drop,
                                    "the calibration data" if tuning is context.calibration else "the tuning data")

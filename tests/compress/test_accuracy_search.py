@@ -318,16 +318,17 @@ def ort_int8():
 
 
 def run_tune(candidate, onnx_path, calibration, data, max_drop, work):
+    from edgeml.pipeline.bench import Bench
     from edgeml.pipeline.tuning import tune
     from edgeml.progress import Step
     from edgeml.runtimes.onnxruntime import OrtRunner
 
     context = int8_context(calibration)
     reference = predict(OrtRunner(onnx_path, 1), data, 64)
-    return tune(candidate, onnx_path=onnx_path, work=work, context=context,
-                reference_outputs=reference, batch=64, fixed=False, sample=calibration.feeds(0, 1), threads=1,
-                max_drop=max_drop, seconds=600, step=Step(None, None), metric="agreement", data=data,
-                build=lambda c, folder, context: (c.build(onnx_path, folder, context), False))
+    bench = Bench.of(data, reference, "agreement", batch=64, fixed=False, sample=calibration.feeds(0, 1), threads=1)
+    return tune(candidate, bench, onnx_path=onnx_path, work=work, context=context,
+                build=lambda c, folder, context: (c.build(onnx_path, folder, context), False), max_drop=max_drop,
+                seconds=600, step=Step(None, None))
 
 
 def test_the_search_reverts_the_concat_range_where_compute_layers_alone_cannot_meet_the_budget(

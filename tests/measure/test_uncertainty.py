@@ -112,6 +112,7 @@ def test_the_budget_search_says_when_its_calibration_data_is_too_coarse(digits, 
     import onnxruntime as ort
 
     from edgeml.inputs.data import Dataset
+    from edgeml.pipeline.bench import Bench
     from edgeml.pipeline.tuning import tune
     from edgeml.progress import Reporter
     from edgeml.targets import get_target
@@ -131,10 +132,10 @@ def test_the_budget_search_says_when_its_calibration_data_is_too_coarse(digits, 
 
     def search(budget):
         with Reporter() as reporter, reporter.step("search") as step:
-            return tune(candidate, onnx_path=onnx_path, work=tmp_path / f"tuning-{budget}", context=context,
-                        reference_outputs=reference, batch=16, fixed=False,
-                        sample={"input": calibration.inputs["input"][:1]}, threads=1, max_drop=budget, seconds=30.0,
-                        step=step, metric="accuracy", built=built, build=build)
+            bench = Bench.of(calibration, reference, "accuracy", batch=16, fixed=False,
+                             sample={"input": calibration.inputs["input"][:1]}, threads=1)
+            return tune(candidate, bench, onnx_path=onnx_path, work=tmp_path / f"tuning-{budget}", context=context,
+                        build=build, max_drop=budget, seconds=30.0, step=step, built=built)
 
     result = search(0.01).result
     assert result.trials                                                   # it searched as it would otherwise

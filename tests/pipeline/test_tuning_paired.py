@@ -13,6 +13,7 @@ from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import predict
 from edgeml.measure.latency import MeasureConfig, measure_latency
 from edgeml.pipeline import tuning
+from edgeml.pipeline.bench import Bench
 from edgeml.progress import Step
 from edgeml.runtimes.onnxruntime import OrtRunner
 from edgeml.targets.base import BuildContext
@@ -89,11 +90,11 @@ def test_a_trial_timed_on_a_busy_machine_does_not_end_the_search(tmp_path, busy_
     beat = tuning.Beat("twice-the-work", measure_latency(lambda: slower.run(sample), MeasureConfig(seconds=0.3)).p50_ms,
                        built, 1)
     beat.runner = slower
-    tuned = tuning.tune(candidate, onnx_path=model, work=tmp_path / "search", context=BuildContext(calibration),
-                        reference_outputs=predict(OrtRunner(model, 1), calibration, 8), batch=8, fixed=False,
-                        sample=sample, threads=1, max_drop=-1.0, seconds=600, step=Step(None, None),
-                        metric="cosine", built=built, beat=beat,
-                        build=lambda c, folder, context: (c.build(model, folder, context), False))
+    bench = Bench.of(calibration, predict(OrtRunner(model, 1), calibration, 8), "cosine", batch=8, fixed=False,
+                     sample=sample, threads=1)
+    tuned = tuning.tune(candidate, bench, onnx_path=model, work=tmp_path / "search", context=BuildContext(calibration),
+                        build=lambda c, folder, context: (c.build(model, folder, context), False), max_drop=-1.0,
+                        seconds=600, step=Step(None, None), built=built, beat=beat)
     result = tuned.result
     full = result.trials[0]
     # its one timing, on the busy machine, was no faster than a build doing twice its work: that used to end it
