@@ -6,11 +6,10 @@ in report_html.py. Text may carry **bold** and `code`, which both renderings und
 
 from __future__ import annotations
 
-from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.measure.uncertainty import resolution
 from edgeml.pipeline.selection import CLOSE, paired_speedup
+from edgeml.report.format import DASH, drop, interval, layer_ms, mb, ms, p_value, percent, quality
 
-DASH = "—"
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
 TOP_LAYERS = 10                                   # per-layer rows in the markdown report
 WORST_CLASSES = 5
@@ -94,18 +93,18 @@ def device_table(run: dict) -> tuple[list[str], list[list[str]]]:
     header = ["latency", "where", "threads", "p50 ms (95% CI)", "p90 ms", "device p50 / this"]
     lo, hi = device["p50_ci95_ms"]
     table = [["**measured on the device**", run["device_report"]["machine"]["cpu"],
-              str(run["device_report"]["threads"]), f"{_ms(device['p50_ms'])} ({_ms(lo)}–{_ms(hi)})",
-              _ms(device["p90_ms"]), DASH]]
+              str(run["device_report"]["threads"]), f"{ms(device['p50_ms'])} ({ms(lo)}–{ms(hi)})",
+              ms(device["p90_ms"]), DASH]]
     if chosen["latency"] is not None:
         built = chosen["latency"]
         lo, hi = built["p50_ci95_ms"]
         table.append(["measured at build time", run["machine"]["cpu"], str(run["machine"]["threads"]),
-                      f"{_ms(built['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(built["p90_ms"]),
+                      f"{ms(built['p50_ms'])} ({ms(lo)}–{ms(hi)})", ms(built["p90_ms"]),
                       f"{device['p50_ms'] / built['p50_ms']:.2f}x"])
     predicted = (chosen.get("predicted") or {}).get("ms")
     if predicted is not None:
         table.append([f"predicted ({run['profile']['name']})", run["profile"]["display_name"],
-                      str(run["config"]["recipe"]["threads"] or DASH), _ms(predicted), DASH,
+                      str(run["config"]["recipe"]["threads"] or DASH), ms(predicted), DASH,
                       f"{device['p50_ms'] / predicted:.2f}x"])
     return header, table
 
@@ -127,8 +126,8 @@ def summary(run: dict) -> list[str]:
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']}, {chosen['precision']}): "
              f"{_predicted(chosen)} ms **predicted** for {profile['display_name'] if profile else 'the device'}, "
-             f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')}); not measured "
-             f"here: {chosen['reason']}."),
+             f"{metric} {quality(chosen['metrics'][metric], metric)} ({_drop_and_ci(chosen, metric, '; ')}); "
+             f"not measured here: {chosen['reason']}."),
             f"Why: {selection['reason']}.",
         ]
     elif chosen:
@@ -139,12 +138,12 @@ def summary(run: dict) -> list[str]:
         if fp32:
             speedups.append(f"{_speedup(selection, fp32, chosen)} vs {fp32['name']}")
         rounds = _rounds_p50(run, chosen)
-        p50 = f"{_ms(chosen['latency']['p50_ms'])} ms" if rounds is None else \
-            f"{_ms(rounds)} ms in the alternating rounds"
+        p50 = f"{ms(chosen['latency']['p50_ms'])} ms" if rounds is None else \
+            f"{ms(rounds)} ms in the alternating rounds"
         paragraphs += [
             (f"**Selected: {chosen['name']}** ({chosen['backend']} {chosen['backend_version'] or ''}, "
              f"{chosen['precision']}): p50 {p50}, "
-             f"{metric} {_quality(chosen, metric)} ({_drop_and_ci(chosen, metric, '; ')})"
+             f"{metric} {quality(chosen['metrics'][metric], metric)} ({_drop_and_ci(chosen, metric, '; ')})"
              + (f"; speed-up (p50) {', '.join(speedups)}." if speedups else "; your model, unchanged.")),
             f"Why: {selection['reason']}.",
         ]
@@ -176,7 +175,7 @@ def paired_table(run: dict) -> tuple[list[str], list[list[str]]]:
     for name, r in sorted(paired["rows"].items(), key=lambda kv: kv[1]["p50_ms"]):
         s = r["speedup_of_fastest"]
         lo, hi = r["p50_ci95_ms"]
-        rows.append([name, f"{_ms(r['p50_ms'])} ({_ms(lo)}–{_ms(hi)})",
+        rows.append([name, f"{ms(r['p50_ms'])} ({ms(lo)}–{ms(hi)})",
                      DASH if s is None else f"{s['ratio']:.2f}x ({s['ci95'][0]:.2f}–{s['ci95'][1]:.2f})",
                      ", ".join(["selected"] * (name == run["selection"]["candidate"])
                                + ["fastest" if name == paired["fastest"] else "tied" if name in paired["tied"]
@@ -198,7 +197,7 @@ def _rounds_p50(run: dict, r: dict) -> float | None:
 def _p50_cell(run: dict, r: dict) -> str:
     """`r`'s p50: from the alternating rounds when it was timed there (marked), else its own measurement."""
     rounds = _rounds_p50(run, r)
-    return _ms(r["latency"]["p50_ms"]) if rounds is None else f"{_ms(rounds)} (rounds)"
+    return ms(r["latency"]["p50_ms"]) if rounds is None else f"{ms(rounds)} (rounds)"
 
 
 def time_note(run: dict) -> str | None:
@@ -218,7 +217,7 @@ def time_table(run: dict) -> tuple[list[str], list[list[str]]]:
 
 def budget_note(run: dict) -> str:
     metric, budget = run["data"]["quality_metric"], run["selection"]["max_accuracy_drop"]
-    return (f"budget: {metric} may drop by at most {_drop(budget, metric).lstrip('+')} against the original "
+    return (f"budget: {metric} may drop by at most {drop(budget, metric).lstrip('+')} against the original "
             "(drop = original - candidate)")
 
 
@@ -236,14 +235,14 @@ def candidate_table(run: dict) -> tuple[list[str], list[tuple[dict, list[str]]]]
         measured = r["latency"] is not None
         cells = [
             r["name"], r["backend"], r["precision"],
-            _quality(r, metric) if judged else DASH,
+            quality(r["metrics"][metric], metric) if judged else DASH,
             (DASH if r["role"] == "reference" else _drop_cell(r, metric)) if judged else DASH,
             _p50_cell(run, r) if measured else DASH,
-            _ms(r["latency"]["p90_ms"]) if measured else DASH,
+            ms(r["latency"]["p90_ms"]) if measured else DASH,
         ]
         if predicted:
             cells.append(_predicted(r))
-        cells += [_mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
+        cells += [mb(r["size_bytes"]) if r["size_bytes"] is not None else DASH, _status(r)]
         table.append((r, cells))
     return header, table
 
@@ -264,8 +263,8 @@ def quality_notes(run: dict) -> list[str]:
         return notes                                # nothing to say of the original against itself
     ci, test = chosen.get("quality_drop_ci95"), chosen.get("quality_test")
     if ci and budget is not None and ci[0] <= budget < ci[1]:
-        notes.append(f"The 95% CI of {chosen['name']}'s drop ({_interval(ci, metric)}) contains the budget "
-                     f"({_drop(budget, metric).lstrip('+')}): these {_samples(test)}evaluation samples cannot "
+        notes.append(f"The 95% CI of {chosen['name']}'s drop ({interval(ci, metric)}) contains the budget "
+                     f"({drop(budget, metric).lstrip('+')}): these {_samples(test)}evaluation samples cannot "
                      "tell whether it is within; more samples narrow the interval.")
     if test and test.get("worse") is not None:
         n = test["samples"]
@@ -277,7 +276,7 @@ def quality_notes(run: dict) -> list[str]:
             p = test.get("mcnemar_p")
             notes.append(f"{chosen['name']} vs the original on {n} evaluation samples: {test['worse']} became wrong, "
                          f"{test['better']} became right"
-                         + (f"; exact McNemar {_p(p)} (the chance of a split at least this uneven if both "
+                         + (f"; exact McNemar {p_value(p)} (the chance of a split at least this uneven if both "
                             "were equally accurate)" if p is not None else "") + ".")
         else:
             notes.append(f"{chosen['name']} vs the original: the top-1 class changed on {test['worse']} of {n} "
@@ -320,9 +319,9 @@ def latency_table(run: dict) -> tuple[list[str], list[list[str]]]:
         lat = r["latency"]
         lo, hi = lat["p50_ci95_ms"]
         table.append([
-            r["name"], f"{_ms(lat['p50_ms'])} ({_ms(lo)}–{_ms(hi)})", _ms(lat["p99_ms"]),
+            r["name"], f"{ms(lat['p50_ms'])} ({ms(lo)}–{ms(hi)})", ms(lat["p99_ms"]),
             str(lat["runs"]), f"{lat['throughput_per_s']:.0f}",
-            _mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
+            mb(r["peak_memory_bytes"]) if r["peak_memory_bytes"] is not None else "not measured",
             (f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else DASH)
             + (" (from cache)" if r.get("cached") else ""),
         ])
@@ -348,16 +347,16 @@ def per_class(run: dict) -> dict | None:
 
 def per_class_note(result: dict) -> str:
     flagged = [c for c in result["classes"] if c["flagged"]]
-    listed = ", ".join(f"**class {c['class']}** ({_percent(c['before'])} -> {_percent(c['after'])}, drop "
-                       f"{_drop(c['drop'], 'accuracy')})" for c in flagged)
+    listed = ", ".join(f"**class {c['class']}** ({percent(c['before'])} -> {percent(c['after'])}, drop "
+                       f"{drop(c['drop'], 'accuracy')})" for c in flagged)
     return (f"{result['row']} against the original on the evaluation labels, {len(result['classes'])} classes, "
-            f"mean drop {_drop(result['mean_drop'], 'accuracy')}. A class is flagged when its drop is more than "
+            f"mean drop {drop(result['mean_drop'], 'accuracy')}. A class is flagged when its drop is more than "
             "twice the mean drop, and above 0: " + (listed or "none is") + ".")
 
 
 def per_class_table(result: dict, classes: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["class", "original", result["row"], "drop", "flagged"]
-    return header, [[c["class"], _percent(c["before"]), _percent(c["after"]), _drop(c["drop"], "accuracy"),
+    return header, [[c["class"], percent(c["before"]), percent(c["after"]), drop(c["drop"], "accuracy"),
                      "yes" if c["flagged"] else ""] for c in classes]
 
 
@@ -366,8 +365,8 @@ def layer_note(layer_times: dict) -> str:
         return (f"Not available for {layer_times['artifact']} ({layer_times['backend']}): "
                 f"{layer_times['reason']}.")
     return (f"{layer_times['artifact']}, ONNX Runtime's profiler, {layer_times['threads']} thread(s), mean of "
-            f"{layer_times['runs']} runs of the latency sample: kernels take {_ms(layer_times['kernels_ms'])} ms "
-            f"of a {_ms(layer_times['run_ms'])} ms profiled run (the profiler adds its own overhead; the rest is "
+            f"{layer_times['runs']} runs of the latency sample: kernels take {ms(layer_times['kernels_ms'])} ms "
+            f"of a {ms(layer_times['run_ms'])} ms profiled run (the profiler adds its own overhead; the rest is "
             "the session's). Share = part of the kernel time; layers ONNX Runtime added to the graph (layout "
             "conversions) are marked.")
 
@@ -375,13 +374,13 @@ def layer_note(layer_times: dict) -> str:
 def layer_table(layer_times: dict, top: int) -> tuple[list[str], list[list[str]]]:
     header = ["layer", "op", "ms per run", "share"]
     return header, [[layer["name"] + (" (added by ONNX Runtime)" if layer["added_by_runtime"] else ""),
-                     layer["op"], _layer_ms(layer["ms"]), f"{layer['share'] * 100:.1f} %"]
+                     layer["op"], layer_ms(layer["ms"]), f"{layer['share'] * 100:.1f} %"]
                     for layer in layer_times["layers"][:top]]
 
 
 def op_table(layer_times: dict) -> tuple[list[str], list[list[str]]]:
     header = ["op", "layers", "ms per run", "share"]
-    return header, [[o["op"], str(o["count"]), _layer_ms(o["ms"]), f"{o['share'] * 100:.1f} %"]
+    return header, [[o["op"], str(o["count"]), layer_ms(o["ms"]), f"{o['share'] * 100:.1f} %"]
                     for o in layer_times["ops"]]
 
 
@@ -399,7 +398,7 @@ def tuning_notes(tuning: dict) -> list[str]:
                if tuning["met"] and tuning["row"] else
                "met the budget on the calibration data with every layer in INT8 (no change)" if tuning["met"] else
                f"**could not meet the budget** ({tuning['stopped']}); the best it found drops "
-               f"{_drop(best['drop'], metric)} on the calibration data")
+               f"{drop(best['drop'], metric)} on the calibration data")
     cached = tuning.get("cached_builds")
     return [(f"plain INT8 broke the budget on the evaluation data; the search {outcome}, "
              f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
@@ -416,9 +415,9 @@ def tuning_notes(tuning: dict) -> list[str]:
 
 def _aim_note(tuning: dict, metric: str) -> str:
     """Why the search aimed below the budget on the tuning data (edgeml.compress.quantize.accuracy.aimed)."""
-    return (f"aimed at a drop of at most {_drop(tuning['aim'], metric).lstrip('+')} there, below the budget: "
+    return (f"aimed at a drop of at most {drop(tuning['aim'], metric).lstrip('+')} there, below the budget: "
             "plain INT8 dropped "
-            f"{_drop(tuning['trials'][0]['drop'], metric)} there and {_drop(tuning['evaluation_drop'], metric)} on "
+            f"{drop(tuning['trials'][0]['drop'], metric)} there and {drop(tuning['evaluation_drop'], metric)} on "
             "the evaluation data, and a configuration must meet the budget on data like that too")
 
 
@@ -434,8 +433,8 @@ def _contest_note(c: dict) -> str:
     verdict = {"ci": "faster (its CI is above the margin)", "median": "faster (its median is above the margin)",
                None: "not faster"}[c["faster"]]
     return (f"timed together: {c['trial']} against {c['versus']}: {c['ratio']:.2f}x (95% CI {c['ci95'][0]:.2f}–"
-            f"{c['ci95'][1]:.2f}, {c['rounds']} rounds; p50 {_ms(c['trial_p50_ms'])} against "
-            f"{_ms(c['versus_p50_ms'])} ms): {verdict}")
+            f"{c['ci95'][1]:.2f}, {c['rounds']} rounds; p50 {ms(c['trial_p50_ms'])} against "
+            f"{ms(c['versus_p50_ms'])} ms): {verdict}")
 
 
 def _qat_note(qat: dict) -> str:
@@ -452,8 +451,8 @@ def _control_note(control: dict, metric: str) -> str:
     if "drop" not in control:
         return f"{control['method']}, next to the search: no result ({control['stopped']})"
     return (f"{control['method']}, next to the search on the same data: {len(control['excluded'])} layer(s) in fp32, "
-            f"drop {_drop(control['drop'], metric)} ({'within' if control['met'] else 'over'} the budget), "
-            f"{_ms(control['p50_ms'])} ms (short run), {control['seconds']:.1f} s; "
+            f"drop {drop(control['drop'], metric)} ({'within' if control['met'] else 'over'} the budget), "
+            f"{ms(control['p50_ms'])} ms (short run), {control['seconds']:.1f} s; "
             + ("it measured better than the search and makes the row" if control["chosen"]
                else "the search's result measured better"))
 
@@ -471,14 +470,14 @@ def sensitivity_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
         return header, [[s["layer"], s["op"], f"{s['local_error']:+.4f}"]
                         for s in sorted(tuning["sensitivity"], key=lambda s: -s["local_error"])]
     header = ["layer", "op", f"{metric} drop when only this layer is INT8"]
-    return header, [[s["layer"], s["op"], _drop(s["drop_when_only_this_is_int8"], metric)]
+    return header, [[s["layer"], s["op"], drop(s["drop_when_only_this_is_int8"], metric)]
                     for s in sorted(tuning["sensitivity"], key=lambda s: -s["drop_when_only_this_is_int8"])]
 
 
 def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
     metric = tuning["metric"]
     header = ["trial", "layers in fp32", f"{metric} drop", "p50 ms (short run)", "Pareto"]
-    rows = [[t["purpose"], str(len(t["excluded"])), _drop(t["drop"], metric), _ms(t["p50_ms"]),
+    rows = [[t["purpose"], str(len(t["excluded"])), drop(t["drop"], metric), ms(t["p50_ms"]),
              "yes" if t["pareto"] else ""] for t in tuning["trials"]]
     if any(t.get("timed_as") for t in tuning["trials"]):      # timed in several runtime configs: say which won
         header.insert(4, "fastest run as")
@@ -582,21 +581,8 @@ def _status(r: dict) -> str:
 
 
 def _predicted(r: dict) -> str:
-    ms = (r.get("predicted") or {}).get("ms")
-    return DASH if ms is None else _ms(ms)
-
-
-def _quality(r: dict, metric: str) -> str:
-    value = r["metrics"][metric]
-    return f"{value:.4f}" if metric in CONTINUOUS else _percent(value)
-
-
-def _percent(value: float) -> str:
-    return f"{value * 100:.2f} %"
-
-
-def _drop(drop: float, metric: str) -> str:
-    return f"{drop:+.4f}" if metric in CONTINUOUS else f"{drop * 100:+.2f} pt"
+    value = (r.get("predicted") or {}).get("ms")
+    return DASH if value is None else ms(value)
 
 
 def _drop_cell(r: dict, metric: str) -> str:
@@ -606,23 +592,12 @@ def _drop_cell(r: dict, metric: str) -> str:
 
 def _drop_and_ci(r: dict, metric: str, sep: str, end: str = "") -> str:
     ci = r.get("quality_drop_ci95")
-    text = f"drop {_drop(r['quality_drop'], metric)}"
-    return text + (f"{sep}95% CI {_interval(ci, metric)}{end}" if ci else "")
-
-
-def _interval(ci: list[float], metric: str) -> str:
-    lo, hi = ci
-    if metric in CONTINUOUS:
-        return f"{lo:+.4f} to {hi:+.4f}"
-    return f"{lo * 100:+.2f} to {hi * 100:+.2f} pt"
+    text = f"drop {drop(r['quality_drop'], metric)}"
+    return text + (f"{sep}95% CI {interval(ci, metric)}{end}" if ci else "")
 
 
 def _samples(test: dict | None) -> str:
     return f"{test['samples']} " if test else ""
-
-
-def _p(p: float) -> str:
-    return f"p = {p:.3g}" if p >= 0.001 else "p < 0.001"
 
 
 def _ratio(base: dict, chosen: dict) -> str:
@@ -637,16 +612,3 @@ def _speedup(selection: dict, base: dict, chosen: dict) -> str:
         return _ratio(base, chosen)
     low, high = timed["ci95"]
     return f"{timed['ratio']:.2f}x (95% CI {low:.2f}–{high:.2f}, timed together)"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
-def _layer_ms(value: float) -> str:
-    """Three significant digits: single layers of small models take microseconds."""
-    return f"{value:.3g}"
-
-
-def _mb(value: int) -> str:
-    return f"{value / 1e6:.2f}"

@@ -45,7 +45,7 @@ def section(page: str, title: str) -> str:
 
 
 def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
-    from edgeml.report import markdown
+    from edgeml.report.format import ms
 
     result = edgeml_cli("report", run_dir)
     assert result.exit_code == 0, result.stderr
@@ -60,7 +60,7 @@ def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
     paired = record(run_dir)["selection"]["paired"]
     if paired:       # the close contenders show the p50 of the rounds that decided, marked
         for name, timed in paired["rows"].items():
-            cell = re.escape(f"| {markdown._ms(timed['p50_ms'])} (rounds) |")
+            cell = re.escape(f"| {ms(timed['p50_ms'])} (rounds) |")
             assert re.search(rf"\| (\*\*)?{re.escape(name)}(\*\* ✓)? \|[^\n]*{cell}", md), name
         assert "p50 marked (rounds)" in md
 
