@@ -14,6 +14,7 @@ import re
 
 from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.report import markdown as report
+from edgeml.report import search
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -79,11 +80,11 @@ def render_html(run: dict) -> str:
                         ["flagged" if c["flagged"] else "" for c in classes["classes"]])]
 
     for name, tuning in (run.get("tuning") or {}).items():
-        body += [f"<h2>Accuracy budget: {html.escape(name)}</h2>", _list(report.tuning_notes(tuning))]
+        body += [f"<h2>Accuracy budget: {html.escape(name)}</h2>", _list(search.tuning_notes(tuning))]
         if tuning.get("sensitivity"):
-            body.append(_table(*report.sensitivity_table(tuning)))
+            body.append(_table(*search.sensitivity_table(tuning)))
         if tuning.get("trials"):
-            body.append(_table(*report.trials_table(tuning)))
+            body.append(_table(*search.trials_table(tuning)))
 
     if report.time_note(run):
         body += ["<h2>Where the time went</h2>", _paragraph(report.time_note(run)), _table(*report.time_table(run))]
