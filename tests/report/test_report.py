@@ -292,7 +292,7 @@ def test_errors_are_one_line(edgeml_cli, tmp_path, case):
 
 
 def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
-    from edgeml.report.markdown import paired_note, paired_table
+    from edgeml.report.tables import paired_note, paired_table
 
     run = {"selection": {"candidate": "fp32", "paired": {
         "rounds": 5, "faster_above": 1.02, "fastest": "int8", "tied": ["fp32", "int8"],
@@ -318,7 +318,7 @@ def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
 
 
 def test_the_headline_speed_up_comes_from_the_rounds_that_decided_when_the_original_was_timed_there():
-    from edgeml.report.markdown import summary
+    from edgeml.report.tables import summary
 
     def row(name, role, p50, selected=False):
         return {"name": name, "role": role, "backend": "openvino" if name != "original" else "onnxruntime",
