@@ -478,7 +478,8 @@ def report(run_dir, fmt, out, merge):
     """Render the report of RUN_DIR, the OUT folder of `edgeml optimize`, from its report.json."""
     import json
 
-    from edgeml.report.markdown import load_device_report, load_run, merge_device_report, render_markdown
+    from edgeml.report.load import load_device_report, load_run, merge_device_report
+    from edgeml.report.markdown import render_markdown
 
     run, text = load_run(run_dir)
     if merge is not None:

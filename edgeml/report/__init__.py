@@ -1,1 +1,1 @@
-"""The run record and its renderings: markdown, HTML, MLflow tracking."""
+"""The run record and its renderings: the tables both reports show, markdown, HTML, MLflow tracking."""

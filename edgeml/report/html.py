@@ -1,9 +1,9 @@
 """The HTML report: one self-contained file rendered from a run record (the dict in report.json).
 
-It shows what the markdown report shows, with the same tables (built in report.py), plus a
-latency-against-quality plot. Plots are inline SVG drawn by matplotlib (their text in the viewer's
-own sans-serif font), the style sheet is inline, and there are no scripts or links, so the file
-opens offline and can be mailed as is.
+It shows what the markdown report shows, with the same tables (built in tables.py and search.py),
+plus a latency-against-quality plot. Plots are inline SVG drawn by matplotlib (their text in the
+viewer's own sans-serif font), the style sheet is inline, and there are no scripts or links, so the
+file opens offline and can be mailed as is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import io
 import re
 
 from edgeml.measure.evaluate import CONTINUOUS
-from edgeml.report import markdown as report
+from edgeml.report import search, tables
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -38,59 +38,59 @@ def render_html(run: dict) -> str:
     profile = run.get("profile")
     title = f"edgeml: {run['source']['name']} for target `{run['target']}`"
     body = [f"<h1>{_inline(title)}</h1>"]
-    body += [_paragraph(p) for p in report.summary(run)]
+    body += [_paragraph(p) for p in tables.summary(run)]
     body.append(_list([
-        report.budget_note(run),
+        tables.budget_note(run),
         f"device: {profile['display_name']} (`{profile['name']}`)" if profile else "device: this machine",
         *run["data"]["notes"]]))
 
-    header, table = report.candidate_table(run)
+    header, table = tables.candidate_table(run)
     body += ["<h2>Candidates</h2>", _table(
         header, [[f"**{r['name']}** ✓" if r["selected"] else cells[0], *cells[1:]] for r, cells in table],
         ["selected" if r["selected"] else r["status"] for r, _ in table])]
-    if report.paired_note(run):
-        body.append(_paragraph(report.ROUNDS_MARK_NOTE, "note"))
-    if report.predicted_note(run):
-        body.append(_paragraph(report.predicted_note(run), "note"))
-    body += [_paragraph(note, "note") for note in report.quality_notes(run)]
+    if tables.paired_note(run):
+        body.append(_paragraph(tables.ROUNDS_MARK_NOTE, "note"))
+    if tables.predicted_note(run):
+        body.append(_paragraph(tables.predicted_note(run), "note"))
+    body += [_paragraph(note, "note") for note in tables.quality_notes(run)]
 
     body += ["<h2>Latency against quality</h2>", _tradeoff_plot(run)]
-    body += ["<h2>Latency</h2>", _paragraph(report.latency_note(run["machine"])), _table(*report.latency_table(run))]
-    if report.paired_note(run):
-        body += [_paragraph(report.paired_note(run)), _table(*report.paired_table(run))]
+    body += ["<h2>Latency</h2>", _paragraph(tables.latency_note(run["machine"])), _table(*tables.latency_table(run))]
+    if tables.paired_note(run):
+        body += [_paragraph(tables.paired_note(run)), _table(*tables.paired_table(run))]
     if run.get("device_report"):
-        body += ["<h2>Measured on the device</h2>", _paragraph(report.device_note(run)),
-                 _table(*report.device_table(run))]
+        body += ["<h2>Measured on the device</h2>", _paragraph(tables.device_note(run)),
+                 _table(*tables.device_table(run))]
 
     layer_times = run.get("layer_times")
     if layer_times:
-        body += ["<h2>Per-layer time</h2>", _paragraph(report.layer_note(layer_times))]
+        body += ["<h2>Per-layer time</h2>", _paragraph(tables.layer_note(layer_times))]
         if layer_times["layers"] is not None:
             shown = layer_times["layers"][:TOP_LAYERS]
             body += [_paragraph(f"Top {len(shown)} of {len(layer_times['layers'])} layers by time:"),
-                     _table(*report.layer_table(layer_times, TOP_LAYERS), bars=[x["share"] for x in shown]),
+                     _table(*tables.layer_table(layer_times, TOP_LAYERS), bars=[x["share"] for x in shown]),
                      _paragraph("By op type:"),
-                     _table(*report.op_table(layer_times), bars=[o["share"] for o in layer_times["ops"]])]
+                     _table(*tables.op_table(layer_times), bars=[o["share"] for o in layer_times["ops"]])]
 
-    classes = report.per_class(run)
+    classes = tables.per_class(run)
     if classes:
-        body += ["<h2>Per-class accuracy</h2>", _paragraph(report.per_class_note(classes)),
-                 _table(*report.per_class_table(classes, classes["classes"]),
+        body += ["<h2>Per-class accuracy</h2>", _paragraph(tables.per_class_note(classes)),
+                 _table(*tables.per_class_table(classes, classes["classes"]),
                         ["flagged" if c["flagged"] else "" for c in classes["classes"]])]
 
     for name, tuning in (run.get("tuning") or {}).items():
-        body += [f"<h2>Accuracy budget: {html.escape(name)}</h2>", _list(report.tuning_notes(tuning))]
+        body += [f"<h2>Accuracy budget: {html.escape(name)}</h2>", _list(search.tuning_notes(tuning))]
         if tuning.get("sensitivity"):
-            body.append(_table(*report.sensitivity_table(tuning)))
+            body.append(_table(*search.sensitivity_table(tuning)))
         if tuning.get("trials"):
-            body.append(_table(*report.trials_table(tuning)))
+            body.append(_table(*search.trials_table(tuning)))
 
-    if report.time_note(run):
-        body += ["<h2>Where the time went</h2>", _paragraph(report.time_note(run)), _table(*report.time_table(run))]
+    if tables.time_note(run):
+        body += ["<h2>Where the time went</h2>", _paragraph(tables.time_note(run)), _table(*tables.time_table(run))]
     body += ["<h2>Candidates: how each was made</h2>", _list([f"{r['name']}: {r['method']}" for r in run["rows"]])]
     if run["warnings"]:
         body += ["<h2>Warnings</h2>", _list(run["warnings"])]
-    body += ["<h2>Machine</h2>", _list(report.machine_notes(run))]
+    body += ["<h2>Machine</h2>", _list(tables.machine_notes(run))]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title.replace('`', ''))}</title>\n<style>{STYLE}</style>\n</head>\n"
             "<body>\n<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
@@ -102,7 +102,7 @@ def _tradeoff_plot(run: dict) -> str:
     from matplotlib.figure import Figure
 
     metric = run["data"]["quality_metric"]
-    judged = [r for r in run["rows"] if r["status"] in report.JUDGED]
+    judged = [r for r in run["rows"] if r["status"] in tables.JUDGED]
     measured = [(r, r["latency"]["p50_ms"]) for r in judged if r["latency"] is not None]
     predicted = [(r, r["predicted"]["ms"]) for r in judged if (r.get("predicted") or {}).get("ms") is not None]
     device_only = any(r["latency"] is None for r, _ in predicted)

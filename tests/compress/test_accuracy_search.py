@@ -96,7 +96,7 @@ def test_the_search_aims_lower_where_the_tuning_data_understates_the_evaluation_
     result = search(LAYERS, quality_model(costs), 0.01, 60, evaluation_drop=0.012)
     assert result.aim == pytest.approx(0.01 * 0.008 / 0.012)
     assert result.met and result.best.excluded == ("fc1",) and result.best.drop <= result.aim
-    from edgeml.report.markdown import tuning_notes
+    from edgeml.report.search import tuning_notes
     notes = tuning_notes({**result.to_dict(), "metric": "cosine", "data": "calibration data", "row": "x-mixed",
                           "evaluation_drop": 0.012})
     assert ("aimed at a drop of at most 0.0067 there, below the budget: plain INT8 dropped +0.0080 there and "
@@ -220,7 +220,7 @@ def test_quantizers_are_reverted_greedily_and_ranked_again_after_each_revert():
     assert gains["q3"] == pytest.approx(0.6 - 0.2) and gains["q5"] == 0      # alone, q3 reveals q5's error
     assert result.ranking == {"quantizers": 10, "ranked": 10, "samples": 8, "output_error": pytest.approx(0.97)}
     assert 0 < asked[0] <= 60 * accuracy.RANKING_SHARE                      # the ranking's share of the time left
-    from edgeml.report.markdown import sensitivity_table, trials_table, tuning_notes
+    from edgeml.report.search import sensitivity_table, trials_table, tuning_notes
 
     recorded = result.to_dict() | {"metric": "cosine", "data": "calibration data", "row": "x-mixed"}
     header, rows = sensitivity_table(recorded)
@@ -261,7 +261,7 @@ def test_a_ranking_that_fails_leaves_the_layers_to_the_search():
     assert result.failed == [{"step": "ranking the quantizers",
                               "error": "RuntimeError: the switchable model does not load"}]
     assert result.met and set(result.best.excluded) == {"fc1", "fc2"} and result.ranking is None
-    from edgeml.report.markdown import tuning_notes
+    from edgeml.report.search import tuning_notes
 
     recorded = result.to_dict() | {"metric": "agreement", "data": "calibration data", "row": "x-mixed"}
     assert ("ranking the quantizers failed, left out: RuntimeError: the switchable model does not load"

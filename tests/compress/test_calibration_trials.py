@@ -77,7 +77,7 @@ def test_a_calibration_that_fails_is_recorded_and_the_search_goes_on():
                                        "bins."}]
     assert result.to_dict()["failed"] == result.failed
     assert result.calibration == "entropy" and result.met and result.best.excluded == ("fc1",)
-    from edgeml.report.markdown import tuning_notes
+    from edgeml.report.search import tuning_notes
 
     notes = tuning_notes({**result.to_dict(), "metric": "accuracy", "data": "calibration data", "row": "x-mixed"})
     assert "calibration histogram failed, left out: ValueError: Too many bins for data range." in " ".join(notes)
@@ -178,8 +178,8 @@ def activation_scale(model_path, consumer_op: str) -> float:
 
 def test_a_calibration_fixes_a_bad_range_with_every_layer_in_int8(spiked, digits, tmp_path):
     from edgeml.pipeline.repair import _mixed_row
-    from edgeml.report.markdown import trials_table
     from edgeml.report.record import Row, Run
+    from edgeml.report.search import trials_table
 
     tuned = tune_ort(spiked, digits.validation, tmp_path / "search")
     result = tuned.result

@@ -156,7 +156,7 @@ def run_record(metric: str, ci: list[float], test: dict | None, budget: float = 
 
 
 def test_notes_under_the_candidate_table():
-    from edgeml.report.markdown import _drop_cell, quality_notes
+    from edgeml.report.tables import _drop_cell, quality_notes
 
     test = {"samples": 2000, "step": 1 / 2000, "worse": 7, "better": 0, "mcnemar_p": None}
     notes = quality_notes(run_record("agreement", [0.0015, 0.0055], test))

@@ -45,7 +45,7 @@ def section(page: str, title: str) -> str:
 
 
 def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
-    from edgeml.report import markdown
+    from edgeml.report.format import ms
 
     result = edgeml_cli("report", run_dir)
     assert result.exit_code == 0, result.stderr
@@ -60,7 +60,7 @@ def test_markdown_is_report_md(edgeml_cli, run_dir, tmp_path):
     paired = record(run_dir)["selection"]["paired"]
     if paired:       # the close contenders show the p50 of the rounds that decided, marked
         for name, timed in paired["rows"].items():
-            cell = re.escape(f"| {markdown._ms(timed['p50_ms'])} (rounds) |")
+            cell = re.escape(f"| {ms(timed['p50_ms'])} (rounds) |")
             assert re.search(rf"\| (\*\*)?{re.escape(name)}(\*\* ✓)? \|[^\n]*{cell}", md), name
         assert "p50 marked (rounds)" in md
 
@@ -292,7 +292,7 @@ def test_errors_are_one_line(edgeml_cli, tmp_path, case):
 
 
 def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
-    from edgeml.report.markdown import paired_note, paired_table
+    from edgeml.report.tables import paired_note, paired_table
 
     run = {"selection": {"candidate": "fp32", "paired": {
         "rounds": 5, "faster_above": 1.02, "fastest": "int8", "tied": ["fp32", "int8"],
@@ -318,7 +318,7 @@ def test_the_close_contenders_timed_again_are_a_table_with_their_verdicts():
 
 
 def test_the_headline_speed_up_comes_from_the_rounds_that_decided_when_the_original_was_timed_there():
-    from edgeml.report.markdown import summary
+    from edgeml.report.tables import summary
 
     def row(name, role, p50, selected=False):
         return {"name": name, "role": role, "backend": "openvino" if name != "original" else "onnxruntime",
