@@ -332,3 +332,26 @@ def test_histogram_calibration_falls_back_to_min_max_on_an_attention_mask(tmp_pa
     assert any("quantize_static (entropy calibration): ValueError" in note for note in built.notes)
     assert cosine(outputs(model, data.inputs), outputs(built.model, data.inputs)) > 0.9
     assert list(cwd.iterdir()) == []
+
+
+def test_nodes_the_pre_processing_leaves_unnamed_are_named_and_kept_in_float_like_the_rest(tmp_path, cwd):
+    """HardSwish comes out of the pre-processing as an unnamed HardSigmoid and Mul (a PaddlePaddle text recognizer):
+    unnamed, its Mul could not be kept in float, and every listed layer in float was not the float model."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w")
+    head = numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("HardSwish", ["c"], ["h"], name="hardswish"),
+         helper.make_node("Conv", ["h", "w2"], ["y"], name="head")],
+        "hardswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 16, 16])], [weight, head])
+    model = tmp_path / "hardswish.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(model))
+    layers = onnxruntime_backend.compute_layers(model)
+    assert all(name for name, _ in layers) and "Mul" in {op for _, op in layers}, layers
+    data = Dataset({"x": images((3, 16, 16))}, None, "uniform images")
+    every = onnxruntime_backend.static(model, tmp_path / "float.onnx", data,
+                                       Int8Config(exclude=tuple(name for name, _ in layers)))
+    assert not [n for n in onnx.load(str(every.model)).graph.node if n.op_type == "QuantizeLinear"]
+    np.testing.assert_allclose(outputs(every.model, data.inputs), outputs(model, data.inputs), rtol=1e-5, atol=1e-5)
