@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml import cache as caching
 from edgeml.bundle.runner import model_batch, to_model
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.inputs import data as data_mod
@@ -18,7 +19,6 @@ from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, external_data, onnx_input_specs, onnx_output_specs
 from edgeml.inputs.specs import TensorSpec, with_batch_axes
 from edgeml.measure.evaluate import predict
-from edgeml.pipeline import cache as caching
 from edgeml.progress import Reporter
 from edgeml.report.record import Run
 from edgeml.runtimes.base import package_version
