@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeml import cache as caching
-from edgeml.bundle.runner import model_batch, to_model
+from edgeml.batching import model_batch, to_model
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.inputs import data as data_mod
 from edgeml.inputs.data import Dataset
@@ -117,7 +117,7 @@ def parity(reference: list[np.ndarray], exported: Exported, evaluation: Dataset,
 
 
 def eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
-    """(batch, whether the model fixes it): the model's own batch (edgeml.bundle.runner.model_batch), else
+    """(batch, whether the model fixes it): the model's own batch (edgeml.batching.model_batch), else
     EVAL_BATCH bounded by the sample size."""
     fixed = model_batch([s.shape for s in inputs], [s.batch_axis for s in inputs])
     if fixed is not None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import batched
+from edgeml.batching import batched
 from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare, predict, quality_metric
