@@ -84,7 +84,7 @@ def sequential(path: Path, out: Path, cache: Path) -> tuple[float, list[float]]:
 
 def on_ray(path: Path, out: Path, workers: int) -> tuple[float, list[float]]:
     """`edgeml sweep` on the local Ray, `workers` cells at a time: wall time, and each cell's time in its task."""
-    from edgeml.sweep.runner import sweep
+    from edgeml.sweep.schedule import sweep
 
     start = time.perf_counter()
     record = sweep(path, out, max_parallel=workers)

@@ -220,7 +220,7 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log each cell to MLflow, as child runs of the sweep.")
 def sweep(sweep_file, out, address, max_parallel, resume, track):
     """Run every cell of SWEEP.yaml (models x targets x recipes, each an `optimize` run) on Ray."""
-    from edgeml.sweep.runner import sweep as run_sweep
+    from edgeml.sweep.schedule import sweep as run_sweep
 
     record = run_sweep(sweep_file, out, address=address, max_parallel=max_parallel, resume=resume, track=track,
                        console=Console(stderr=True, soft_wrap=True))
