@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from edgeml.compress import torch_passes
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig, UnstructuredConfig
 from edgeml.errors import EdgemlError, ExportError, first_line
@@ -21,7 +22,6 @@ from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, load_model
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.outdir import AtomicOutput
-from edgeml.pipeline import torch_passes
 from edgeml.progress import Reporter
 from edgeml.runtimes.pytorch import open_source
 from edgeml.version import __version__

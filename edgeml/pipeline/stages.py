@@ -36,7 +36,7 @@ def compress(inputs: Inputs, recipe: Recipe, run: Run, reporter: Reporter) -> li
                           "model (package.module:factory with --weights, or a .pt2 file)")
     if distill and train is None:
         raise EdgemlError("distillation trains on data: give --train-data (labels optional), or turn it off")
-    from edgeml.pipeline import torch_passes
+    from edgeml.compress import torch_passes
 
     stages = []
     student = source
