@@ -15,8 +15,8 @@ from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import FULL_DISK, EdgemlError, first_line
 from edgeml.inputs.models import safe_loading
-from edgeml.inputs.recipe import PRECISIONS, QUANTIZERS
 from edgeml.measure.evaluate import METRICS
+from edgeml.pipeline.recipe import PRECISIONS, QUANTIZERS
 
 
 class _Group(click.Group):
@@ -158,7 +158,7 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
     with --weights.
     """
-    from edgeml.inputs.recipe import Recipe, load_recipe, make_recipe
+    from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe
     from edgeml.progress import Reporter
 
     if track:
@@ -254,7 +254,7 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
     tried.
     With --train-data, quantization-aware distillation is tried too (the `-qat` row).
     """
-    from edgeml.inputs.recipe import Recipe
+    from edgeml.pipeline.recipe import Recipe
     from edgeml.progress import Reporter
 
     run = edgeml.optimize(
@@ -340,7 +340,7 @@ def _settings(base, flags: dict) -> dict:
     from dataclasses import replace
 
     from edgeml.compress.prune import StructuredConfig
-    from edgeml.inputs.recipe import parse_duration
+    from edgeml.pipeline.recipe import parse_duration
 
     settings = {k: v for k, v in flags.items() if v is not None and k in RECIPE_FLAGS}
     if "tuning_budget" in settings:

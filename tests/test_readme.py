@@ -567,7 +567,7 @@ def test_python_snippet(workspace, capsys):
 
 def test_recipe_block_is_a_recipe_with_every_key(workspace):
     """The recipe YAML loads as a recipe, and names every setting an optimize run's recipe.yaml holds."""
-    from edgeml.inputs.recipe import load_recipe, make_recipe
+    from edgeml.pipeline.recipe import load_recipe, make_recipe
 
     (block,) = [b for b in BLOCKS if b.kind == "yaml" and b.lines[0].startswith("target:")]
     path = workspace.root / "r.yaml"

@@ -26,7 +26,6 @@ from edgeml.bundle.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.bundle.write import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.errors import EdgemlError, TargetError
-from edgeml.inputs.recipe import Recipe, dump_recipe
 from edgeml.measure import cpu_features
 from edgeml.measure.latency import MeasureConfig, machine_info
 from edgeml.measure.uncertainty import resolution
@@ -39,6 +38,7 @@ from edgeml.pipeline.exported import onnx_digest, onnx_model, parity, source_key
 from edgeml.pipeline.layer_times import layer_times
 from edgeml.pipeline.load import Given, Inputs, data_notes, load, make_run_recipe
 from edgeml.pipeline.quantization_aware import quantization_aware
+from edgeml.pipeline.recipe import Recipe, dump_recipe
 from edgeml.pipeline.repair import repair
 from edgeml.pipeline.selection import select
 from edgeml.pipeline.stages import compress, measure_stages

@@ -10,9 +10,9 @@ import numpy as np
 
 from edgeml.errors import EdgemlError
 from edgeml.inputs.models import SourceModel
-from edgeml.inputs.recipe import Recipe
 from edgeml.pipeline.bench import Bench, open_original, source_size
 from edgeml.pipeline.load import Inputs
+from edgeml.pipeline.recipe import Recipe
 from edgeml.progress import Reporter
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import package_version
