@@ -11,8 +11,9 @@ from pathlib import Path
 
 from edgeml.errors import EdgemlError
 from edgeml.measure.evaluate import CONTINUOUS
+from edgeml.measure.paired_timing import CLOSE
 from edgeml.measure.uncertainty import resolution
-from edgeml.pipeline.selection import CLOSE, paired_speedup
+from edgeml.report.record import paired_speedup
 
 DASH = "—"
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
