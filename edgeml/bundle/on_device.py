@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.bundle.folder import MISSING, Bundle
+from edgeml.bundle.reference import REFERENCE
 from edgeml.errors import EdgemlError, first_line
 from edgeml.measure.latency import MeasureConfig, machine_info, measure_latency
 
 FORMAT = "edgeml-device-report"
-REFERENCE = "reference.npz"
 RANDOM_SEED = 0
 
 

@@ -29,12 +29,12 @@ from edgeml.inputs.specs import TensorSpec
 from edgeml.report.record import Row, Run
 from edgeml.runtimes import BACKENDS
 from edgeml.runtimes.base import Artifact, package_version
-from edgeml.targets.tensorrt import ENGINE
+from edgeml.runtimes.tensorrt import ENGINE, TIMING_CACHE
 
 RUNNER = "run.py"
 # What a device writes into a bundle after the fact (build_engine.sh: the engine and trtexec's timing
 # cache); `verify` does not count them as files added to the bundle.
-DEVICE_FILES = {"tensorrt": [ENGINE, "timing.cache"]}
+DEVICE_FILES = {"tensorrt": [ENGINE, TIMING_CACHE]}
 STANDALONE = Path(__file__).with_name("standalone.py")
 BATCHING = Path(batching.__file__)
 
