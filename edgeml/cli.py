@@ -452,7 +452,7 @@ def build_engine(bundle, out):
     """Build the TensorRT engine of a jetson/gpu BUNDLE on this device, check it against the bundle's
     reference outputs and time it. Needs TensorRT's Python package (JetPack has it); exits 1 when
     the engine's outputs are outside the tolerance."""
-    from edgeml.bundle.build_engine import build_engine as build
+    from edgeml.deploy.build_engine import build_engine as build
 
     result = build(Path(bundle), out=out and Path(out))
     latency = result["latency_ms"]
@@ -513,7 +513,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
     """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
     then check every file there against the manifest's sha256. Run it again to resume an
     interrupted copy: files already there intact are not sent again."""
-    from edgeml.bundle.ship import ship as run_ship
+    from edgeml.deploy.ship import ship as run_ship
 
     options = {}
     for item in ssh_options:
@@ -540,7 +540,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
 def profile_command(bundle, threads, measure_seconds, out):
     """Time BUNDLE's artifact on this machine (the device) with its own runtime, batch 1, and write a
     device report that `edgeml report RUN_DIR --merge` puts next to the build's numbers."""
-    from edgeml.bundle.on_device import profile_bundle, write_device_report
+    from edgeml.deploy.on_device import profile_bundle, write_device_report
 
     result = profile_bundle(bundle, threads=threads, measure_seconds=measure_seconds)
     latency, machine = result["latency"], result["machine"]
@@ -575,9 +575,9 @@ def rollout(bundle, fleet_file, canary, max_latency_ratio, rollback, out):
     1 when a step failed (or a rollback moved nothing or left mixed releases), 2 for bad input."""
     from dataclasses import replace
 
-    from edgeml.bundle.fleet import RATIO_ABOVE_1, FleetError, load_fleet
-    from edgeml.bundle.rollout import rollback as run_rollback
-    from edgeml.bundle.rollout import rollout as run_rollout
+    from edgeml.deploy.fleet import RATIO_ABOVE_1, FleetError, load_fleet
+    from edgeml.deploy.rollout import rollback as run_rollback
+    from edgeml.deploy.rollout import rollout as run_rollout
 
     if rollback == (bundle is not None):
         raise EdgemlError("give a BUNDLE to roll out, or --rollback without one")
