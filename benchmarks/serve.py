@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of serve.md and serve.json")
     args = parser.parse_args()
 
-    from edgeml.measure.latency import machine_info
+    from edgeml.measure.machine import machine_info
 
     with tempfile.TemporaryDirectory(prefix="edgeml-bench-serve-") as tmp:
         bundles = build_bundles(Path(tmp), args.threads)

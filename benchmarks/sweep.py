@@ -158,7 +158,7 @@ def main() -> None:
 
     import edgeml
     from edgeml.examples import digits_example
-    from edgeml.measure.latency import machine_info
+    from edgeml.measure.machine import machine_info
     from edgeml.sweep.spec import load_sweep
 
     digits_example()                       # trained (or restored) once, before either run is timed

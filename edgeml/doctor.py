@@ -22,7 +22,7 @@ from rich.table import Table
 
 from edgeml.errors import first_line
 from edgeml.measure import cpu_features
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.runtimes import PACKAGES  # (pip package, import name, what installs it), from the registry
 from edgeml.runtimes.base import missing_modules, package_version
 from edgeml.targets import TARGETS

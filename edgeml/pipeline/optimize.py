@@ -27,7 +27,8 @@ from edgeml.bundle.write import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.errors import EdgemlError, TargetError
 from edgeml.measure import cpu_features
-from edgeml.measure.latency import MeasureConfig, machine_info
+from edgeml.measure.latency import MeasureConfig
+from edgeml.measure.machine import machine_info
 from edgeml.measure.uncertainty import resolution
 from edgeml.outdir import AtomicOutput
 from edgeml.pipeline import plan
