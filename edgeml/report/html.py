@@ -1,6 +1,6 @@
 """The HTML report: one self-contained file rendered from a run record (the dict in report.json).
 
-It shows what the markdown report shows, with the same tables (built in report.py), plus a
+It shows what the markdown report shows, with the same tables (built in markdown.py), plus a
 latency-against-quality plot. Plots are inline SVG drawn by matplotlib (their text in the viewer's
 own sans-serif font), the style sheet is inline, and there are no scripts or links, so the file
 opens offline and can be mailed as is.

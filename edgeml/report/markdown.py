@@ -1,7 +1,7 @@
 """Markdown rendering of a run record (the dict in report.json), and the pieces the HTML report shares.
 
 Tables are built once as (header, rows of text cells) and written as markdown here and as HTML
-in report_html.py. Text may carry **bold** and `code`, which both renderings understand.
+in html.py. Text may carry **bold** and `code`, which both renderings understand.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Row:
     # top-1 verdicts), mcnemar_p (accuracy); uncertainty.drop_uncertainty without ci95
     quality_test: dict | None = None
     within_budget: bool | None = None
-    latency: dict | None = None                # profiling.Latency.to_dict(): measured on this machine
+    latency: dict | None = None                # measure.latency.Latency.to_dict(): measured here
     predicted: dict | None = None              # roofline prediction for the profile's device (never measured)
     size_bytes: int | None = None
     peak_memory_bytes: int | None = None
