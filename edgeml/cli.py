@@ -192,7 +192,7 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 
     Each target's run (bundle and report) is kept in OUT/TARGET/; the table is OUT/benchmark.md.
     """
-    from edgeml.pipeline.benchmark import benchmark as run_benchmark
+    from edgeml.pipeline.several_targets import benchmark as run_benchmark
     from edgeml.progress import Reporter
 
     names = [t.strip() for t in targets.split(",") if t.strip()]
