@@ -28,7 +28,7 @@ import edgeml
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.inputs.data import Dataset, split
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.pipeline import single_pass
 from edgeml.runtimes.base import package_version
 

@@ -23,7 +23,7 @@ import numpy as np
 import edgeml
 from benchmarks.images import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, photo_crops
 from benchmarks.models import lite0_weights
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.runtimes.base import package_version
 
 CALIBRATION_CROPS = 64

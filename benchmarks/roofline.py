@@ -34,7 +34,8 @@ from edgeml.compress.quantize import onnxruntime_backend as ort_quant
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.export import export_onnx
 from edgeml.inputs.models import load_model
-from edgeml.measure.latency import MeasureConfig, machine_info, measure_latency
+from edgeml.measure.latency import MeasureConfig, measure_latency
+from edgeml.measure.machine import machine_info
 from edgeml.measure.roofline import layer_costs, measure_host, predict
 from edgeml.profiles import Profile, load_profile
 from edgeml.runtimes.base import package_version

@@ -11,8 +11,8 @@ output's shape); the table gives throughput, the p50/p99 of the clients' round t
 resident memory before and after the load.
 
 The server's overhead is measured apart, with one client and no competition: the p50 of a request's round trip
-against the p50 of the same input run directly with the bundle's runtime (edgeml.bundle.runner, as `run.py`
-does), each over `--overhead-requests` calls, alternating in rounds so the machine's load cancels out.
+against the p50 of the same input run directly with the bundle's runtime (edgeml.bundle.folder.Bundle.open_runner),
+each over `--overhead-requests` calls, alternating in rounds so the machine's load cancels out.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of serve.md and serve.json")
     args = parser.parse_args()
 
-    from edgeml.measure.latency import machine_info
+    from edgeml.measure.machine import machine_info
 
     with tempfile.TemporaryDirectory(prefix="edgeml-bench-serve-") as tmp:
         bundles = build_bundles(Path(tmp), args.threads)

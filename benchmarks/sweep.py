@@ -84,7 +84,7 @@ def sequential(path: Path, out: Path, cache: Path) -> tuple[float, list[float]]:
 
 def on_ray(path: Path, out: Path, workers: int) -> tuple[float, list[float]]:
     """`edgeml sweep` on the local Ray, `workers` cells at a time: wall time, and each cell's time in its task."""
-    from edgeml.sweep.runner import sweep
+    from edgeml.sweep.schedule import sweep
 
     start = time.perf_counter()
     record = sweep(path, out, max_parallel=workers)
@@ -158,7 +158,7 @@ def main() -> None:
 
     import edgeml
     from edgeml.examples import digits_example
-    from edgeml.measure.latency import machine_info
+    from edgeml.measure.machine import machine_info
     from edgeml.sweep.spec import load_sweep
 
     digits_example()                       # trained (or restored) once, before either run is timed

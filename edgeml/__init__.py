@@ -4,7 +4,7 @@
 probe each measured row starts, a bundle's checks) does not import torch and every pass with it.
 """
 
-__version__ = "0.1.0"
+from edgeml.version import __version__
 
 __all__ = ["optimize", "__version__"]
 

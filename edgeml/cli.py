@@ -15,8 +15,8 @@ from edgeml.compress.prune import IMPORTANCES
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import FULL_DISK, EdgemlError, first_line
 from edgeml.inputs.models import safe_loading
-from edgeml.inputs.recipe import PRECISIONS, QUANTIZERS
 from edgeml.measure.evaluate import METRICS
+from edgeml.pipeline.recipe import PRECISIONS, QUANTIZERS
 
 
 class _Group(click.Group):
@@ -158,7 +158,7 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
     with --weights.
     """
-    from edgeml.inputs.recipe import Recipe, load_recipe, make_recipe
+    from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe
     from edgeml.progress import Reporter
 
     if track:
@@ -192,7 +192,7 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 
     Each target's run (bundle and report) is kept in OUT/TARGET/; the table is OUT/benchmark.md.
     """
-    from edgeml.pipeline.benchmark import benchmark as run_benchmark
+    from edgeml.pipeline.several_targets import benchmark as run_benchmark
     from edgeml.progress import Reporter
 
     names = [t.strip() for t in targets.split(",") if t.strip()]
@@ -220,7 +220,7 @@ def benchmark(ctx, model, example, weights, input_shapes, targets, data, split, 
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log each cell to MLflow, as child runs of the sweep.")
 def sweep(sweep_file, out, address, max_parallel, resume, track):
     """Run every cell of SWEEP.yaml (models x targets x recipes, each an `optimize` run) on Ray."""
-    from edgeml.sweep.runner import sweep as run_sweep
+    from edgeml.sweep.schedule import sweep as run_sweep
 
     record = run_sweep(sweep_file, out, address=address, max_parallel=max_parallel, resume=resume, track=track,
                        console=Console(stderr=True, soft_wrap=True))
@@ -254,7 +254,7 @@ def quantize(ctx, model, example, weights, input_shapes, data, split, calib_data
     tried.
     With --train-data, quantization-aware distillation is tried too (the `-qat` row).
     """
-    from edgeml.inputs.recipe import Recipe
+    from edgeml.pipeline.recipe import Recipe
     from edgeml.progress import Reporter
 
     run = edgeml.optimize(
@@ -340,7 +340,7 @@ def _settings(base, flags: dict) -> dict:
     from dataclasses import replace
 
     from edgeml.compress.prune import StructuredConfig
-    from edgeml.inputs.recipe import parse_duration
+    from edgeml.pipeline.recipe import parse_duration
 
     settings = {k: v for k, v in flags.items() if v is not None and k in RECIPE_FLAGS}
     if "tuning_budget" in settings:
@@ -452,7 +452,7 @@ def build_engine(bundle, out):
     """Build the TensorRT engine of a jetson/gpu BUNDLE on this device, check it against the bundle's
     reference outputs and time it. Needs TensorRT's Python package (JetPack has it); exits 1 when
     the engine's outputs are outside the tolerance."""
-    from edgeml.bundle.build_engine import build_engine as build
+    from edgeml.deploy.build_engine import build_engine as build
 
     result = build(Path(bundle), out=out and Path(out))
     latency = result["latency_ms"]
@@ -514,7 +514,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
     """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
     then check every file there against the manifest's sha256. Run it again to resume an
     interrupted copy: files already there intact are not sent again."""
-    from edgeml.bundle.ship import ship as run_ship
+    from edgeml.deploy.ship import ship as run_ship
 
     options = {}
     for item in ssh_options:
@@ -541,7 +541,7 @@ def ship(bundle, to, identity, ssh_options, verify_remote):
 def profile_command(bundle, threads, measure_seconds, out):
     """Time BUNDLE's artifact on this machine (the device) with its own runtime, batch 1, and write a
     device report that `edgeml report RUN_DIR --merge` puts next to the build's numbers."""
-    from edgeml.bundle.on_device import profile_bundle, write_device_report
+    from edgeml.deploy.on_device import profile_bundle, write_device_report
 
     result = profile_bundle(bundle, threads=threads, measure_seconds=measure_seconds)
     latency, machine = result["latency"], result["machine"]
@@ -576,9 +576,9 @@ def rollout(bundle, fleet_file, canary, max_latency_ratio, rollback, out):
     1 when a step failed (or a rollback moved nothing or left mixed releases), 2 for bad input."""
     from dataclasses import replace
 
-    from edgeml.bundle.fleet import RATIO_ABOVE_1, FleetError, load_fleet
-    from edgeml.bundle.rollout import rollback as run_rollback
-    from edgeml.bundle.rollout import rollout as run_rollout
+    from edgeml.deploy.fleet import RATIO_ABOVE_1, FleetError, load_fleet
+    from edgeml.deploy.rollout import rollback as run_rollback
+    from edgeml.deploy.rollout import rollout as run_rollout
 
     if rollback == (bundle is not None):
         raise EdgemlError("give a BUNDLE to roll out, or --rollback without one")

@@ -20,15 +20,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import edgeml
 from edgeml.errors import first_line
 from edgeml.measure import cpu_features
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.runtimes import PACKAGES  # (pip package, import name, what installs it), from the registry
 from edgeml.runtimes.base import missing_modules, package_version
 from edgeml.targets import TARGETS
 from edgeml.targets.base import Candidate, Target
 from edgeml.targets.jetson import TEGRA_RELEASE
+from edgeml.version import __version__
 
 MEASURED, CHECKED, NOT_SERVED = "measured here", "checked here, latency predicted", "not served here"
 SKIPPED = "skipped on this CPU"        # its `applies` rule reads only the CPU (cpu_features.CpuRule), and fails
@@ -37,7 +37,7 @@ STATUS_COLOURS = {MEASURED: "green", CHECKED: "yellow", NOT_SERVED: "red", SKIPP
 
 def gather() -> dict:
     """The whole report as plain data (what `edgeml doctor --format json` prints)."""
-    return {"edgeml": edgeml.__version__, "packages": packages(), "machine": machine(), "targets": targets()}
+    return {"edgeml": __version__, "packages": packages(), "machine": machine(), "targets": targets()}
 
 
 def packages() -> list[dict]:

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgeml.cache import cache_dir
 from edgeml.inputs.data import Dataset, Preprocess
-from edgeml.pipeline.cache import cache_dir
 
 SEED = 0
 EPOCHS = 20

@@ -256,8 +256,8 @@ def _torch_int8_inc(model: Path, out: Path, ctx: BuildContext) -> Artifact:
     if ctx.source is None:
         raise EdgemlError("--quantizer inc quantizes a PyTorch model; MODEL is ONNX: give the PyTorch model "
                           "(factory + --weights, or a .pt2)")
+    from edgeml.compress import torch_passes
     from edgeml.compress.quantize import inc_backend
-    from edgeml.pipeline import torch_passes
 
     example = torch_passes.example_inputs(ctx.source, ctx.calibration)
     quantized = inc_backend.run(torch_passes.torch_module(ctx.source, "--quantizer inc"), example, ctx.calibration,

@@ -38,7 +38,7 @@ def _torch_cuda_fp16(model: Path, out: Path, ctx: BuildContext) -> Artifact:
         raise ValueError("torch-cuda-fp16 runs a PyTorch nn.Module: give MODEL as a factory with --weights, or a .pt2")
     import torch
 
-    from edgeml.pipeline import torch_passes
+    from edgeml.compress import torch_passes
 
     module = copy.deepcopy(torch_passes.torch_module(ctx.source, "torch-cuda-fp16")).half().to("cuda")
     example = tuple(t.to("cuda", torch.float16) if t.is_floating_point() else t.to("cuda")

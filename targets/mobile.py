@@ -21,7 +21,7 @@ def _module_and_example(ctx: BuildContext):
     if ctx.source is None:
         raise EdgemlError("the mobile target converts PyTorch models with litert-torch; MODEL is ONNX: give the "
                           "PyTorch model (package.module:factory with --weights, or a .pt2 file)")
-    from edgeml.pipeline import torch_passes
+    from edgeml.compress import torch_passes
 
     module = torch_passes.torch_module(ctx.source, "the mobile target")
     return module, torch_passes.example_inputs(ctx.source, ctx.calibration)

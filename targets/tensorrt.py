@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.reference import REFERENCE
 from edgeml.compress.quantize import Int8Config, float16
 from edgeml.compress.quantize.onnxruntime_backend import METHODS, calibration_reader, prepare
 from edgeml.errors import TargetError
@@ -31,10 +30,9 @@ from edgeml.inputs.specs import TensorSpec
 from edgeml.profiles import Profile
 from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.onnxruntime import ONNXRUNTIME
-from edgeml.runtimes.tensorrt import TENSORRT
+from edgeml.runtimes.tensorrt import ENGINE, TENSORRT, TIMING_CACHE
 from edgeml.targets.base import BuildContext, Candidate
 
-ENGINE = "model.engine"
 CALIBRATION_CACHE = "calibration.cache"
 DLA_CORE = 0
 
@@ -217,7 +215,7 @@ def trtexec_args(artifact: Artifact) -> list[str]:
                                            for name, shape in config["shapes"].items()))
     if config.get("workspace_mib"):
         args.append(f"--memPoolSize=workspace:{config['workspace_mib']}M")
-    return [*args, "--timingCacheFile=timing.cache"]
+    return [*args, f"--timingCacheFile={TIMING_CACHE}"]
 
 
 def build_script(artifact: Artifact, profile: Profile | None, candidate: str) -> str:
@@ -238,7 +236,8 @@ def build_script(artifact: Artifact, profile: Profile | None, candidate: str) ->
                       "of its own version.")
     header += [
         "Run it on the device: bash build_engine.sh  (TRTEXEC=/path/to/trtexec picks another trtexec)",
-        f"Or, with TensorRT's Python package: edgeml build-engine BUNDLE, which also checks it against {REFERENCE}.",
+        "Or, with TensorRT's Python package: edgeml build-engine BUNDLE, which also checks it against the bundle's "
+        "reference vectors.",
     ]
     args = " \\\n  ".join(shlex.quote(a) for a in trtexec_args(artifact))
     return "\n".join([

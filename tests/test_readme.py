@@ -567,7 +567,7 @@ def test_python_snippet(workspace, capsys):
 
 def test_recipe_block_is_a_recipe_with_every_key(workspace):
     """The recipe YAML loads as a recipe, and names every setting an optimize run's recipe.yaml holds."""
-    from edgeml.inputs.recipe import load_recipe, make_recipe
+    from edgeml.pipeline.recipe import load_recipe, make_recipe
 
     (block,) = [b for b in BLOCKS if b.kind == "yaml" and b.lines[0].startswith("target:")]
     path = workspace.root / "r.yaml"
@@ -588,7 +588,7 @@ def test_sweep_block_is_the_example_sweep(tmp_path):
 
 
 def test_fleet_block_is_the_example_fleet():
-    """tests/bundle/test_rollout.py checks the fleet block: the example file as it is, loaded."""
+    """tests/deploy/test_rollout.py checks the fleet block: the example file as it is, loaded."""
     (block,) = [b for b in BLOCKS if b.kind == "yaml" and b.lines[0].startswith("devices:")]
     assert "(examples/fleet.yaml)" in "".join(README.read_text().splitlines()[block.line - 4:block.line - 1])
 
@@ -651,7 +651,7 @@ LISTINGS = {
     "OUT/bundle/": check_out_listing,
     "OUT/bundle/model.onnx": "checked by test_commands after the Jetson runs (check_jetson_bundle)",
     "OUT/bundle/manifest.json": check_bundle_listing,
-    "DEST/releases/<id>/": "a device's releases after `edgeml rollout`: tests/bundle/test_rollout.py",
+    "DEST/releases/<id>/": "a device's releases after `edgeml rollout`: tests/deploy/test_rollout.py",
     "pyproject.toml": check_layout,
 }
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from edgeml.pipeline.cache import cache_dir
+from edgeml.cache import cache_dir
 
 TRAINED = cache_dir() / "examples"      # read on import, before the session's own cache replaces $EDGEML_CACHE_DIR
 

@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.panel import report
 from benchmarks.panel.models import ENTRIES, Entry
 from benchmarks.panel.peers import RECIPES
-from edgeml.pipeline.selection import paired_speedup
+from edgeml.report.record import paired_speedup
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import batched
+from edgeml.batching import batched
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset, load_npz
 from edgeml.measure.evaluate import compare, predict, quality_metric

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks.panel.peers import RECIPES
 from edgeml.measure import cpu_features
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER
 
 PACKAGES = ("edgeml", "onnxruntime", "openvino", "nncf", "onnx", "torch", "transformers", "numpy")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from benchmarks.peers.methods import METHODS
 from benchmarks.peers.verdict import fastest_peer
-from edgeml.measure.latency import machine_info
+from edgeml.measure.machine import machine_info
 from edgeml.profiles import Profile
 from edgeml.runtimes.base import package_version
 

@@ -72,7 +72,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from edgeml.errors import first_line
-from edgeml.pipeline.time_limit import TimeLimit
+from edgeml.time_limit import TimeLimit
 
 TRIALS_UP_TO = 16      # layer count up to which sensitivity is measured with one build per layer
 RANKING_SHARE = 0.4    # of the time left, at most this share ranks the quantizers (one run each, no build)

@@ -65,7 +65,7 @@ class AttemptsFailed(Exception):
 
 def first_working(model: Path, attempts: Sequence[Attempt], work: Path) -> Outcome:
     """Run `attempts` in order on `model`, their files in `work`, until one yields a checked model."""
-    from edgeml.pipeline.time_limit import TimeLimit
+    from edgeml.time_limit import TimeLimit
 
     work = work.resolve()
     source = work / "source.onnx"

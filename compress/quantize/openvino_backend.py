@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import batched
+from edgeml.batching import batched
 from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration
 from edgeml.inputs.data import Dataset
 

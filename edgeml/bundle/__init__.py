@@ -1,3 +1,3 @@
-"""The bundle: writing it (manifest, reference vectors, run.py), opening and checking one (folder.Bundle, which
-verify, ship, profile and build-engine take), packing, verifying, shipping, profiling it on the device, and
-building a TensorRT engine there."""
+"""The bundle format: writing it (manifest, reference vectors, run.py: the standalone runner), opening and checking
+one (folder.Bundle, which verify and edgeml.deploy take), its drift statistics (monitoring.py), verifying and
+packing it. Taking it to devices is edgeml.deploy."""

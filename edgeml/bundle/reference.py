@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 # One comparison for edgeml and for the bundle's run.py (which travels without edgeml).
-from edgeml.bundle.runner import relative_error
+from edgeml.bundle.standalone import relative_error
 
 REFERENCE = "reference.npz"
 SAMPLES = 8

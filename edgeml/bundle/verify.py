@@ -14,10 +14,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeml.batching import batch_axes, model_batch, to_samples
 from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST, Bundle
 from edgeml.bundle.pack import extract
 from edgeml.bundle.reference import read_reference, relative_error
-from edgeml.bundle.runner import batch_axes, model_batch, to_samples
 from edgeml.errors import EdgemlError, first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import predict

@@ -4,8 +4,8 @@
 size, the inputs and outputs, the preprocessing, the backend and the runtime versions it needs,
 the quality measured at build time, the INT8 scheme, the lineage (source model and data hashes,
 recipe, seeds, edgeml version), the reference vectors (edgeml.bundle.reference) and the monitoring
-statistics `edgeml serve` watches drift with (edgeml.bundle.monitoring). `run.py` (a copy of
-edgeml/bundle/runner.py) runs the bundle with its runtime and numpy alone.
+statistics `edgeml serve` watches drift with (edgeml.bundle.monitoring). `run.py` (`run_py`:
+edgeml/bundle/standalone.py with the code of edgeml/batching.py) runs the bundle with its runtime and numpy alone.
 
 A bundle holds only what the same settings reproduce: two runs on the same machine write it byte for
 byte the same. When it was made and how fast it ran are in report.json beside it, not in the bundle.
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgeml import batching
 from edgeml.bundle import reference
 from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST
 from edgeml.bundle.monitoring import Summaries
@@ -29,13 +29,14 @@ from edgeml.inputs.specs import TensorSpec
 from edgeml.report.record import Row, Run
 from edgeml.runtimes import BACKENDS
 from edgeml.runtimes.base import Artifact, package_version
-from edgeml.targets.tensorrt import ENGINE
+from edgeml.runtimes.tensorrt import ENGINE, TIMING_CACHE
 
 RUNNER = "run.py"
 # What a device writes into a bundle after the fact (build_engine.sh: the engine and trtexec's timing
 # cache); `verify` does not count them as files added to the bundle.
-DEVICE_FILES = {"tensorrt": [ENGINE, "timing.cache"]}
-HERE = Path(__file__).parent                 # runner.py
+DEVICE_FILES = {"tensorrt": [ENGINE, TIMING_CACHE]}
+STANDALONE = Path(__file__).with_name("standalone.py")
+BATCHING = Path(batching.__file__)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
     tolerance = reference.tolerance(artifact.precision, artifact.runtime_config)
     reference.write_reference(folder / reference.REFERENCE, reference_inputs,
                               {spec.name: out for spec, out in zip(outputs, judged.outputs)}, tolerance)
-    shutil.copyfile(HERE / "runner.py", folder / RUNNER)
+    (folder / RUNNER).write_text(run_py(), encoding="utf-8")
     (folder / RUNNER).chmod(0o755)
     files = [{"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
              for p in artifact.files]
@@ -117,6 +118,15 @@ def write_bundle(folder: Path, artifact: Artifact, row: Row, run: Run,
         manifest["monitoring"] = monitoring
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def run_py() -> str:
+    """A bundle's run.py: standalone.py with the code of edgeml/batching.py, from its NoBatchAxis on, in place of
+    the line that imports it, so that it runs without edgeml."""
+    standalone, code = STANDALONE.read_text(encoding="utf-8"), BATCHING.read_text(encoding="utf-8")
+    start = standalone.index("from edgeml.batching import ")
+    end = standalone.index("\n", start) + 1
+    return standalone[:start] + code[code.index("class NoBatchAxis("):] + standalone[end:]
 
 
 def _requires(artifact: Artifact, row: Row) -> dict[str, str | None]:

@@ -1,1 +1,1 @@
-"""What goes in: models, data, input specs, the ONNX export, recipes."""
+"""What goes in: models, data, input specs, the ONNX export."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import to_model
+from edgeml.batching import to_model
 from edgeml.errors import DataError, first_line
 from edgeml.hashing import sha256_arrays
 from edgeml.inputs.specs import TensorSpec, format_shape, moved_axes
@@ -30,7 +30,7 @@ class Dataset:
     synthetic: bool = False           # random stand-in data
     preprocessing: dict | None = None
     classes: list[str] | None = None  # label names, for image folders
-    # the batch axis of each input whose samples are not on its first (None: no batch axis; bundle.runner.to_model)
+    # the batch axis of each input whose samples are not on its first (None: no batch axis; batching.to_model)
     axes: dict[str, int | None] = field(default_factory=dict)
 
     def __len__(self) -> int:

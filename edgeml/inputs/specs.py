@@ -2,7 +2,7 @@
 
 An input's batch axis is the axis that holds the samples of a call. It is the first for most inputs; a recurrent
 model's state (`state [2, batch, 128]`) has it elsewhere, and a scalar (a sample rate) has none: one value for the
-whole call. edgeml holds data samples-first whatever the axis (edgeml.bundle.runner.to_samples / to_model move it).
+whole call. edgeml holds data samples-first whatever the axis (edgeml.batching.to_samples / to_model move it).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class TensorSpec:
 
 def moved_axes(specs) -> dict[str, int | None]:
     """The batch axis of each of `specs` (TensorSpecs, or anything with `name` and `batch_axis`) whose samples are not
-    on its first axis: what edgeml.bundle.runner.to_model and to_samples take."""
+    on its first axis: what edgeml.batching.to_model and to_samples take."""
     return {s.name: s.batch_axis for s in specs if s.batch_axis != 0}
 
 

@@ -1,2 +1,2 @@
 """Measuring: quality and its uncertainty, latency (single runs and paired rounds), memory, the roofline
-prediction, and the CPU features the rest depends on."""
+prediction, the machine, and the CPU features the rest depends on."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeml.bundle.runner import NoBatchAxis, batched
+from edgeml.batching import NoBatchAxis, batched
 from edgeml.errors import DataError
 from edgeml.inputs.data import Dataset
 from edgeml.runtimes.base import Runner
@@ -22,7 +22,7 @@ def predict(runner: Runner, dataset: Dataset, batch_size: int, fixed_batch: bool
 
     With `fixed_batch` (a model whose batch dimension is a fixed size) the last batch is padded
     to `batch_size` and the padding dropped from the outputs. Outputs whose batch axis is not the first
-    are read as the bundle's run.py reads them (edgeml.bundle.runner.batched).
+    are read as the bundle's run.py reads them (edgeml.batching.batched).
     """
     try:
         return batched(runner.run, batch_size, fixed_batch, dataset.axes)(dataset.inputs)

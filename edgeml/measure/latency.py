@@ -1,20 +1,15 @@
-"""Latency, memory and machine facts, measured the same way for every row of a report.
+"""Latency, measured the same way for every row of a report.
 
-Latency: warm-up first, then timed single runs until both a minimum count and a minimum time
+Warm-up first, then timed single runs until both a minimum count and a minimum time
 are reached; percentiles of those runs, and a bootstrap 95% confidence interval on the median.
 The minimum counts hold within `MeasureConfig.longest` times the minimum time: a model whose one call takes
 0.6 s is timed about 9 calls (5 s), not 50 (30 s), and warms up with 2 calls, not 5.
-Memory: the rise of the process's peak resident set (VmHWM) while loading and running the
-model, after resetting the peak (Linux only; elsewhere it is reported as not measured).
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -95,50 +90,3 @@ def bootstrap_median_ci(samples: np.ndarray, resamples: int = 1000, seed: int = 
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(medians, [tail, 100 - tail])
     return float(lo), float(hi)
-
-
-_STATUS = Path("/proc/self/status")
-
-
-def reset_peak_memory() -> int | None:
-    """Reset the process's peak RSS; return the current RSS in bytes (None if unsupported)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_bytes("VmRSS")
-    except OSError:
-        return None
-
-
-def peak_memory() -> int | None:
-    try:
-        return _status_bytes("VmHWM")
-    except OSError:
-        return None
-
-
-def _status_bytes(field: str) -> int:
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"{field} not in {_STATUS}")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(threads: int) -> dict:
-    return {
-        "cpu": cpu_model(),
-        "architecture": platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "threads": threads,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }

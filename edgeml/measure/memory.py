@@ -2,8 +2,8 @@
 
 Measured inside the edgeml process, the number would depend on what earlier rows left
 allocated. A child process imports the runtime, notes its resident set, loads the model, runs
-it, and reports how far its peak resident set rose: the memory this model needs on top of
-the runtime itself. Linux only (it reads /proc); elsewhere the result is None.
+it, and reports how far its peak resident set (VmHWM, reset first) rose: the memory this model needs on top
+of the runtime itself. Linux only (it reads /proc); elsewhere the result is None.
 
     python -m edgeml.measure.memory SPEC.json SAMPLE.npz
 """
@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 RUNS = 10  # inferences after loading; the peak is normally reached on the first
+_STATUS = Path("/proc/self/status")
 
 
 def measure(spec: dict, sample: dict[str, np.ndarray], timeout: float = 600) -> int | None:
     """Peak RSS increase in bytes for `spec` (see `_open`), or None if it cannot be measured."""
-    if not Path("/proc/self/status").exists():
+    if not _STATUS.exists():
         return None
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, sample_path = Path(tmp) / "spec.json", Path(tmp) / "sample.npz"
@@ -67,8 +68,6 @@ def _open(spec: dict):
 
 
 def _child(spec_path: str, sample_path: str) -> None:
-    from edgeml.measure.latency import peak_memory, reset_peak_memory
-
     load = _open(json.loads(Path(spec_path).read_text()))
     with np.load(sample_path) as z:
         sample = {k: z[k] for k in z.files}
@@ -77,6 +76,29 @@ def _child(spec_path: str, sample_path: str) -> None:
     for _ in range(RUNS):
         runner.run(sample)
     print(json.dumps({"peak_bytes": peak_memory() - baseline}))
+
+
+def reset_peak_memory() -> int | None:
+    """Reset the process's peak RSS; return the current RSS in bytes (None if unsupported)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_bytes("VmRSS")
+    except OSError:
+        return None
+
+
+def peak_memory() -> int | None:
+    try:
+        return _status_bytes("VmHWM")
+    except OSError:
+        return None
+
+
+def _status_bytes(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{field} not in {_STATUS}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ CHUNK = 100              # resamples drawn at once
 # twenty between two equal methods, and a gain under 2% is not worth a less precise model.
 FASTER = 1.02
 CLEARLY_FASTER = 1.05    # a median speed-up above this counts even when the CI is too wide to clear FASTER
+CLOSE = 2.0              # rows within this factor of the fastest p50 are timed again, in a contest: one
+                         # measurement on a shared machine can be off by half (a small CNN: 0.016 and 0.026 ms)
+MOST_CONTENDERS = 4      # at most this many of them (the fastest)
 MIN_ROUNDS = 5           # a contest's fewest rounds: with fewer, a bootstrap over rounds is a coin toss
 MAX_ROUNDS = 9
 

@@ -231,7 +231,7 @@ def measure_host(threads: int, size: int = 1024, copy_mb: int = 256, repeats: in
     import onnxruntime
     import torch
 
-    from edgeml.measure.latency import cpu_model
+    from edgeml.measure.machine import cpu_model
 
     rng = np.random.default_rng(0)
     a32, b32 = rng.standard_normal((2, size, size), dtype=np.float32)

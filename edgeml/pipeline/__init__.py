@@ -1,2 +1,2 @@
-"""`optimize` and the steps it runs: torch passes, candidate builds (cached), the accuracy-budget search and
-selection; single passes and multi-target benchmarks."""
+"""`optimize` and the steps it runs: the recipe, the PyTorch passes, candidate builds (cached), the accuracy-budget
+search and selection; single passes and benchmarks over several targets."""

@@ -8,17 +8,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from edgeml import cache as caching
 from edgeml.errors import FULL_DISK, EdgemlError, TargetError, first_line
 from edgeml.inputs.models import external_data
-from edgeml.inputs.recipe import Recipe
-from edgeml.pipeline import cache as caching
 from edgeml.pipeline import plan
 from edgeml.pipeline.context import RunContext
-from edgeml.pipeline.time_limit import TimeLimit
+from edgeml.pipeline.recipe import Recipe
 from edgeml.report.record import Row
 from edgeml.runtimes import RECORDED
 from edgeml.runtimes.base import Artifact, package_version
 from edgeml.targets.base import BuildContext, Candidate, Target
+from edgeml.time_limit import TimeLimit
 
 
 def candidates_for(target: Target, recipe: Recipe) -> list[Candidate]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeml.bundle.write import Judged
-from edgeml.inputs.recipe import Recipe
 from edgeml.pipeline.bench import Bench
 from edgeml.pipeline.exported import Exported
+from edgeml.pipeline.recipe import Recipe
 from edgeml.profiles import Profile
 from edgeml.progress import Reporter
 from edgeml.report.record import Run

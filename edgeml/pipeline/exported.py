@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import model_batch, to_model
+from edgeml import cache as caching
+from edgeml.batching import model_batch, to_model
 from edgeml.hashing import sha256_arrays, sha256_file
 from edgeml.inputs import data as data_mod
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, external_data, onnx_input_specs, onnx_output_specs
 from edgeml.inputs.specs import TensorSpec, with_batch_axes
 from edgeml.measure.evaluate import predict
-from edgeml.pipeline import cache as caching
 from edgeml.progress import Reporter
 from edgeml.report.record import Run
 from edgeml.runtimes.base import package_version
@@ -117,7 +117,7 @@ def parity(reference: list[np.ndarray], exported: Exported, evaluation: Dataset,
 
 
 def eval_batch(inputs: list[TensorSpec]) -> tuple[int, bool]:
-    """(batch, whether the model fixes it): the model's own batch (edgeml.bundle.runner.model_batch), else
+    """(batch, whether the model fixes it): the model's own batch (edgeml.batching.model_batch), else
     EVAL_BATCH bounded by the sample size."""
     fixed = model_batch([s.shape for s in inputs], [s.batch_axis for s in inputs])
     if fixed is not None:

@@ -12,7 +12,7 @@ from edgeml.errors import EdgemlError
 from edgeml.inputs import data as data_mod
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, load_model, safe_loading
-from edgeml.inputs.recipe import Recipe, load_recipe, make_recipe
+from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe
 from edgeml.progress import Reporter
 
 EXAMPLES = ("digits",)

@@ -5,7 +5,7 @@
       profile) -> repair (accuracy-budget search) -> close contenders timed again -> select -> bundle
       + report, all written atomically into OUT.
 
-The export and every build go through the cache (edgeml.pipeline.cache), keyed by what determines them,
+The export and every build go through the cache (edgeml.cache), keyed by what determines them,
 so a rerun restores them; validation and profiling always run anew.
 """
 
@@ -20,18 +20,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import edgeml
+from edgeml import cache as caching
 from edgeml.bundle.monitoring import monitoring_block, summarize_outputs
 from edgeml.bundle.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.bundle.write import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.errors import EdgemlError, TargetError
-from edgeml.inputs.recipe import Recipe, dump_recipe
 from edgeml.measure import cpu_features
-from edgeml.measure.latency import MeasureConfig, machine_info
+from edgeml.measure.latency import MeasureConfig
+from edgeml.measure.machine import machine_info
 from edgeml.measure.uncertainty import resolution
 from edgeml.outdir import AtomicOutput
-from edgeml.pipeline import cache as caching
 from edgeml.pipeline import plan
 from edgeml.pipeline.bench import measure_original
 from edgeml.pipeline.candidates import build_candidates, cached_build, candidates_for, original_artifact
@@ -40,10 +39,10 @@ from edgeml.pipeline.exported import onnx_digest, onnx_model, parity, source_key
 from edgeml.pipeline.layer_times import layer_times
 from edgeml.pipeline.load import Given, Inputs, data_notes, load, make_run_recipe
 from edgeml.pipeline.quantization_aware import quantization_aware
+from edgeml.pipeline.recipe import Recipe, dump_recipe
 from edgeml.pipeline.repair import repair
 from edgeml.pipeline.selection import select
 from edgeml.pipeline.stages import compress, measure_stages
-from edgeml.pipeline.time_limit import limited
 from edgeml.progress import Reporter
 from edgeml.report.markdown import render_markdown
 from edgeml.report.record import Run
@@ -51,6 +50,8 @@ from edgeml.runtimes import RECORDED
 from edgeml.runtimes.base import Artifact, package_version
 from edgeml.targets import get_target
 from edgeml.targets.base import BuildContext
+from edgeml.time_limit import limited
+from edgeml.version import __version__
 
 
 def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, example: str | None = None,
@@ -69,7 +70,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
     `recipe` (a Recipe or a YAML file) holds the settings; keyword `settings` (the Recipe's
     fields: target, precision, prune, max_accuracy_drop, threads, ...) override it.
     `track="mlflow"` logs the finished run to MLflow (see edgeml.report.tracking). With `cache` on, the exported
-    ONNX model and the candidates' builds are kept in `cache_dir` (default: edgeml.pipeline.cache.cache_dir(); at
+    ONNX model and the candidates' builds are kept in `cache_dir` (default: edgeml.cache.cache_dir(); at
     most `cache_max_bytes`, default $EDGEML_CACHE_MAX_BYTES or 5 GiB) and restored by a rerun. `safe=True` refuses
     TorchScript and ExportedProgram files (programs that can run code when loaded). Returns the run record.
     """
@@ -149,7 +150,7 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
 
 def _new_run(recipe: Recipe, config: dict, threads: int, inputs: Inputs, profile) -> Run:
     """The run record as it starts: settings, machine, packages, the model and the data."""
-    return Run(edgeml_version=edgeml.__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return Run(edgeml_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                target=recipe.target, config=config, machine=machine_info(threads),
                packages={p: package_version(p) for p in RECORDED}, source=inputs.source.describe(),
                profile=None if profile is None else profile.to_dict(),

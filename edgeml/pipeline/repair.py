@@ -30,12 +30,12 @@ from edgeml.pipeline.bench import Bench, open_artifact
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
-from edgeml.pipeline.time_limit import TimeLimit
 from edgeml.pipeline.tuning import Beat, Tuned, calibrated, fastest_config, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Artifact, Runner
 from edgeml.targets.base import Candidate
+from edgeml.time_limit import TimeLimit
 
 
 def repair(ctx: RunContext, repairs: list[tuple[Candidate, Row]], *, original: Runner, calibration: Dataset,

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeml.measure.paired_timing import CLEARLY_FASTER, FASTER, faster, verdict_text, versus_fastest
+from edgeml.measure.paired_timing import (
+    CLEARLY_FASTER,
+    CLOSE,
+    FASTER,
+    MOST_CONTENDERS,
+    faster,
+    verdict_text,
+    versus_fastest,
+)
 from edgeml.profiles import Profile
 from edgeml.report.record import Row
 
 JUDGED = ("ok", "predicted", "needs device")     # statuses whose quality was measured here
-CLOSE = 2.0           # rows within this factor of the fastest p50 are timed again, in alternating rounds: one
-                      # measurement on a shared machine can be off by half (a small CNN: 0.016 and 0.026 ms)
-MOST_CONTENDERS = 4   # at most this many of them (the fastest)
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2, "int4": 3}
 QUALITY_RESOLUTION = 0.01   # quality differences under this fraction of the budget do not order tied rows
 
@@ -152,16 +157,6 @@ def _settle(rows: list[Row], paired: dict, metric: str, max_drop: float) -> tupl
               f"{s['ci95'][0]:.2f}–{s['ci95'][1]:.2f}, {record['rounds']} alternating rounds); the tie goes to "
               f"{chosen.name}: {why}; {within}")
     return chosen, record, reason
-
-
-def paired_speedup(selection: dict, base: str) -> dict | None:
-    """From a recorded selection: the selected row's speed-up over the row named `base` ({ratio, ci95}) in the
-    alternating rounds (`_settle`'s record), when both were timed there and the selected row was the fastest;
-    else None."""
-    paired = selection.get("paired") or {}
-    if paired.get("fastest") != selection.get("candidate"):
-        return None
-    return (paired.get("rows", {}).get(base) or {}).get("speedup_of_fastest")
 
 
 def _tie(s: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-import edgeml
+from edgeml.compress import torch_passes
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig, UnstructuredConfig
 from edgeml.errors import EdgemlError, ExportError, first_line
@@ -22,9 +22,9 @@ from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel, load_model
 from edgeml.measure.evaluate import compare, predict, quality_metric
 from edgeml.outdir import AtomicOutput
-from edgeml.pipeline import torch_passes
 from edgeml.progress import Reporter
 from edgeml.runtimes.pytorch import open_source
+from edgeml.version import __version__
 
 METHODS = ("structured", "unstructured", "2:4")
 BATCH = 32
@@ -113,7 +113,7 @@ def _out(out, source: SourceModel, suffix: str) -> Path:
 
 def _record(command: str, source: SourceModel, result: SourceModel, evaluation: Dataset | None, details: dict,
             out: Path, reporter: Reporter, student: SourceModel | None = None) -> dict:
-    record = {"command": command, "edgeml_version": edgeml.__version__, "output": str(out),
+    record = {"command": command, "edgeml_version": __version__, "output": str(out),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "source": source.describe(), "result": result.describe(), command: details, "evaluation": None}
     if evaluation is not None:

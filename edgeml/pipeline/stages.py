@@ -10,9 +10,9 @@ import numpy as np
 
 from edgeml.errors import EdgemlError
 from edgeml.inputs.models import SourceModel
-from edgeml.inputs.recipe import Recipe
 from edgeml.pipeline.bench import Bench, open_original, source_size
 from edgeml.pipeline.load import Inputs
+from edgeml.pipeline.recipe import Recipe
 from edgeml.progress import Reporter
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import package_version
@@ -36,7 +36,7 @@ def compress(inputs: Inputs, recipe: Recipe, run: Run, reporter: Reporter) -> li
                           "model (package.module:factory with --weights, or a .pt2 file)")
     if distill and train is None:
         raise EdgemlError("distillation trains on data: give --train-data (labels optional), or turn it off")
-    from edgeml.pipeline import torch_passes
+    from edgeml.compress import torch_passes
 
     stages = []
     student = source

@@ -31,15 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml.bundle.runner import batched
+from edgeml.batching import batched
 from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import compare
 from edgeml.measure.latency import MeasureConfig, measure_latency
-from edgeml.measure.paired_timing import faster, round_speedup, verdict_text, versus_fastest
+from edgeml.measure.paired_timing import CLOSE, MOST_CONTENDERS, faster, round_speedup, verdict_text, versus_fastest
 from edgeml.measure.uncertainty import resolution
 from edgeml.pipeline.bench import CHECK_SECONDS, Bench, open_artifact
-from edgeml.pipeline.selection import CLOSE, MOST_CONTENDERS
 from edgeml.progress import Step
 from edgeml.runtimes.base import Artifact, Runner
 from edgeml.targets.base import BuildContext, Candidate
@@ -190,7 +189,7 @@ class TrialTiming:
 
     def as_fast(self, trials: list[Trial]) -> list[Trial]:
         """Of `trials` (within the budget), those the fastest is not `faster` than, timed together; only those whose
-        short timing is within selection.CLOSE of the fastest take part (at most selection.MOST_CONTENDERS)."""
+        short timing is within paired_timing.CLOSE of the fastest take part (at most MOST_CONTENDERS)."""
         shortest = min(t.p50_ms for t in trials)
         close = sorted((t for t in trials if t.p50_ms <= shortest * CLOSE), key=lambda t: t.p50_ms)[:MOST_CONTENDERS]
         if len(close) == 1:

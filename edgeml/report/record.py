@@ -28,7 +28,7 @@ class Row:
     # top-1 verdicts), mcnemar_p (accuracy); uncertainty.drop_uncertainty without ci95
     quality_test: dict | None = None
     within_budget: bool | None = None
-    latency: dict | None = None                # profiling.Latency.to_dict(): measured on this machine
+    latency: dict | None = None                # measure.latency.Latency.to_dict(): measured here
     predicted: dict | None = None              # roofline prediction for the profile's device (never measured)
     size_bytes: int | None = None
     peak_memory_bytes: int | None = None
@@ -76,3 +76,13 @@ class Run:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def paired_speedup(selection: dict, base: str) -> dict | None:
+    """From a recorded selection: the selected row's speed-up over the row named `base` ({ratio, ci95}) in the
+    alternating rounds (edgeml.pipeline.selection's record of them), when both were timed there and the selected
+    row was the fastest; else None."""
+    paired = selection.get("paired") or {}
+    if paired.get("fastest") != selection.get("candidate"):
+        return None
+    return (paired.get("rows", {}).get(base) or {}).get("speedup_of_fastest")

@@ -4,9 +4,10 @@ renderings, markdown.py and html.py: a table is (header, rows of text cells), an
 
 from __future__ import annotations
 
+from edgeml.measure.paired_timing import CLOSE
 from edgeml.measure.uncertainty import resolution
-from edgeml.pipeline.selection import CLOSE, paired_speedup
 from edgeml.report.format import DASH, drop, interval, layer_ms, mb, ms, p_value, percent, quality
+from edgeml.report.record import paired_speedup
 
 JUDGED = ("ok", "predicted", "needs device")     # rows whose quality was measured here
 

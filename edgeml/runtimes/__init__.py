@@ -6,7 +6,7 @@ module of this package defines at its top level, so a file here is a runtime. Wh
 derives from it: the packages `edgeml doctor` lists and a run records (`PACKAGES`, `RECORDED`), the backend
 names the bundle manifest's schema allows (`manifest_schema_backends`). A new runtime is its module here (a
 Backend whose `extra` installs its modules), its candidates in a target (edgeml.targets), its opener in the
-bundle's standalone run.py (edgeml/bundle/runner.py) and, for a new extra, pyproject.toml;
+bundle's standalone run.py (edgeml/bundle/standalone.py) and, for a new extra, pyproject.toml;
 tests/runtimes/test_registry.py checks every registered runtime against all of them.
 """
 

@@ -12,6 +12,9 @@ import numpy as np
 from edgeml.errors import TargetError
 from edgeml.runtimes.base import Artifact, Backend
 
+ENGINE = "model.engine"          # the engine a device builds beside the artifact (build_engine.sh, build-engine)
+TIMING_CACHE = "timing.cache"    # trtexec's timing cache, beside it
+
 
 def build_plan(artifact: Artifact) -> bytes:
     """The serialized engine for `artifact`, built on this machine's GPU (or its DLA)."""

@@ -5,7 +5,7 @@ Two bodies are read: JSON `{"inputs": {NAME: nested lists}}` and an .npz with on
 checked against the manifest's input spec: its name, rank, fixed dimensions (its batch axis, the first
 unless the manifest says otherwise, is the sample count, any size up to a limit; an input without one is given once
 for the request), dtype (numbers only; no floats for an integer input) and finite values. The inputs come out
-samples first (edgeml.bundle.runner.to_samples).
+samples first (edgeml.batching.to_samples).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeml.bundle.runner import to_samples
+from edgeml.batching import to_samples
 from edgeml.errors import EdgemlError
 from edgeml.inputs.specs import moved_axes
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeml.batching import batch_axes, batched, model_batch
 from edgeml.bundle.folder import Bundle
-from edgeml.bundle.runner import batch_axes, batched, model_batch
 from edgeml.bundle.verify import verify
 from edgeml.errors import EdgemlError
 from edgeml.serve.decode import InputSpec

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import EdgemlError, first_line
-from edgeml.inputs.recipe import Recipe, load_recipe, make_recipe, parse_settings
+from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe, parse_settings
 
 TOP_KEYS = ("models", "targets", "recipes", "settings", "cache_dir")
 MODEL_KEYS = ("model", "example", "weights", "input_shape", "data", "split", "calib_data", "eval_data",

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edgeml.bundle.folder import FIELDS, Bundle, has_manifest
 from edgeml.bundle.reference import read_reference, relative_error
+from edgeml.bundle.write import BATCHING, STANDALONE, run_py
 from edgeml.errors import EdgemlError
 from edgeml.runtimes import BACKENDS
 
@@ -63,6 +64,17 @@ def test_a_fresh_bundle_opens_and_matches_its_manifest(built):
     assert [c.path for c in bundle.check_files([bundle.entry])] == ["model.onnx"]
     assert bundle.added_files() == []
     assert has_manifest(built) and not has_manifest(built.parent / "nothing")
+
+
+def test_run_py_is_the_standalone_runner_with_the_batching_code(built):
+    """The bundle's run.py, executable: edgeml/bundle/standalone.py with edgeml/batching.py's code in place of its
+    import (tests/runtimes/test_registry.py checks that it imports no edgeml)."""
+    text = (built / "run.py").read_text()
+    assert text == run_py() and (built / "run.py").stat().st_mode & 0o111
+    code, standalone = BATCHING.read_text(), STANDALONE.read_text()
+    code = code[code.index("class NoBatchAxis("):]
+    imported = next(line for line in standalone.splitlines(keepends=True) if line.startswith("from edgeml.batching"))
+    assert text.count(code) == 1 and text.replace(code, imported) == standalone and "from edgeml" not in text
 
 
 def test_opening_names_what_is_not_a_bundle(folder, tmp_path):

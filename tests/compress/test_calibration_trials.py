@@ -207,7 +207,7 @@ def test_a_calibration_fixes_a_bad_range_with_every_layer_in_int8(spiked, digits
 def test_every_calibration_is_its_own_cache_entry(spiked, digits, tmp_path):
     from dataclasses import replace
 
-    from edgeml.pipeline.cache import Cache
+    from edgeml.cache import Cache
     from edgeml.pipeline.candidates import cached_build
 
     candidate, context, store = ort_int8(), int8_context(digits.validation), Cache(tmp_path / "cache")

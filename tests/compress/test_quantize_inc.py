@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgeml.compress import torch_passes
 from edgeml.compress.quantize import inc_backend
 from edgeml.inputs.models import load_model
-from edgeml.pipeline import torch_passes
 
 QUICK = ("--measure-seconds", "0.05", "--threads", "1")
 QDQ = ("quantized_decomposed.quantize_per_tensor", "quantized_decomposed.dequantize_per_channel")

@@ -16,7 +16,7 @@ from edgeml.compress.quantize import Int8Config, onnxruntime_backend
 from edgeml.compress.quantize import onnx_attempts as attempts
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
-from edgeml.pipeline.time_limit import TimeLimit
+from edgeml.time_limit import TimeLimit
 
 QUICK = ("--measure-seconds", "0.05", "--threads", "1")
 

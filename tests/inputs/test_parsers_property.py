@@ -14,9 +14,9 @@ from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import IMPORTANCES, StructuredConfig
 from edgeml.compress.quantize import CALIBRATION_METHODS
 from edgeml.errors import EdgemlError
-from edgeml.inputs.recipe import PRECISIONS, QUANTIZERS, Recipe, dump_recipe, load_recipe, make_recipe, parse_settings
 from edgeml.inputs.specs import DTYPES, TensorSpec, parse_input_shape
 from edgeml.measure.evaluate import METRICS
+from edgeml.pipeline.recipe import PRECISIONS, QUANTIZERS, Recipe, dump_recipe, load_recipe, make_recipe, parse_settings
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

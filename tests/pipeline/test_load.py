@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edgeml.errors import EdgemlError
-from edgeml.inputs.recipe import Recipe
 from edgeml.pipeline.load import Given, make_run_recipe
+from edgeml.pipeline.recipe import Recipe
 
 
 @pytest.mark.parametrize("given, message", [

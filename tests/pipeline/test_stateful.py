@@ -15,7 +15,7 @@ import pytest
 import stateful
 
 import edgeml
-from edgeml.bundle.runner import relative_error
+from edgeml.bundle.reference import relative_error
 from edgeml.bundle.verify import verify
 from edgeml.errors import DataError, InputSpecError
 from edgeml.inputs.data import load_data

@@ -2,7 +2,7 @@
 
 Each registered runtime that runs here builds a tiny real artifact with the first candidate of a target that
 uses it and suits the model, opens and runs it through `Backend.open` and through the opener of the bundle's
-standalone run.py (edgeml/bundle/runner.py); runtimes that cannot run here (not installed, no CUDA GPU) are
+standalone run.py (edgeml.bundle.write.run_py); runtimes that cannot run here (not installed, no CUDA GPU) are
 skipped with the reason. Every runtime is in the manifest schema's backend names, names an extra that
 installs it, and imports where it is installed. A new runtime needs no change here.
 """
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeml.bundle.write import run_py
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import load_model
 from edgeml.runtimes import BACKENDS, PACKAGES, TOOLS, manifest_schema_backends
@@ -28,7 +29,6 @@ from edgeml.targets import TARGETS
 from edgeml.targets.base import BuildContext
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = ROOT / "edgeml" / "bundle" / "runner.py"
 SCHEMA = ROOT / "edgeml" / "bundle" / "manifest.schema.json"
 PYPROJECT = ROOT / "pyproject.toml"
 NAMES = sorted(BACKENDS)
@@ -94,9 +94,10 @@ def build(name: str, tiny: dict):
     pytest.skip(f"no candidate of the {name} runtime runs here: " + ("; ".join(reasons) or "no target uses it"))
 
 
-def run_py():
-    """edgeml/bundle/runner.py imported as a module of its own, as a bundle's run.py is."""
-    spec = importlib.util.spec_from_file_location("edgeml_bundle_run_py", RUNNER)
+def run_py_module(folder: Path):
+    """The bundle's run.py written into `folder` and imported as a module of its own, as a bundle's run.py is."""
+    (folder / "run.py").write_text(run_py())
+    spec = importlib.util.spec_from_file_location("edgeml_bundle_run_py", folder / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -119,10 +120,10 @@ def test_opens_and_runs_its_artifact(name, tiny):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_bundles_run_py_opens_and_runs_it(name, tiny, monkeypatch):
+def test_the_bundles_run_py_opens_and_runs_it(name, tiny, monkeypatch, tmp_path):
     candidate, artifact = build(name, tiny)
     expected = BACKENDS[name].open(artifact, 1).run(tiny["feeds"])
-    standalone = run_py()
+    standalone = run_py_module(tmp_path)
     monkeypatch.setattr(standalone, "HERE", artifact.folder)     # a bundle's run.py reads the files beside it
     if name == "tensorrt":         # a TensorRT bundle runs the engine its build_engine.sh builds on the device
         from edgeml.runtimes.tensorrt import build_plan
@@ -140,10 +141,10 @@ def test_the_bundles_run_py_opens_and_runs_it(name, tiny, monkeypatch):
 
 def _run_py_openers() -> set[str]:
     """The backend names of run.py's `openers` table."""
-    for node in ast.walk(ast.parse(RUNNER.read_text())):
+    for node in ast.walk(ast.parse(run_py())):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "openers" for t in node.targets):
             return {ast.literal_eval(key) for key in node.value.keys}
-    raise AssertionError("edgeml/bundle/runner.py has no `openers` table")
+    raise AssertionError("run.py has no `openers` table")
 
 
 def test_run_py_opens_exactly_the_registered_runtimes():
@@ -152,7 +153,7 @@ def test_run_py_opens_exactly_the_registered_runtimes():
 
 def test_run_py_stands_alone():
     """run.py travels in every bundle without edgeml: at its top level, the standard library and numpy only."""
-    tree = ast.parse(RUNNER.read_text())
+    tree = ast.parse(run_py())
     imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
     assert imported - {"numpy"} <= set(sys.stdlib_module_names), imported

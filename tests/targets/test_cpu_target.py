@@ -133,8 +133,8 @@ def test_registry():
 
 
 def test_precision_int8_leaves_out_the_candidates_whose_float_parts_run_in_bf16():
-    from edgeml.inputs.recipe import Recipe
     from edgeml.pipeline.candidates import candidates_for
+    from edgeml.pipeline.recipe import Recipe
 
     cpu = get_target("cpu")
     int8 = {c.name for c in candidates_for(cpu, Recipe(precision="int8"))}

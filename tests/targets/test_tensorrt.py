@@ -275,8 +275,8 @@ def test_gpu_candidates_run_on_cuda(files, digits, tmp_path):
 
 @pytest.mark.skipif(NO_TENSORRT, reason="TensorRT is not installed (it installs only on a Jetson or GPU host)")
 def test_build_engine_builds_and_checks_the_engine(built, digits):
-    from edgeml.bundle.build_engine import build_engine
     from edgeml.bundle.reference import tolerance, write_reference
+    from edgeml.deploy.build_engine import build_engine
 
     for (profile, name), artifact in built.items():
         if profile != "jetson-orin-nano":       # a GPU host has no DLA
@@ -295,7 +295,7 @@ def test_build_engine_builds_and_checks_the_engine(built, digits):
 
 
 def test_build_engine_refuses_what_it_cannot_build(tmp_path):
-    from edgeml.bundle.build_engine import build_engine
+    from edgeml.deploy.build_engine import build_engine
     from edgeml.errors import EdgemlError
 
     with pytest.raises(EdgemlError, match="not an edgeml bundle"):

@@ -1,6 +1,6 @@
 """`edgeml rollout`: a bundle to a fleet of devices, canaries first; `--rollback`: every device back one release.
 
-The first N devices (the canaries) get the bundle shipped into DEST/releases/<id> (edgeml.bundle.releases),
+The first N devices (the canaries) get the bundle shipped into DEST/releases/<id> (edgeml.deploy.releases),
 then run its self-check there (the files' sha256, checked by ship, and the bundle's `run.py --check`) and
 a latency check. The check times the canary against the release the device runs, there, in alternating rounds
 in one process, and takes the median of the rounds' ratios with a 95% bootstrap CI over rounds
@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from edgeml.bundle.fleet import Device, Fleet
 from edgeml.bundle.folder import Bundle
-from edgeml.bundle.releases import CURRENT, PREVIOUS, RELEASES, DeviceFolder, bundle_id, release_of
+from edgeml.deploy.fleet import Device, Fleet
+from edgeml.deploy.releases import CURRENT, PREVIOUS, RELEASES, DeviceFolder, bundle_id, release_of
 from edgeml.errors import EdgemlError, first_line
 from edgeml.measure.paired_timing import round_speedup
 

@@ -53,7 +53,7 @@ def test_profile_writes_the_device_report(run_dir, device_report):
 
 
 def test_profile_takes_reference_npz_else_a_random_input(run_dir, tmp_path, digits):
-    from edgeml.bundle.on_device import profile_bundle
+    from edgeml.deploy.on_device import profile_bundle
 
     bundle = shutil.copytree(run_dir / "bundle", tmp_path / "bundle")
     (bundle / "reference.npz").unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 
 import edgeml
 from edgeml.bundle.reference import read_reference, write_reference
-from edgeml.bundle.releases import bundle_id
+from edgeml.deploy.releases import bundle_id
 from edgeml.hashing import sha256_file
 
 DEVICES = ("dev-1", "dev-2", "dev-3")
@@ -356,7 +356,7 @@ def test_every_fleet_problem_is_one_line(tmp_path, edgeml_cli):
 
 
 def test_the_readme_shows_the_example_fleet_as_it_is(tmp_path):
-    from edgeml.bundle.fleet import FleetError, load_fleet
+    from edgeml.deploy.fleet import FleetError, load_fleet
 
     example = Path(__file__).parents[2] / "examples" / "fleet.yaml"
     assert f"```yaml\n{example.read_text()}```" in (example.parents[1] / "README.md").read_text()

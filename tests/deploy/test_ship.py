@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeml.bundle.ship import parse_destination, ship
+from edgeml.deploy.ship import parse_destination, ship
 from edgeml.errors import EdgemlError
 from edgeml.hashing import sha256_file
 
@@ -83,7 +83,7 @@ def test_verify_remote_runs_run_py_check_there(tmp_path, bundle, sshd, edgeml_cl
 
 
 def test_the_check_names_every_file_that_differs_or_is_missing(bundle):
-    from edgeml.bundle.ship import ShipResult, _check
+    from edgeml.deploy.ship import ShipResult, _check
 
     expected = {p: sha256_file(bundle / p) for p in ("model.onnx", "reference.npz", "manifest.json")}
     result = ShipResult(parse_destination("/device"), "scp",

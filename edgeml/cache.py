@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import edgeml
 from edgeml.errors import EdgemlError
 from edgeml.hashing import sha256_file
+from edgeml.version import __version__
 
 DEFAULT_MAX_BYTES = 5 * 1024 ** 3
 STALE_SECONDS = 24 * 3600     # a temporary folder this old is a dead writer's
@@ -69,11 +69,11 @@ def code_version() -> str:
     """edgeml's version and a hash of its source files, so that entries made by other code are not used."""
     h = hashlib.sha256()
     for package in ("edgeml", "edgeml.compress", "edgeml.targets"):
-        folder = Path(importlib.import_module(package).__file__).parent
+        folder = Path(importlib.util.find_spec(package).origin).parent   # not imported here
         for path in sorted(folder.rglob("*.py")):
             h.update(f"{package}/{path.relative_to(folder).as_posix()}|".encode())
             h.update(path.read_bytes())
-    return f"{edgeml.__version__}+{h.hexdigest()[:16]}"
+    return f"{__version__}+{h.hexdigest()[:16]}"
 
 
 class Cache:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeml.pipeline.time_limit import TimeLimit, limited, time_limit
+from edgeml.time_limit import TimeLimit, limited, time_limit
 
 LSTM = """
 import torch

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeml.pipeline.cache import Cache, entry_name, max_bytes
+from edgeml.cache import Cache, entry_name, max_bytes
 
 RUN = ("--example", "digits", "--target", "cpu", "--threads", "1", "--measure-seconds", "0.05")
 

@@ -17,9 +17,9 @@ import shlex
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from edgeml.bundle.fleet import Device
 from edgeml.bundle.folder import MANIFEST
-from edgeml.bundle.ship import ShipResult, Ssh, last_line, run_tool, ship
+from edgeml.deploy.fleet import Device
+from edgeml.deploy.ship import ShipResult, Ssh, last_line, run_tool, ship
 from edgeml.errors import EdgemlError, first_line
 from edgeml.hashing import sha256_file
 from edgeml.measure.latency import MeasureConfig

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from edgeml.bundle.ship import Destination, parse_destination
+from edgeml.deploy.ship import Destination, parse_destination
 from edgeml.errors import EdgemlError, first_line
 from edgeml.measure.paired_timing import MIN_ROUNDS
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import DataError, EdgemlError, ExportError, InputSpecError, ModelError, OutputError
-from edgeml.inputs.recipe import RecipeError
 from edgeml.measure.evaluate import CONTINUOUS
 from edgeml.outdir import AtomicOutput
+from edgeml.pipeline.recipe import RecipeError
 from edgeml.progress import Reporter
 from edgeml.targets import get_target
 

@@ -15,8 +15,7 @@ from edgeml.bundle.folder import Bundle
 from edgeml.bundle.reference import REFERENCE, max_relative_error, read_reference
 from edgeml.errors import EdgemlError
 from edgeml.measure.latency import measure_latency
-from edgeml.runtimes.tensorrt import TENSORRT, EngineRunner, build_plan
-from edgeml.targets.tensorrt import ENGINE
+from edgeml.runtimes.tensorrt import ENGINE, TENSORRT, EngineRunner, build_plan
 
 NOT_INSTALLED = ("TensorRT is not installed here: run build_engine.sh on the device (it needs trtexec), or install "
                  "TensorRT's Python package on a GPU host")

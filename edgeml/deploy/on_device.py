@@ -1,7 +1,7 @@
 """`edgeml profile BUNDLE`: time a bundle's artifact on the machine it was shipped to.
 
 The artifact runs with the runtime found here (the manifest's backend), batch 1, timed by
-`profiling.measure_latency` exactly as the build report times its rows, so the two numbers can
+`edgeml.measure.latency.measure_latency` exactly as the build report times its rows, so the two numbers can
 sit side by side (`edgeml report RUN_DIR --merge device_report.json`).
 """
 
@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.bundle.folder import MISSING, Bundle
+from edgeml.bundle.reference import REFERENCE
 from edgeml.errors import EdgemlError, first_line
-from edgeml.measure.latency import MeasureConfig, machine_info, measure_latency
+from edgeml.measure.latency import MeasureConfig, measure_latency
+from edgeml.measure.machine import machine_info
 
 FORMAT = "edgeml-device-report"
-REFERENCE = "reference.npz"
 RANDOM_SEED = 0
 
 

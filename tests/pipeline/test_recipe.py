@@ -6,7 +6,7 @@ from edgeml.bundle.monitoring import DriftConfig
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.errors import EdgemlError
-from edgeml.inputs.recipe import Recipe, dump_recipe, load_recipe, make_recipe, parse_duration
+from edgeml.pipeline.recipe import Recipe, dump_recipe, load_recipe, make_recipe, parse_duration
 
 
 def write(tmp_path, text):
