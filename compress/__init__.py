@@ -1,2 +1,6 @@
-"""Compression passes. Each pass is a module with a config dataclass and a `run` function;
-what it supports is declared next to it as `SUPPORTS`."""
+"""Compression passes: quantize/ (post-training quantization, one module per quantizer backend, and
+quantization-aware distillation), prune/ and distill/.
+
+Each pass declares what it takes, makes and needs in one record type, a `SUPPORTS` of its module
+(base.Supports): the quantizers, registered in quantize.QUANTIZERS, as well as qat, prune and distill.
+"""
