@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeml.compress.quantize import SUPPORTS as QUANTIZE
-from edgeml.compress.quantize import WeightOnlyConfig, fake_quantizers, float16, qdq_quantizers
+from edgeml.compress.quantize import WeightOnlyConfig, fake_quantizers, float16, inc_backend, qdq_quantizers
 from edgeml.compress.quantize import onnxruntime_backend as ort_quant
 from edgeml.compress.quantize import openvino_backend as ov_quant
 from edgeml.errors import EdgemlError
@@ -257,7 +256,6 @@ def _torch_int8_inc(model: Path, out: Path, ctx: BuildContext) -> Artifact:
         raise EdgemlError("--quantizer inc quantizes a PyTorch model; MODEL is ONNX: give the PyTorch model "
                           "(factory + --weights, or a .pt2)")
     from edgeml.compress import torch_passes
-    from edgeml.compress.quantize import inc_backend
 
     example = torch_passes.example_inputs(ctx.source, ctx.calibration)
     quantized = inc_backend.run(torch_passes.torch_module(ctx.source, "--quantizer inc"), example, ctx.calibration,
@@ -268,8 +266,7 @@ def _torch_int8_inc(model: Path, out: Path, ctx: BuildContext) -> Artifact:
                     runtime_config={"inputs": [s.name for s in ctx.source.inputs], **config})
 
 
-_ORT_NEEDS = QUANTIZE["backends"]["onnxruntime"]
-_OV_NEEDS = QUANTIZE["backends"]["openvino"]
+_ORT, _OV, _INC = ort_quant.SUPPORTS, ov_quant.SUPPORTS, inc_backend.SUPPORTS
 
 CPU = Target(
     name="cpu",
@@ -277,49 +274,49 @@ CPU = Target(
     candidates=(
         Candidate("onnxruntime-fp32", ONNXRUNTIME, "fp32", _ort_fp32,
                   method="the exported ONNX model as it is", as_given=True),
-        Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT_NEEDS,
+        Candidate("onnxruntime-int8", ONNXRUNTIME, "int8", _ort_int8, needs=_ORT.modules,
                   method="onnxruntime.quantization static QDQ, per-channel weights, calibrated (U8S8 on x86)",
-                  quantizer="ort", layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors,
-                  calibrations=ort_quant.CALIBRATIONS, quantization_aware=True,
+                  quantizer=_ORT.name, layers=ort_quant.compute_layers, local_errors=ort_quant.local_errors,
+                  calibrations=_ORT.calibrations, quantization_aware=True,
                   quantizers=Quantizers(qdq_quantizers.listed, qdq_quantizers.switchable)),
-        Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT_NEEDS,
+        Candidate("onnxruntime-int8-dynamic", ONNXRUNTIME, "int8", _ort_int8_dynamic, needs=_ORT.modules,
                   method="onnxruntime.quantization dynamic: per-channel INT8 weights, activations quantized "
                          "at run time",
-                  quantizer="ort", applies=_dynamic_fits, layers=ort_quant.dynamic_layers),
-        Candidate("onnxruntime-fp16", ONNXRUNTIME, "fp16", _ort_fp16, needs=_ORT_NEEDS,
+                  quantizer=_ORT.name, applies=_dynamic_fits, layers=ort_quant.dynamic_layers),
+        Candidate("onnxruntime-fp16", ONNXRUNTIME, "fp16", _ort_fp16, needs=_ORT.modules,
                   method="onnxruntime float16 converter: FP16 weights and activations (ops without an FP16 CPU "
                          "kernel run in FP32 between Casts), float32 inputs and outputs"),
         Candidate("onnxruntime-int4-weights", ONNXRUNTIME, "int4", _ort_int4_weights,
-                  needs=(*_ORT_NEEDS, "onnx_ir"),     # imported by onnxruntime's MatMulNBits quantizer
+                  needs=(*_ORT.modules, "onnx_ir"),     # imported by onnxruntime's MatMulNBits quantizer
                   method=f"MatMulNBits: 4-bit symmetric MatMul weights in blocks of {INT4_WEIGHTS.group_size}, "
                          "round to nearest; activations in float",
-                  quantizer="ort", applies=_weight_only_fits(("MatMul",), INT4_WEIGHTS.group_size)),
+                  quantizer=_ORT.name, applies=_weight_only_fits(("MatMul",), INT4_WEIGHTS.group_size)),
         Candidate("openvino-fp32", OPENVINO, "fp32", _ov_fp32,
                   method="OpenVINO IR, run with the f32 precision hint"),
-        Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=_OV_NEEDS,
+        Candidate("openvino-int8", OPENVINO, "int8", _ov_int8, needs=_OV.modules,
                   method="NNCF post-training quantization of the OpenVINO IR (transformer scheme for transformers)",
-                  quantizer="openvino", layers=_ov_int8_layers, local_errors=ov_quant.local_errors,
+                  quantizer=_OV.name, layers=_ov_int8_layers, local_errors=ov_quant.local_errors,
                   accuracy_control=AccuracyControl(_ov_int8_controlled, ov_quant.float_ops,
                                                    method="NNCF quantize_with_accuracy_control"),
-                  calibrations=ov_quant.CALIBRATIONS,
+                  calibrations=_OV.calibrations,
                   quantizers=_ov_quantizers(),
                   runs_also_as=(("openvino-int8-bf16", "int8+bf16"),)),
         Candidate("openvino-bf16", OPENVINO, "bf16", _ov_bf16,
                   method="the FP32 OpenVINO IR, run with the bf16 precision hint", applies=_bf16_fits),
-        Candidate("openvino-int8-bf16", OPENVINO, "int8", _ov_int8_bf16, needs=_OV_NEEDS,
+        Candidate("openvino-int8-bf16", OPENVINO, "int8", _ov_int8_bf16, needs=_OV.modules,
                   method="openvino-int8's NNCF INT8 IR, run with the bf16 precision hint (the ops left in float "
                          "run in bf16)",
-                  quantizer="openvino", applies=_bf16_fits, computes_in="int8+bf16"),
-        Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV_NEEDS,
+                  quantizer=_OV.name, applies=_bf16_fits, computes_in="int8+bf16"),
+        Candidate("openvino-int8-weights", OPENVINO, "int8", _ov_weights(INT8_WEIGHTS), needs=_OV.modules,
                   method="NNCF weight compression: INT8 asymmetric MatMul weights per channel; activations in float",
-                  quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), 1)),
-        Candidate("openvino-int4-weights", OPENVINO, "int4", _ov_weights(INT4_WEIGHTS), needs=_OV_NEEDS,
+                  quantizer=_OV.name, applies=_weight_only_fits(("MatMul", "Gemm"), 1)),
+        Candidate("openvino-int4-weights", OPENVINO, "int4", _ov_weights(INT4_WEIGHTS), needs=_OV.modules,
                   method=f"NNCF weight compression: INT4 symmetric MatMul weights in groups of "
                          f"{INT4_WEIGHTS.group_size}, embeddings and last layer INT8; activations in float",
-                  quantizer="openvino", applies=_weight_only_fits(("MatMul", "Gemm"), INT4_WEIGHTS.group_size)),
-        Candidate("torch-int8-inc", TORCH, "int8", _torch_int8_inc, needs=("neural_compressor",),
+                  quantizer=_OV.name, applies=_weight_only_fits(("MatMul", "Gemm"), INT4_WEIGHTS.group_size)),
+        Candidate("torch-int8-inc", TORCH, "int8", _torch_int8_inc, needs=_INC.modules,
                   method="Intel Neural Compressor PT2E static INT8 (autotune within the accuracy budget when labels "
                          "exist), run in PyTorch eager",
-                  quantizer="inc", opt_in=True),
+                  quantizer=_INC.name, opt_in=True),
     ),
 )

@@ -48,7 +48,7 @@ def _int8(onnx_model: Path, out: Path, ctx: BuildContext) -> Artifact:
     return _write(litert_quant.run(fp32, ctx.calibration, names, ctx.int8), out, "int8", ctx)
 
 
-_NEEDS = ("litert_torch", "ai_edge_quantizer")
+_LITERT = litert_quant.SUPPORTS
 
 MOBILE = Target(
     name="mobile",
@@ -56,10 +56,12 @@ MOBILE = Target(
     candidates=(
         Candidate("litert-fp32", LITERT, "fp32", _fp32, needs=("litert_torch",), needs_source=True,
                   method="litert-torch conversion of the PyTorch model, batch 1"),
-        Candidate("litert-fp16", LITERT, "fp16", _fp16, needs=_NEEDS, needs_source=True, computes_in="fp32",
+        Candidate("litert-fp16", LITERT, "fp16", _fp16, needs=_LITERT.modules, needs_source=True,
+                  computes_in="fp32",
                   method="FP16 weights (ai-edge-quantizer float casting): half the size; XNNPACK unpacks them to "
                          "FP32 when it loads the model, so every op computes in FP32"),
-        Candidate("litert-int8", LITERT, "int8", _int8, needs=_NEEDS, needs_source=True,
+        Candidate("litert-int8", LITERT, "int8", _int8, needs=_LITERT.modules, needs_source=True,
+                  quantizer=_LITERT.name,
                   method="full-integer INT8 (ai-edge-quantizer static): weights per channel, activations and "
                          "model inputs/outputs per tensor, min/max ranges calibrated on the FP32 .tflite"),
     ),

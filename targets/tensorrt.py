@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeml.compress.quantize import Int8Config, float16
 from edgeml.compress.quantize.onnxruntime_backend import METHODS, calibration_reader, prepare
+from edgeml.compress.quantize.onnxruntime_backend import SUPPORTS as _ORT
 from edgeml.errors import TargetError
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import onnx_input_specs
@@ -259,18 +260,17 @@ def _trtexec_names_fit(model: Path) -> str | None:
     return None
 
 
-_ORT = ("onnxruntime",)
-
 TENSORRT_FP16 = Candidate(
-    "tensorrt-fp16", TENSORRT, "fp16", _fp16, needs=_ORT, check_with=ONNXRUNTIME, applies=_trtexec_names_fit,
+    "tensorrt-fp16", TENSORRT, "fp16", _fp16, needs=_ORT.modules, check_with=ONNXRUNTIME,
+    applies=_trtexec_names_fit,
     method="onnxruntime float16 converter (FP32 inputs/outputs); engine built on the device with trtexec --fp16")
 TENSORRT_INT8 = Candidate(
-    "tensorrt-int8", TENSORRT, "int8", _int8, needs=_ORT, check_with=ONNXRUNTIME, applies=_trtexec_names_fit,
-    quantizer="ort",
+    "tensorrt-int8", TENSORRT, "int8", _int8, needs=_ORT.modules, check_with=ONNXRUNTIME,
+    applies=_trtexec_names_fit, quantizer=_ORT.name,
     method="explicit INT8: onnxruntime.quantization QDQ on the inputs of the ops quantized, per-channel symmetric "
            "INT8 weights, symmetric INT8 activations, calibrated; engine built on the device with trtexec --int8")
 TENSORRT_INT8_DLA = Candidate(
-    "tensorrt-int8-dla", TENSORRT, "int8", _int8_dla, needs=_ORT, check_with=ONNXRUNTIME,
-    applies=_trtexec_names_fit, quantizer="ort", needs_dla=True,
+    "tensorrt-int8-dla", TENSORRT, "int8", _int8_dla, needs=_ORT.modules, check_with=ONNXRUNTIME,
+    applies=_trtexec_names_fit, quantizer=_ORT.name, needs_dla=True,
     method=f"implicit INT8 on DLA core {DLA_CORE} (GPU fallback): the FP32 ONNX and a TensorRT calibration cache "
            "from edgeml's calibration ranges; quality checked on a QDQ model with the same ranges")

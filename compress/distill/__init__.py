@@ -4,13 +4,11 @@
 best validation epoch; `holdout(train)` carves the validation split when only training data is given.
 """
 
+from edgeml.compress.base import Supports
 from edgeml.compress.distill.trainer import DistillConfig, DistillResult, EpochCallback, distill, holdout
 
-SUPPORTS = {
-    "input": "torch",                 # nn.Module teacher and student with the same inputs and outputs
-    "training_data": "required",
-    "labels": "optional",             # without labels: soft targets from the teacher only
-    "losses": {"classifier logits (N x C)": "KL divergence at a temperature", "other outputs": "MSE"},
-}
+# Teacher and student are nn.Modules with the same inputs and outputs; without labels the student learns the teacher's
+# outputs only (the losses: trainer.distill).
+SUPPORTS = Supports(name="distill", input="torch", training=True, labels="optional")
 
 __all__ = ["SUPPORTS", "DistillConfig", "DistillResult", "EpochCallback", "distill", "holdout"]

@@ -11,17 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
+from edgeml.compress.base import Supports
 from edgeml.errors import EdgemlError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-SUPPORTS = {
-    "input": "torch",
-    "kinds": ("structured", "unstructured", "2:4"),
-    "needs": {"structured": ("torch_pruning",), "unstructured": (), "2:4": ()},
-}
+# torch-pruning for structured pruning; the other kinds need torch alone.
+SUPPORTS = Supports(name="prune", input="torch", modules=("torch_pruning",),
+                    kinds=("structured", "unstructured", "2:4"))
 
 IMPORTANCES = ("l1", "l2", "taylor")
 

@@ -18,9 +18,13 @@ import warnings
 import numpy as np
 import torch
 
-from edgeml.compress.quantize import Int8Config
+from edgeml.compress.base import Supports
+from edgeml.compress.quantize.base import Int8Config
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import quality_metric
+
+SUPPORTS = Supports(name="inc", input="torch", runtimes=("torch",), precisions=("int8",),
+                    modules=("neural_compressor",), extra="edgeml[inc]", labels="optional")
 
 BATCH = 32
 # torchao reports its missing CUDA extensions and torch a deprecated Enum registration when INC loads them.

@@ -15,8 +15,13 @@ from __future__ import annotations
 import os
 import warnings
 
-from edgeml.compress.quantize import Int8Config
+from edgeml.compress.base import Supports
+from edgeml.compress.quantize.base import Int8Config
 from edgeml.inputs.data import Dataset
+
+# Its model is the .tflite litert-torch converts from the PyTorch model (edgeml.runtimes.litert.convert).
+SUPPORTS = Supports(name="litert", input="torch", runtimes=("litert",), precisions=("int8",),
+                    modules=("litert_torch", "ai_edge_quantizer"), extra="edgeml[tflite]")
 
 
 def run(model: bytes, calibration: Dataset, input_names: list[str], config: Int8Config) -> bytes:

@@ -1,8 +1,8 @@
 """Quantization with onnxruntime.quantization.
 
 - `run`: static INT8, QDQ format, per-channel weights, calibrated (min-max by default; `Int8Config.calibration_method`
-  and `mean_ranges` choose another: `CALIBRATIONS`); the quantizers `Int8Config.reverted` names reverted to float
-  (qdq_quantizers). QDQ with per-channel weights is the
+  and `mean_ranges` choose another: `SUPPORTS.calibrations`); the quantizers `Int8Config.reverted` names reverted to
+  float (qdq_quantizers). QDQ with per-channel weights is the
   format ONNX Runtime runs fastest on x86 CPUs; QOperator and dynamic quantization were several times
   slower than FP32 on small CNNs in our checks. Weights are signed and symmetric (S8); activations are
   unsigned (U8) on x86, signed elsewhere. U8S8 is the pairing ONNX Runtime's x86 int8 kernels are built
@@ -35,22 +35,29 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration, qdq_quantizers
+from edgeml.compress.base import Supports
 from edgeml.compress.quantize import onnx_attempts as attempts
+from edgeml.compress.quantize import qdq_quantizers
+from edgeml.compress.quantize.base import Int8Config, WeightOnlyConfig, calibration
 from edgeml.inputs.data import Dataset
 from edgeml.measure import cpu_features
 
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}   # onnxruntime's calibrators
 HISTOGRAMS = ("entropy", "percentile")      # the calibrations that hold every sample's activations at once
-# What the accuracy-budget search tries when `static`'s default calibration misses the budget, cheapest first (the
-# histogram methods are slower on large models). Left out: the Distribution calibrator (made for float8: worse than
-# min-max at INT8 in our checks) and SmoothQuant (extra_options, which needs neural-compressor's ONNX adaptor, gone
-# from neural-compressor 3).
-CALIBRATIONS = (
-    calibration("min-max averaged over samples", calibration_method="minmax", mean_ranges=True),
-    calibration("percentile calibration", calibration_method="percentile"),
-    calibration("entropy calibration", calibration_method="entropy"),
-)
+
+SUPPORTS = Supports(
+    name="ort", input="onnx", runtimes=("onnxruntime", "tensorrt"), precisions=("int8", "int4"),
+    modules=("onnxruntime",), extra="edgeml", calibration_methods=tuple(METHODS),
+    # What the accuracy-budget search tries when `static`'s default calibration misses the budget, cheapest first
+    # (the histogram methods are slower on large models). Left out: the Distribution calibrator (made for float8:
+    # worse than min-max at INT8 in our checks) and SmoothQuant (extra_options, which needs neural-compressor's ONNX
+    # adaptor, gone from neural-compressor 3).
+    calibrations=(
+        calibration("min-max averaged over samples", calibration_method="minmax", mean_ranges=True),
+        calibration("percentile calibration", calibration_method="percentile"),
+        calibration("entropy calibration", calibration_method="entropy"),
+    ),
+    dynamic=True, weight_only=(4,))
 
 
 def calibration_reader(calibration: Dataset, config: Int8Config):

@@ -3,7 +3,7 @@
 - `run`: INT8 post-training quantization of weights and activations, calibrated; with
   `Int8Config.avoid_saturation` (x86 CPUs without VNNI), NNCF's overflow fix on the first layer; the ops
   named in `Int8Config.exclude` kept in float (NNCF's ignored scope); `Int8Config.range_estimator`,
-  `asymmetric_activations` and `full_bias_correction` change NNCF's defaults (`CALIBRATIONS`);
+  `asymmetric_activations` and `full_bias_correction` change NNCF's defaults (`SUPPORTS.calibrations`);
 - `run_with_accuracy_control`: NNCF's own accuracy control (quantize_with_accuracy_control): `run`, then
   quantizers reverted to float, the most harmful first, until the quality drop is within a budget;
 - `quantized_ops`: the ops `run` quantizes, which the accuracy-budget search may keep in float;
@@ -30,21 +30,26 @@ from pathlib import Path
 import numpy as np
 
 from edgeml.batching import batched
-from edgeml.compress.quantize import Int8Config, WeightOnlyConfig, calibration
+from edgeml.compress.base import Supports
+from edgeml.compress.quantize.base import Int8Config, WeightOnlyConfig, calibration
 from edgeml.inputs.data import Dataset
 
-# What the accuracy-budget search tries when `run`'s defaults miss the budget, most likely to help first: ranges that
-# minimise each activation's quantization error over a histogram (NNCF's default averages each sample's min and
-# max), asymmetric activations (signed activations that are not centred: Hardswish, SiLU, GELU outputs; already
-# NNCF's default for transformers), NNCF's channel alignment (cross-layer equalization: the channel ranges of a
-# convolution pair equalized, for depthwise CNNs), and the bias correction that also corrects the error of the layers
-# before each one (slower: one pass per layer).
-CALIBRATIONS = (
-    calibration("histogram ranges", range_estimator="HISTOGRAM"),
-    calibration("asymmetric activations", asymmetric_activations=True),
-    calibration("channel alignment", channel_alignment=True),
-    calibration("full bias correction", full_bias_correction=True),
-)
+SUPPORTS = Supports(
+    name="openvino", input="onnx", runtimes=("openvino",), precisions=("int8", "int4"), modules=("openvino", "nncf"),
+    extra="edgeml[cpu]",
+    # What the accuracy-budget search tries when `run`'s defaults miss the budget, most likely to help first: ranges
+    # that minimise each activation's quantization error over a histogram (NNCF's default averages each sample's min
+    # and max), asymmetric activations (signed activations that are not centred: Hardswish, SiLU, GELU outputs;
+    # already NNCF's default for transformers), NNCF's channel alignment (cross-layer equalization: the channel ranges
+    # of a convolution pair equalized, for depthwise CNNs), and the bias correction that also corrects the error of
+    # the layers before each one (slower: one pass per layer).
+    calibrations=(
+        calibration("histogram ranges", range_estimator="HISTOGRAM"),
+        calibration("asymmetric activations", asymmetric_activations=True),
+        calibration("channel alignment", channel_alignment=True),
+        calibration("full bias correction", full_bias_correction=True),
+    ),
+    weight_only=(8, 4), accuracy_control=True)
 
 # Element types of the weights NNCF has quantized (stored as integers, dequantized by Convert/Subtract/Multiply).
 _LOW_PRECISION = {"i8", "u8", "i4", "u4"}

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgeml.compress.base import Supports
 from edgeml.compress.distill.trainer import DistillConfig, DistillResult, EpochCallback, distill, holdout
 from edgeml.compress.quantize import Int8Config
 from edgeml.compress.quantize import onnxruntime_backend as ort_backend
@@ -37,12 +38,9 @@ from edgeml.inputs.data import Dataset
 from edgeml.inputs.export import Export, export_onnx
 from edgeml.inputs.models import SourceModel
 
-SUPPORTS = {
-    "input": "torch",          # an nn.Module (module or factory + weights); its Conv/Linear layers are fine-tuned
-    "precisions": ("int8",),
-    "backends": {"onnxruntime": ("onnxruntime", "torch")},
-    "needs": "training data (labels optional)",
-}
+# Its input is an nn.Module (module or factory + weights), whose Conv/Linear layers are fine-tuned.
+SUPPORTS = Supports(name="qat", input="torch", runtimes=("onnxruntime",), precisions=("int8",),
+                    modules=("onnxruntime", "torch"), training=True, labels="optional")
 
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 ACTIVATION_STEPS = 255                 # signed 8-bit activations, asymmetric: -128..127

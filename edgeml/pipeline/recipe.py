@@ -3,7 +3,7 @@
     target: cpu
     profile: jetson-orin-nano  # a device profile (`edgeml profiles list`) or a YAML file; default per target
     precision: auto            # auto | fp32 | fp16 | bf16 | int8 | int4
-    quantizer: auto            # auto | ort | openvino | inc (inc: opt-in, PyTorch models only)
+    quantizer: auto            # auto | ort | openvino | litert | inc (inc: opt-in, PyTorch models only)
     calibration_method: minmax # minmax | entropy | percentile
     metric: auto               # auto | accuracy | agreement | cosine (what max_accuracy_drop is measured in)
     max_accuracy_drop: 0.01    # 0.01 = 1 point
@@ -31,11 +31,12 @@ from edgeml.bundle.monitoring import DriftConfig
 from edgeml.compress.distill import DistillConfig
 from edgeml.compress.prune import StructuredConfig
 from edgeml.compress.quantize import CALIBRATION_METHODS
+from edgeml.compress.quantize import QUANTIZERS as _QUANTIZER_REGISTRY
 from edgeml.errors import EdgemlError, first_line
 from edgeml.measure.evaluate import METRICS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8", "int4")
-QUANTIZERS = ("auto", "ort", "openvino", "inc")
+QUANTIZERS = ("auto", *_QUANTIZER_REGISTRY)
 DISTILL_MODES = (None, True, False)      # None: after pruning, when training data is given
 
 

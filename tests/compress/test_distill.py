@@ -182,4 +182,4 @@ def test_holdout_is_a_stratified_disjoint_split(digits):
 
 
 def test_supports_declares_a_torch_pass_with_optional_labels():
-    assert SUPPORTS["input"] == "torch" and SUPPORTS["labels"] == "optional"
+    assert SUPPORTS.input == "torch" and SUPPORTS.training and SUPPORTS.labels == "optional"

@@ -39,7 +39,7 @@ def _tensor_types(artifact) -> set[str]:
 
 def test_candidates():
     assert [(c.name, c.precision, c.quantizer) for c in MOBILE.candidates] == [
-        ("litert-fp32", "fp32", None), ("litert-fp16", "fp16", None), ("litert-int8", "int8", None)]
+        ("litert-fp32", "fp32", None), ("litert-fp16", "fp16", None), ("litert-int8", "int8", "litert")]
     assert all(c.backend is LITERT and c.missing() == [] for c in MOBILE.candidates)
 
 
