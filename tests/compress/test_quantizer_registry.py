@@ -15,21 +15,18 @@ import pkgutil
 import re
 import tomllib
 import typing
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_model import tiny_model
 
 import edgeml.compress
 from edgeml.compress.base import Supports
 from edgeml.compress.quantize import QUANTIZERS, Calibration, Int8Config, Quantizer, WeightOnlyConfig, qat
 from edgeml.inputs.data import Dataset
-from edgeml.inputs.models import load_model
 from edgeml.runtimes import BACKENDS, PACKAGES
 from edgeml.targets import TARGETS
-from edgeml.targets.base import BuildContext
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -222,37 +219,9 @@ def test_the_readme_layout_names_every_quantizer_module():
         assert backend.__name__.rsplit(".", 1)[1] in layout, backend.__name__
 
 
-class Tiny(torch.nn.Module):
-    """A convolution and a linear layer: every quantizer quantizes it in seconds."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, input):
-        return self.fc(torch.relu(self.conv(input)).flatten(1))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
-    """The tiny model as ONNX and as PyTorch source, random calibration data, feeds and PyTorch's outputs."""
-    torch.manual_seed(0)
-    module = Tiny().eval()
-    folder = tmp_path_factory.mktemp("tiny")
-    data = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.from_numpy(data[:2]),), str(folder / "tiny.onnx"), dynamo=False,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
-    feeds = {"input": data[:5]}
-    with torch.inference_mode():
-        reference = module(torch.from_numpy(feeds["input"])).numpy()
-    context = BuildContext(calibration=Dataset({"input": data}, None, "random", synthetic=True),
-                           source=load_model(module, input_shapes=["input:?x3x8x8"]))
-    return {"onnx": folder / "tiny.onnx", "context": context, "feeds": feeds, "reference": reference,
-            "folder": folder}
+    return tiny_model(tmp_path_factory.mktemp("tiny"), 32)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -14,19 +14,15 @@ import json
 import re
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_model import tiny_model
 
 from edgeml.bundle.write import run_py
-from edgeml.inputs.data import Dataset
-from edgeml.inputs.models import load_model
 from edgeml.runtimes import BACKENDS, PACKAGES, TOOLS, manifest_schema_backends
 from edgeml.targets import TARGETS
-from edgeml.targets.base import BuildContext
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "edgeml" / "bundle" / "manifest.schema.json"
@@ -37,37 +33,9 @@ FP32_ERROR = 1e-3          # an FP32 artifact against the PyTorch model
 LOWER_PRECISION_ERROR = 0.1
 
 
-class Tiny(torch.nn.Module):
-    """A convolution and a linear layer: every runtime converts and runs it in a second or two."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, input):
-        return self.fc(torch.relu(self.conv(input)).flatten(1))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
-    """The tiny model as ONNX and as PyTorch source, random calibration data, feeds and PyTorch's outputs."""
-    torch.manual_seed(0)
-    module = Tiny().eval()
-    folder = tmp_path_factory.mktemp("tiny")
-    data = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.from_numpy(data[:2]),), str(folder / "tiny.onnx"), dynamo=False,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "n"}, "output": {0: "n"}})
-    feeds = {"input": data[:5]}         # more than one batch of the runtimes that convert with a batch of 1
-    with torch.inference_mode():
-        reference = module(torch.from_numpy(feeds["input"])).numpy()
-    context = BuildContext(calibration=Dataset({"input": data}, None, "random", synthetic=True),
-                           source=load_model(module, input_shapes=["input:?x3x8x8"]))
-    return {"onnx": folder / "tiny.onnx", "context": context, "feeds": feeds, "reference": reference,
-            "folder": folder, "built": {}}
+    return tiny_model(tmp_path_factory.mktemp("tiny"), 16) | {"built": {}}
 
 
 def build(name: str, tiny: dict):
