@@ -155,14 +155,16 @@ def ort_int8():
 
 
 def tune_ort(onnx_path, calibration, work, max_drop=0.02):
+    from edgeml.pipeline.bench import Bench
     from edgeml.pipeline.tuning import tune
     from edgeml.progress import Step
     from edgeml.runtimes.onnxruntime import OrtRunner
 
-    return tune(ort_int8(), onnx_path=onnx_path, work=work, context=int8_context(calibration),
-                reference_outputs=predict(OrtRunner(onnx_path, 1), calibration, 64), batch=64, fixed=False,
-                sample=calibration.feeds(0, 1), threads=1, max_drop=max_drop, seconds=600, step=Step(None, None),
-                metric="agreement", build=lambda c, folder, context: (c.build(onnx_path, folder, context), False))
+    bench = Bench.of(calibration, predict(OrtRunner(onnx_path, 1), calibration, 64), "agreement", batch=64,
+                     fixed=False, sample=calibration.feeds(0, 1), threads=1)
+    return tune(ort_int8(), bench, onnx_path=onnx_path, work=work, context=int8_context(calibration),
+                build=lambda c, folder, context: (c.build(onnx_path, folder, context), False), max_drop=max_drop,
+                seconds=600, step=Step(None, None))
 
 
 def activation_scale(model_path, consumer_op: str) -> float:
