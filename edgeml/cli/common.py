@@ -118,7 +118,8 @@ data_options = _options(
 )
 quantize_options = _options(
     click.option("--quantizer", type=click.Choice(QUANTIZERS),
-                 help="Which tool quantizes  [default: auto = ort and openvino; inc only when named]"),
+                 help="Which tool quantizes  [default: auto = each candidate's own (ort, openvino, litert); "
+                      "inc only when named]"),
     click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS),
                  help="INT8 calibration (onnxruntime)  [default: minmax]"),
     max_accuracy_drop_option,
