@@ -20,17 +20,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgeml.compress.quantize.accuracy import Trial, best_trial, mark_pareto
+from edgeml.compress.quantize.accuracy import AIM_FLOOR, MARGIN_SE, Trial, best_trial, mark_pareto
 from edgeml.errors import first_line
 from edgeml.inputs.data import Dataset
-from edgeml.measure.evaluate import compare, sample_scores
+from edgeml.measure.evaluate import sample_scores
 from edgeml.measure.paired_timing import verdict_text
 from edgeml.pipeline import plan
 from edgeml.pipeline.bench import Bench, open_artifact
 from edgeml.pipeline.candidates import fatal
 from edgeml.pipeline.context import RunContext
 from edgeml.pipeline.selection import fastest_measured
-from edgeml.pipeline.tuning import Beat, Tuned, calibrated, fastest_config, tune, tuning_data
+from edgeml.pipeline.tuning import Beat, Tuned, calibrated, fastest_config, judged, tune, tuning_data
 from edgeml.progress import Step
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import Artifact, Runner
@@ -199,6 +199,8 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, judge
         return sample_scores(outputs, [r[index] for r in reference],
                              None if data.labels is None else data.labels[index], metric)
 
+    # NNCF judges its result by the drop alone: it aims lower by the margin the search's best trial needed
+    lower = max(budget - MARGIN_SE * tuned.result.best.drop_se, AIM_FLOOR * budget)
     # The cache keys a build by its candidate's name and inputs: the name carries what this one is judged by.
     judged_by = hashlib.sha256(f"{metric}:{data.sha256}".encode()).hexdigest()[:16]
     controlled = replace(candidate, name=f"{candidate.name}-accuracy-control-{judged_by}",
@@ -206,7 +208,7 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, judge
     try:
         artifact, cached = ctx.build(controlled, ctx.work / f"{candidate.name}-tuning" / "accuracy-control",
                                      replace(calibrated(ctx.build_context, candidate, tuned.result.calibration),
-                                             max_accuracy_drop=budget))
+                                             max_accuracy_drop=lower))
     except TimeLimit as e:
         return {**record, "stopped": first_line(e), "seconds": round(time.monotonic() - started, 3)}
     except Exception as e:        # the search's result stands without it
@@ -216,12 +218,12 @@ def _accuracy_control(ctx: RunContext, candidate: Candidate, tuned: Tuned, judge
                 "seconds": round(time.monotonic() - started, 3)}
     kept = control.kept(artifact.folder / artifact.entry, candidate.layers(ctx.exported.path))
     runner = candidate.backend.open(artifact, judge.threads)
-    quality = compare(judge.predict(runner), reference, data.labels)[metric]
+    quality, drop_se = judged(judge, judge.predict(runner))
     drop = judge.reference_quality - quality
-    met = drop <= budget + 1e-12
     timed_as, p50 = fastest_config(candidate, artifact, runner, judge.sample, judge.threads, runs_also_as)
     trial = Trial(kept, quality, drop, p50, artifact.size_bytes, f"{control.method}: {len(kept)} layer(s) in float",
-                  timed_as=timed_as, calibration=tuned.result.calibration)
+                  timed_as=timed_as, calibration=tuned.result.calibration, drop_se=drop_se)
+    met = trial.within(budget)
     result = tuned.result
     result.trials.append(trial)
     mark_pareto(result.trials)

@@ -34,7 +34,7 @@ import numpy as np
 from edgeml.batching import batched
 from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
 from edgeml.inputs.data import Dataset
-from edgeml.measure.evaluate import compare
+from edgeml.measure.evaluate import sample_scores
 from edgeml.measure.latency import MeasureConfig, measure_latency
 from edgeml.measure.paired_timing import CLOSE, MOST_CONTENDERS, faster, round_speedup, verdict_text, versus_fastest
 from edgeml.measure.uncertainty import resolution
@@ -87,6 +87,14 @@ def fastest_config(candidate: Candidate, artifact: Artifact, runner, sample: dic
         other = candidate.backend.open(replace(artifact, runtime_config=config), threads)
         timings[name] = measure_latency(lambda: other.run(sample), TRIAL_MEASURE).p50_ms
     return min(timings.items(), key=lambda item: item[1])
+
+
+def judged(bench: Bench, outputs: list[np.ndarray]) -> tuple[float, float]:
+    """(quality, the standard error of its drop) of `outputs` on `bench`'s data: the drop's per-sample parts (the
+    original's score of a sample less this one's), their spread over the root of their count."""
+    ours = sample_scores(outputs, bench.reference, bench.evaluation.labels, bench.metric)
+    drops = sample_scores(bench.reference, bench.reference, bench.evaluation.labels, bench.metric) - ours
+    return float(ours.mean()), float(drops.std(ddof=1) / np.sqrt(len(drops))) if len(drops) > 1 else 0.0
 
 
 def calibrated(context: BuildContext, candidate: Candidate, calibration: str) -> BuildContext:
@@ -259,11 +267,11 @@ def tune(candidate: Candidate, bench: Bench, *, onnx_path: Path, work: Path, con
             if cached:
                 restored.add((excluded, calibration, reverted))
         runner = candidate.backend.open(artifact, bench.threads)
-        quality = compare(bench.predict(runner), bench.reference, tuning.labels)[metric]
+        quality, drop_se = judged(bench, bench.predict(runner))
         timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as or {})
         artifacts[excluded, calibration, reverted] = artifact
         trial = Trial(excluded, quality, bench.reference_quality - quality, p50, artifact.size_bytes, purpose,
-                      timed_as=timed_as)
+                      timed_as=timed_as, drop_se=drop_se)
         timing.add(trial, artifact)
         return trial
 
@@ -290,7 +298,7 @@ def tune(candidate: Candidate, bench: Bench, *, onnx_path: Path, work: Path, con
     for key, artifact in artifacts.items():
         if key != chosen and artifact is not built:
             shutil.rmtree(artifact.folder, ignore_errors=True)
-    judged = "calibration data: ranges, " if tuning is context.calibration else \
+    roles = "calibration data: ranges, " if tuning is context.calibration else \
         f"calibration data: ranges; tuning data ({tuning.source}): "
-    return Tuned(result, best, metric, len(builds), restored, f"{judged}sensitivity and the budget check during the "
+    return Tuned(result, best, metric, len(builds), restored, f"{roles}sensitivity and the budget check during the "
                  "search; evaluation data: the final numbers in the candidate table", timing)

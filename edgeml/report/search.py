@@ -3,6 +3,7 @@ tables, shared by the markdown and the HTML report."""
 
 from __future__ import annotations
 
+from edgeml.compress.quantize.accuracy import MARGIN_SE
 from edgeml.report.format import drop, ms
 
 
@@ -26,6 +27,9 @@ def tuning_notes(tuning: dict) -> list[str]:
              f"{len(tuning['trials'])} configuration(s) tried in {tuning['seconds']:.1f} s"
              + (f" ({cached} build(s) from cache)" if cached else "")),
             f"{tuning['data']}; {metric} there"] + ([_aim_note(tuning, metric)] if tuning.get("aim") else []) + (
+        [f"a configuration counts as within the budget there when its drop plus {MARGIN_SE:g} standard error(s) of "
+         "it over the tuning samples is (the search stops at the first that looks within, an optimistic estimate)"]
+        if any(t.get("drop_se") for t in tuning["trials"]) else []) + (
         [f"**Too few samples to resolve the budget:** {tuning['resolution']}"]
         if tuning.get("resolution") else []) + (
         [_control_note(tuning["accuracy_control"], metric)] if tuning.get("accuracy_control") else []) + (
@@ -101,6 +105,10 @@ def trials_table(tuning: dict) -> tuple[list[str], list[list[str]]]:
     header = ["trial", "layers in fp32", f"{metric} drop", "p50 ms (short run)", "Pareto"]
     rows = [[t["purpose"], str(len(t["excluded"])), drop(t["drop"], metric), ms(t["p50_ms"]),
              "yes" if t["pareto"] else ""] for t in tuning["trials"]]
+    if any(t.get("drop_se") for t in tuning["trials"]):       # the drop's noise, which the budget check adds
+        header.insert(3, "standard error")
+        for row, t in zip(rows, tuning["trials"]):
+            row.insert(3, drop(t.get("drop_se", 0.0), metric).lstrip("+"))
     if any(t.get("timed_as") for t in tuning["trials"]):      # timed in several runtime configs: say which won
         header.insert(4, "fastest run as")
         for row, t in zip(rows, tuning["trials"]):

@@ -23,15 +23,16 @@ from edgeml.measure.evaluate import predict
 LAYERS = [("conv1", "Conv"), ("conv2", "Conv"), ("fc1", "Gemm"), ("fc2", "Gemm")]
 
 
-def quality_model(costs, speed=None, delay=0.0):
-    """Drop = sum of the costs of the quantized layers; each float layer adds latency."""
+def quality_model(costs, speed=None, delay=0.0, noise=0.0):
+    """Drop = sum of the costs of the quantized layers, its standard error `noise` times that; each float layer adds
+    latency."""
     speed = speed or {name: 1.0 for name in costs}
 
     def evaluate(excluded, purpose, calibration, reverted=()):
         time.sleep(delay)
         drop = sum(c for name, c in costs.items() if name not in excluded)
         p50 = 10.0 + sum(speed[name] for name in excluded)
-        return Trial(tuple(excluded), 0.9 - drop, drop, p50, 100 + 10 * len(excluded), purpose)
+        return Trial(tuple(excluded), 0.9 - drop, drop, p50, 100 + 10 * len(excluded), purpose, drop_se=noise * drop)
     return evaluate
 
 
@@ -67,6 +68,27 @@ def test_keeps_the_most_sensitive_layers_in_float_until_the_budget_is_met():
     assert [s["drop_when_only_this_is_int8"] for s in result.sensitivity] == [0.002, 0.001, 0.03, 0.02]
     # all quantized, all in float, one sensitivity trial per layer, then fallback steps {fc1} and {fc1, fc2}
     assert [len(t.excluded) for t in result.trials] == [0, 4, 3, 3, 3, 3, 1, 2]
+
+
+def test_a_trial_is_within_the_budget_only_with_its_noise_on_the_tuning_data():
+    costs = {"conv1": 0.005, "conv2": 0.003, "fc1": 0.03, "fc2": 0.02}
+    assert set(search(LAYERS, quality_model(costs), 0.01, 60).best.excluded) == {"fc1", "fc2"}    # 0.008 left
+    # 0.008 with a standard error of 0.004 is not shown to be within 0.01: one more layer in float
+    result = search(LAYERS, quality_model(costs, noise=0.5), 0.01, 60)
+    assert result.met and len(result.best.excluded) == 3 and {"fc1", "fc2"} < set(result.best.excluded)
+    assert result.best.drop + accuracy.MARGIN_SE * result.best.drop_se <= 0.01
+
+
+def test_the_report_shows_each_trials_standard_error_and_what_the_budget_check_adds():
+    from edgeml.report.search import trials_table, tuning_notes
+
+    result = search(LAYERS, quality_model({"conv1": 0.005, "conv2": 0.003, "fc1": 0.03, "fc2": 0.02}, noise=0.5),
+                    0.01, 60)
+    recorded = {**result.to_dict(), "metric": "cosine", "data": "calibration data", "row": "x-mixed"}
+    header, rows = trials_table(recorded)
+    assert header[2:4] == ["cosine drop", "standard error"] and rows[0][2:4] == ["+0.0580", "0.0290"]
+    assert ("a configuration counts as within the budget there when its drop plus 1 standard error(s) of it over the "
+            "tuning samples is") in " ".join(tuning_notes(recorded))
 
 
 def test_the_best_trial_keeps_fewer_layers_in_float_unless_another_is_clearly_faster():
@@ -345,6 +367,11 @@ def test_the_search_reverts_the_concat_range_where_compute_layers_alone_cannot_m
     tuned = run_tune(candidate, two_ranges, calibration, calibration, 0.02, tmp_path / "quantizers")
     result = tuned.result
     assert result.met and result.stopped == "budget met" and result.best.drop <= 0.02
+    # each trial's drop comes with its standard error over the tuning samples (agreement: each sample 0 or 1)
+    full = result.trials[0]
+    n = len(calibration)
+    assert full.drop_se == pytest.approx(np.sqrt(full.drop * (1 - full.drop) / (n - 1)), rel=1e-6)
+    assert result.best.drop + accuracy.MARGIN_SE * result.best.drop_se <= 0.02
     # one quantizer, the Concat's output range (and the Flatten's copy of it, which shares its scale), reverted
     assert result.best.reverted == ("/Concat_output_0",) and result.best.excluded == ()
     ranked = sorted(result.sensitivity, key=lambda s: -s["gain"])
