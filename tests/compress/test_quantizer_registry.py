@@ -12,13 +12,12 @@ change here.
 import importlib
 import inspect
 import pkgutil
-import re
-import tomllib
 import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import extras as pip_extras
 from tiny_model import tiny_model
 
 import edgeml.compress
@@ -30,7 +29,6 @@ from edgeml.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-PYPROJECT = ROOT / "pyproject.toml"
 NAMES = list(QUANTIZERS)
 CANDIDATES = [(target, c) for target in TARGETS.values() for c in target.candidates]
 PRECISIONS = {c.precision for _, c in CANDIDATES}
@@ -163,22 +161,11 @@ def test_pruning_kinds_are_those_the_prune_command_offers():
     assert RECORDS["prune"].kinds == single_pass.METHODS == tuple(method.type.choices)
 
 
-def _extras() -> dict[str, set[str]]:
-    """"edgeml" and each "edgeml[NAME]" -> the pip names they install (an extra also gets edgeml's own)."""
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
-
-    def names(requirements: list[str]) -> set[str]:
-        return {re.match(r"[A-Za-z0-9._-]+", r).group().lower() for r in requirements}
-    core = names(project["dependencies"])
-    return {"edgeml": core, **{f"edgeml[{extra}]": core | names(requirements)
-                               for extra, requirements in project["optional-dependencies"].items()}}
-
-
 @pytest.mark.parametrize("name", sorted(RECORDS))
 def test_names_the_extra_that_installs_it(name):
     """`extra` is an extra of pyproject.toml that installs each of its modules; a quantizer's modules are also among
     the packages `edgeml doctor` lists (edgeml.runtimes.PACKAGES), with that extra."""
-    supports, extras = RECORDS[name], _extras()
+    supports, extras = RECORDS[name], pip_extras()
     listed = {p.module: p for p in PACKAGES}
     assert supports.extra in extras, f"{name}: {supports.extra} is not an extra of pyproject.toml"
     pip = {m: listed[m].pip if m in listed else m.replace("_", "-") for m in supports.modules}

@@ -13,11 +13,11 @@ import importlib.util
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import extras as pip_extras
 from tiny_model import tiny_model
 
 from edgeml.bundle.write import run_py
@@ -26,7 +26,6 @@ from edgeml.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "edgeml" / "bundle" / "manifest.schema.json"
-PYPROJECT = ROOT / "pyproject.toml"
 NAMES = sorted(BACKENDS)
 SAME_ARTIFACT = 1e-5       # run.py against Backend.open on the same artifact (relative to the output's range)
 FP32_ERROR = 1e-3          # an FP32 artifact against the PyTorch model
@@ -144,16 +143,6 @@ def test_the_manifest_schema_takes_its_backend_names_from_the_registry():
     assert schema()["properties"]["backend"]["properties"]["name"]["enum"] == manifest_schema_backends() == NAMES
 
 
-def _extras() -> dict[str, set[str]]:
-    """"edgeml" and each "edgeml[NAME]" -> the pip names they install (an extra also gets edgeml's own)."""
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
-
-    def names(requirements: list[str]) -> set[str]:
-        return {re.match(r"[A-Za-z0-9._-]+", r).group().lower() for r in requirements}
-    core = names(project["dependencies"])
-    return {"edgeml": core, **{f"edgeml[{extra}]": core | names(requirements)
-                               for extra, requirements in project["optional-dependencies"].items()}}
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_names_the_extra_that_installs_it(name):
@@ -164,7 +153,7 @@ def test_names_the_extra_that_installs_it(name):
     backend = BACKENDS[name]
     pip = {p.module: p.pip for p in PACKAGES}
     if backend.extra.startswith("edgeml"):
-        extras = _extras()
+        extras = pip_extras()
         assert backend.extra in extras, f"{name}: {backend.extra} is not an extra of pyproject.toml"
         assert {pip[m] for m in backend.modules} <= extras[backend.extra], (name, backend.extra)
     else:
