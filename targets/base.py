@@ -16,8 +16,10 @@ import numpy as np
 from edgeml.compress.quantize import Calibration, Int8Config
 from edgeml.inputs.data import Dataset
 from edgeml.inputs.models import SourceModel
+from edgeml.inputs.text import Text
 from edgeml.profiles import Profile
 from edgeml.runtimes.base import Artifact, Backend, missing_modules
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
 
 @dataclass
@@ -112,10 +114,40 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class LanguageModelBuild:
+    """What a language-model build gets besides the source folder and its output folder."""
+    calibration: Text                # text for the data-aware builds (never the evaluation text)
+    config: dict                     # the source's config.json
+    log: Path                        # where the exporter's own output goes (its last lines explain a refusal)
+    threads: int = 1
+
+
+class BuildRefused(Exception):
+    """An exporter refused the model: the message says which and why, in one line, for the report."""
+
+
+@dataclass(frozen=True)
+class LanguageModelCandidate:
+    """One way a target can build a causal language model: a runtime that generates with it
+    (edgeml.runtimes.generation), the precision of its weights and a build that writes the runtime's folder."""
+    name: str
+    runtime: str                     # a GENERATION_RUNTIMES name
+    precision: str                   # of the weights: fp32 | int8 | int4
+    build: Callable[[Path, Path, LanguageModelBuild], None]    # (source HF folder, out folder, context)
+    method: str = ""                 # one line: how it is made
+    needs: tuple[str, ...] = ()      # import names the build needs besides the runtime's
+    data_aware: bool = False         # reads the calibration text
+
+    def missing(self) -> list[str]:
+        return list(dict.fromkeys(GENERATION_RUNTIMES[self.runtime].missing() + missing_modules(self.needs)))
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
     candidates: tuple[Candidate, ...]
+    language_models: tuple[LanguageModelCandidate, ...] = ()     # its builds of causal language models
     # Why this machine is not the target's device (then no candidate is timed here, even when its
     # runtime imports: a Jetson engine built on a GPU host would time that host), or None.
     elsewhere: Callable[[], str | None] | None = None

@@ -25,6 +25,8 @@ from edgeml.runtimes.onnxruntime import ONNXRUNTIME, copy_model
 from edgeml.runtimes.openvino import OPENVINO, Converted, convert_onnx, read_onnx, save_ir
 from edgeml.runtimes.pytorch import TORCH, write_program
 from edgeml.targets.base import AccuracyControl, BuildContext, Candidate, Quantizers, Target
+from edgeml.targets.llm_onnxruntime_genai import ORT_GENAI_LANGUAGE_MODELS
+from edgeml.targets.llm_openvino import OPENVINO_LANGUAGE_MODELS
 
 INT8_WEIGHTS = WeightOnlyConfig(bits=8)
 INT4_WEIGHTS = WeightOnlyConfig(bits=4)
@@ -319,4 +321,5 @@ CPU = Target(
                          "exist), run in PyTorch eager",
                   quantizer=_INC.name, opt_in=True),
     ),
+    language_models=ORT_GENAI_LANGUAGE_MODELS + OPENVINO_LANGUAGE_MODELS,
 )
