@@ -9,6 +9,7 @@ checked like at build time: with the backend that gave its reference outputs, on
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from edgeml.batching import batch_axes, model_batch, to_samples
 from edgeml.bundle.folder import FORMAT_VERSION, MANIFEST, Bundle
 from edgeml.bundle.pack import extract
 from edgeml.bundle.reference import read_reference, relative_error
+from edgeml.bundle.verify_language_model import is_language_model_bundle, verify_language_model
 from edgeml.errors import EdgemlError, first_line
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import predict
@@ -65,6 +67,10 @@ def verify(path: Path, threads: int | None = None) -> Verification:
 
 
 def _verify_folder(folder: Path, threads: int) -> Verification:
+    if is_language_model_bundle(folder):
+        result = Verification(folder, json.loads((folder / MANIFEST).read_text()))
+        verify_language_model(folder, threads, result, Check)
+        return result
     bundle = Bundle.open(folder, current=True)
     result = Verification(folder, bundle.manifest)
     error = bundle.schema_error

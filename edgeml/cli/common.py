@@ -93,6 +93,9 @@ precision_option = click.option("--precision", type=click.Choice(PRECISIONS),
 max_accuracy_drop_option = click.option(
     "--max-accuracy-drop", type=float,
     help="Largest accepted quality drop as a fraction (0.01 = 1 point)  [default: 0.01]")
+max_ppl_increase_option = click.option(
+    "--max-ppl-increase", type=float,
+    help="Language models: largest accepted relative perplexity increase (0.05 = 5 %)  [default: 0.05]")
 ignore_layer_option = click.option("--ignore-layer", multiple=True, metavar="NAME",
                                    help="Module left unpruned; repeat per module.")
 image_preprocess_option = click.option("--preprocess", metavar="SPEC",
@@ -149,7 +152,7 @@ def run_options(out: str):
 
 
 RECIPE_FLAGS = ("target", "profile", "precision", "quantizer", "calibration_method", "metric", "max_accuracy_drop",
-                "tuning_budget", "distill", "seed", "threads", "measure_seconds")
+                "max_ppl_increase", "tuning_budget", "distill", "seed", "threads", "measure_seconds")
 
 
 def recipe_settings(base, flags: dict) -> dict:

@@ -9,6 +9,7 @@ from edgeml.cli.common import (
     data_options,
     echo_run,
     ignore_layer_option,
+    max_ppl_increase_option,
     model_options,
     precision_option,
     quantize_options,
@@ -27,6 +28,7 @@ from edgeml.compress.prune import IMPORTANCES
               help="Device profile (`edgeml profiles list`) or your own YAML  [default: per target]")
 @precision_option
 @quantize_options
+@max_ppl_increase_option
 @click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: fraction of channels to remove.")
 @click.option("--prune-importance", type=click.Choice(IMPORTANCES), help="Channel importance  [default: l1]")
 @click.option("--round-to", type=int, help="Keep channel counts a multiple of this  [default: 8]")
@@ -45,7 +47,8 @@ def optimize(ctx, model, example, weights, input_shapes, recipe, data, split, ca
     """Compress and compile MODEL for a target, measure every candidate, bundle the best.
 
     MODEL is an ONNX file, a .pt2 ExportedProgram, a TorchScript file, or package.module:factory
-    with --weights.
+    with --weights; or a causal language model: a Hugging Face folder or a GGUF file (text for
+    --calib-data / --eval-data: a .txt file or a folder of them, one document each).
     """
     from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe
 

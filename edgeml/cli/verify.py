@@ -22,10 +22,12 @@ def verify(bundle):
 
     result = verify_bundle(bundle)
     manifest = result.manifest
-    backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else {}
+    backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else \
+        {"name": manifest.get("runtime", "?")}
     # a manifest that fails its schema may lack any of these: the table then shows that check failing
+    name = manifest.get("candidate", manifest.get("build", "?"))
     table = Table("check", "result", "detail",
-                  title=f"{bundle}: {manifest.get('candidate', '?')} ({backend.get('name', '?')} "
+                  title=f"{bundle}: {name} ({backend.get('name', '?')} "
                   f"{manifest.get('precision', '?')}, target {manifest.get('target', '?')})", title_justify="left")
     for c in result.checks:
         table.add_row(c.name, "ok" if c.passed else "[red]FAILED[/red]", c.detail)
@@ -35,6 +37,8 @@ def verify(bundle):
     if not result.passed:
         click.echo(f"FAILED: {', '.join(result.failed)}")
         sys.exit(1)
+    vectors = "answers" if manifest.get("kind") == "language-model" else "vectors"
     if result.not_run:
-        raise EdgemlError(f"the files match the manifest, but the reference vectors cannot run here: {result.not_run}")
-    click.echo("verified: the files match the manifest and the outputs match the reference vectors")
+        raise EdgemlError(f"the files match the manifest, but the reference {vectors} cannot run here: "
+                          f"{result.not_run}")
+    click.echo(f"verified: the files match the manifest and the outputs match the reference {vectors}")

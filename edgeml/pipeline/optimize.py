@@ -26,6 +26,7 @@ from edgeml.bundle.reference import SAMPLES as REFERENCE_SAMPLES
 from edgeml.bundle.write import Judged, write_bundle
 from edgeml.compress.quantize import Int8Config
 from edgeml.errors import EdgemlError, TargetError
+from edgeml.inputs.language_model import is_language_model
 from edgeml.measure import cpu_features
 from edgeml.measure.latency import MeasureConfig
 from edgeml.measure.machine import machine_info
@@ -66,7 +67,8 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
     """Optimize `model` for a target; write OUT/bundle/, OUT/report.json and OUT/report.md.
 
     `model` is a path (ONNX, .pt2, TorchScript), a `package.module:factory` string (with
-    `weights`), or a torch.nn.Module; or pass `example="digits"` for the built-in example.
+    `weights`), or a torch.nn.Module; or pass `example="digits"` for the built-in example. A causal language
+    model (a Hugging Face folder or a GGUF file) takes edgeml.pipeline.language_model's phases instead.
     `recipe` (a Recipe or a YAML file) holds the settings; keyword `settings` (the Recipe's
     fields: target, precision, prune, max_accuracy_drop, threads, ...) override it.
     `track="mlflow"` logs the finished run to MLflow (see edgeml.report.tracking). With `cache` on, the exported
@@ -75,6 +77,14 @@ def optimize(model: Any = None, *, recipe: Recipe | str | Path | None = None, ex
     TorchScript and ExportedProgram files (programs that can run code when loaded). Returns the run record.
     """
     recipe = make_run_recipe(recipe, settings)
+    if is_language_model(model):                 # the model-kind seam: a causal LM has its own phases
+        from edgeml.pipeline.language_model import optimize_language_model
+
+        return optimize_language_model(
+            model, recipe=recipe, calib_data=calib_data, eval_data=eval_data, out=out, force=force,
+            reporter=reporter, unused={"--example": example, "--weights": weights, "--input-shape": input_shapes,
+                                       "--data": data, "--split": split, "--train-data": train_data,
+                                       "--preprocess": preprocess, "--track": track})
     given = Given(model, example, weights, input_shapes, data, split, calib_data, eval_data, train_data, preprocess)
     given.check()
     target = get_target(recipe.target)

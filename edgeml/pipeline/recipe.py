@@ -7,6 +7,7 @@
     calibration_method: minmax # minmax | entropy | percentile
     metric: auto               # auto | accuracy | agreement | cosine (what max_accuracy_drop is measured in)
     max_accuracy_drop: 0.01    # 0.01 = 1 point
+    max_ppl_increase: 0.05     # language models: largest accepted relative perplexity increase (0.05 = 5 %)
     tuning_budget: 5m          # bounds the accuracy-budget search: 90s, 10m, 1h
     prune: 0.5                 # or {ratio: 0.5, importance: l1, round_to: 8, global: false, ignore: [...]}
     distill: auto              # auto | true | false, or {epochs: 30, temperature: 4, alpha: 0.7, ...}
@@ -53,6 +54,7 @@ class Recipe:
     calibration_method: str = "minmax"
     metric: str = "auto"                       # auto | accuracy | agreement | cosine
     max_accuracy_drop: float = 0.01
+    max_ppl_increase: float = 0.05             # language models: relative perplexity increase
     tuning_budget: float = 300.0               # seconds
     prune: StructuredConfig | None = None
     distill: bool | None = None
@@ -226,6 +228,9 @@ def _check(recipe: Recipe) -> None:
     if not 0 <= recipe.max_accuracy_drop < 1:
         raise RecipeError(f"{_flag('max_accuracy_drop')} is a fraction between 0 and 1 (0.01 = 1 point), "
                           f"got {recipe.max_accuracy_drop}")
+    if not 0 <= recipe.max_ppl_increase < 10:
+        raise RecipeError(f"{_flag('max_ppl_increase')} is a relative increase (0.05 = 5 %), "
+                          f"got {recipe.max_ppl_increase}")
     if recipe.tuning_budget <= 0:
         raise RecipeError(f"{_flag('tuning_budget')} must be positive, got {recipe.tuning_budget}")
     if recipe.profile is not None and not isinstance(recipe.profile, str):

@@ -1,0 +1,148 @@
+"""The run.py of a language-model bundle: generates with the bundle's runtime alone (no edgeml, no transformers),
+and with --verify generates the reference prompts again and compares the tokens with the ones recorded at build.
+OpenVINO's CPU settings are written into it from edgeml.runtimes.openvino_genai, so that it runs a build as it was
+judged."""
+
+from edgeml.runtimes.openvino_genai import device_properties
+
+_RUN_PY = r'''#!/usr/bin/env python3
+"""Generate with this bundle's language model.
+
+    python run.py "Why is the sky blue?" --chat      # the prompt in the model's chat template, streamed
+    python run.py "Once upon a time" --max-new-tokens 64
+    python run.py --verify                           # greedy answers to reference.json's prompts, compared
+
+Needs the bundle's runtime only: onnxruntime-genai, or openvino-genai (see manifest.json "runtime").
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OPENVINO_CPU = OPENVINO_PROPERTIES   # the CPU plugin's settings the build was judged with
+
+
+class OrtGenai:
+    def __init__(self, folder, threads):
+        import onnxruntime_genai as og
+
+        config = og.Config(str(folder))
+        if threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        self.og, self.model = og, og.Model(config)
+        self.tokenizer = og.Tokenizer(self.model)
+
+    def chat(self, text):
+        return self.tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": text}]),
+                                                  add_generation_prompt=True)
+
+    def encode(self, text):
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
+
+    def generate(self, ids, max_new_tokens):
+        import numpy as np
+
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+            yield int(generator.get_next_tokens()[0])
+
+
+class OpenvinoGenai:
+    def __init__(self, folder, threads):
+        import openvino_genai as ov_genai
+
+        options = dict(OPENVINO_CPU)
+        if threads:
+            options["INFERENCE_NUM_THREADS"] = threads
+        self.genai = ov_genai
+        self.pipeline = ov_genai.LLMPipeline(str(folder), "CPU", **options)
+        self.tokenizer = self.pipeline.get_tokenizer()
+
+    def chat(self, text):
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+
+    def encode(self, text):
+        return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
+
+    def generate(self, ids, max_new_tokens):
+        import threading
+        import queue
+
+        import numpy as np
+        import openvino as ov
+
+        tokens, done = queue.Queue(), object()
+
+        def streamer(token):
+            tokens.put(int(token))
+            return self.genai.StreamingStatus.RUNNING
+
+        def work():
+            try:
+                inputs = self.genai.TokenizedInputs(ov.Tensor(np.asarray([ids], dtype=np.int64)),
+                                                    ov.Tensor(np.ones((1, len(ids)), dtype=np.int64)))
+                config = self.pipeline.get_generation_config()
+                config.max_new_tokens, config.do_sample = max_new_tokens, False
+                self.pipeline.generate(inputs, config, streamer=streamer)
+            finally:
+                tokens.put(done)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (token := tokens.get()) is not done:
+            yield token
+
+
+RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prompt", nargs="?")
+    parser.add_argument("--chat", action="store_true", help="put the prompt in the model's chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's default)")
+    parser.add_argument("--verify", action="store_true", help="compare greedy answers with reference.json's")
+    args = parser.parse_args()
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    model = RUNTIMES[manifest["runtime"]](HERE / manifest["model"], args.threads)
+    if args.verify:
+        reference = json.loads((HERE / "reference.json").read_text())
+        same = 0
+        for ids, expected in zip(reference["prompt_ids"], reference["output_ids"]):
+            got = list(model.generate(ids, reference["max_new_tokens"]))[:len(expected)]
+            same += got == expected
+        total = len(reference["output_ids"])
+        print(f"{same}/{total} reference answers reproduced token for token")
+        sys.exit(0 if same == total else 1)
+    if args.prompt is None:
+        parser.error("give a PROMPT, or --verify")
+    text = model.chat(args.prompt) if args.chat else args.prompt
+    ids = model.encode(text)
+    out = []
+    shown = ""
+    for token in model.generate(ids, args.max_new_tokens or manifest["generation"]["max_new_tokens"]):
+        out.append(token)
+        now = model.decode(out)
+        if not now.endswith("\ufffd"):
+            print(now[len(shown):], end="", flush=True)
+            shown = now
+    print()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+_OPENVINO = {k: v for k, v in device_properties(1).items() if k != "INFERENCE_NUM_THREADS"}
+RUN_PY = _RUN_PY.replace("OPENVINO_PROPERTIES", repr(_OPENVINO))

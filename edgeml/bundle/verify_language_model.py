@@ -1,0 +1,58 @@
+"""`edgeml verify` of a language-model bundle (edgeml.bundle.language_model): every file's sha256 against the
+manifest, no file added, and the reference prompts generated again, greedily, with the bundle's runtime: the answers
+must match the ones recorded at build time token for token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeml.errors import first_line
+from edgeml.hashing import sha256_file
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
+
+MANIFEST = "manifest.json"
+
+
+def is_language_model_bundle(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("kind") == "language-model"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def verify_language_model(folder: Path, threads: int, result, check) -> None:
+    """Append the checks of the bundle in `folder` to `result` (a Verification; `check` makes its Check rows)."""
+    manifest = result.manifest
+    listed = manifest.get("files") or {}
+    for name, digest in sorted(listed.items()):
+        path = folder / name
+        ok = path.is_file() and sha256_file(path) == digest
+        result.checks.append(check(name, ok, "sha256 matches" if ok else "missing" if not path.is_file()
+                                   else "sha256 differs from the manifest"))
+    added = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                   and p.name != MANIFEST and str(p.relative_to(folder)) not in listed)
+    result.checks += [check(name, False, "not in the manifest") for name in added]
+    if not result.passed:
+        result.checks.append(check("reference answers", False, "not run: the files differ from the manifest"))
+        return
+    runtime = GENERATION_RUNTIMES.get(manifest.get("runtime"))
+    if runtime is None or runtime.missing():
+        result.not_run = (f"{manifest.get('runtime')} is not installed here"
+                          + (f" (pip install '{runtime.extra}')" if runtime else ""))
+        return
+    reference = json.loads((folder / "reference.json").read_text())
+    try:
+        generator = runtime.open(folder / manifest["model"], threads)
+        answers = [list(generator.stream(ids, reference["max_new_tokens"], set(manifest["generation"]
+                                                                                ["eos_token_ids"])))
+                   for ids in reference["prompt_ids"]]
+    except Exception as e:  # a runtime raises many kinds for a model it cannot load or run
+        result.checks.append(check("reference answers", False, f"{runtime.name} failed: {type(e).__name__}: "
+                                                               f"{first_line(e)}"))
+        return
+    same = sum(a[:len(want)] == want for a, want in zip(answers, reference["output_ids"]))
+    total = len(reference["output_ids"])
+    result.checks.append(check("reference answers", same == total,
+                               f"{same}/{total} greedy answers reproduced token for token, {runtime.name} "
+                               f"{runtime.version()}"))

@@ -1,0 +1,276 @@
+"""`optimize` for causal language models: the same phases as for other models, with a prefill + decode runner.
+
+    load (HF folder or GGUF) -> reference (the original in PyTorch eager, FP32: what every build is judged and
+      timed against) -> candidates (each runtime's builds: build, judge on held-out text, time) -> select (the
+      fastest decode within --max-ppl-increase) -> bundle + report, all written atomically into OUT.
+
+Quality is perplexity on held-out documents (bootstrap 95% CI over documents), top-1 agreement and KL against the
+original's next tokens, and greedy answers to a fixed prompt set; speed is time to first token for 128- and
+512-token prompts and decode tokens/s over 128 new tokens at batch 1, against the bandwidth floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeml.bundle.language_model import write_language_model_bundle
+from edgeml.errors import EdgemlError, TargetError, first_line
+from edgeml.inputs.language_model import LanguageModel, context_length, load_language_model
+from edgeml.inputs.text import Text, default_calibration, default_evaluation, read_text
+from edgeml.measure import decode_speed, perplexity
+from edgeml.measure.machine import machine_info
+from edgeml.outdir import AtomicOutput
+from edgeml.pipeline.recipe import Recipe, dump_recipe
+from edgeml.progress import Reporter
+from edgeml.report.language_model import render_language_model
+from edgeml.report.record import Row, Run
+from edgeml.runtimes.base import package_version
+from edgeml.runtimes.generation import GENERATION_RUNTIMES, Generator
+from edgeml.targets import get_target
+from edgeml.targets.base import BuildRefused, LanguageModelBuild, LanguageModelCandidate
+from edgeml.version import __version__
+
+WINDOW = 512                 # tokens of each evaluation document that perplexity is measured on
+MOST_WINDOWS = 24
+PROMPT_LENGTHS = (128, 512)  # the prompts time to first token is timed for
+NEW_TOKENS = 128             # decode tokens/s is timed over this many new tokens
+ANSWER_TOKENS = 32           # the greedy answers to PROMPTS compared with the original's
+RUNS = 3
+PROMPTS = ("What is the capital of France?", "Explain in one sentence what a compiler does.",
+           "Name three prime numbers.", "Write one sentence about the sea.")
+RECORDED = ("transformers", "torch", "onnxruntime_genai", "openvino_genai", "openvino", "nncf", "numpy")
+
+
+class Tokens:
+    """The original's tokenizer: every build is judged on the same token ids."""
+
+    def __init__(self, folder: Path):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt(self, question: str) -> list[int]:
+        """The question in the model's chat template when it has one, else as plain text."""
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                      add_generation_prompt=True)
+            return self.encode(text)
+        return self.encode(question)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @property
+    def stop(self) -> set[int]:
+        eos = self.tokenizer.eos_token_id
+        return set() if eos is None else {eos}
+
+
+class Judge:
+    """What every build is compared on: evaluation windows with the original's predictions, timing prompts, and
+    the original's greedy answers."""
+
+    def __init__(self, tokens: Tokens, evaluation: Text, context: int):
+        documents = [tokens.encode(d) for d in evaluation.documents]
+        self.windows = perplexity.windows(documents, min(WINDOW, context), MOST_WINDOWS)
+        if not self.windows:
+            raise EdgemlError("the evaluation text has no document of 16 tokens or more")
+        self.documents = len(documents)
+        stream = [t for d in documents for t in d]
+        room = context - NEW_TOKENS
+        self.prompts = {n: stream[:n] for n in PROMPT_LENGTHS if n <= min(room, len(stream))}
+        self.questions = [tokens.prompt(q) for q in PROMPTS]
+        self.stop = tokens.stop
+        self.reference: perplexity.Scored | None = None
+        self.answers: list[list[int]] = []
+
+    def remember(self, generator: Generator) -> None:
+        """Score the original, keeping its predictions, and its answers."""
+        self.reference = perplexity.score(self.windows, generator.logits, self.documents, keep=True)
+        self.answers = self.answer(generator)
+
+    def answer(self, generator: Generator) -> list[list[int]]:
+        return [list(generator.stream(q, ANSWER_TOKENS, self.stop)) for q in self.questions]
+
+    def judge(self, generator: Generator) -> tuple[dict, list[list[int]]]:
+        scored = perplexity.score(self.windows, generator.logits, self.documents)
+        metrics = perplexity.quality(self.reference, scored)
+        answers = self.answer(generator)
+        metrics["same_answers"] = sum(a == b for a, b in zip(answers, self.answers)) / len(answers)
+        return metrics, answers
+
+
+def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data=None, out=None, force=False,
+                            reporter: Reporter | None = None, unused: dict | None = None) -> Run:
+    """Build, judge and time the target's language-model candidates; bundle the fastest within the budget.
+    `unused`: the other kinds' arguments, by flag, which must not be given."""
+    given = [flag for flag, value in (unused or {}).items() if value not in (None, (), [])]
+    if given:
+        raise EdgemlError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a language model "
+                          "(it takes --calib-data / --eval-data text, --target, --max-ppl-increase, --threads)")
+    target = get_target(recipe.target)
+    if not target.language_models:
+        raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
+                          + ", ".join(t for t in ("cpu",) if get_target(t).language_models))
+    candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
+    if not candidates:
+        raise TargetError(f"target '{target.name}' builds language models in "
+                          f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
+                          f"{recipe.precision}")
+    threads = recipe.threads or os.cpu_count() or 1
+    reporter = reporter or Reporter()
+    out = Path(out) if out else Path("edgeml-out") / f"{Path(str(model)).stem}-{recipe.target}"
+    with reporter, AtomicOutput(out, force) as staging:
+        work = staging / "work"
+        work.mkdir()
+        with reporter.step("Load the language model"):
+            lm = load_language_model(model, work)
+            tokens = Tokens(lm.folder)
+        calibration, evaluation = _texts(calib_data, eval_data, reporter)
+        judge = Judge(tokens, evaluation, context_length(lm.config))
+        config = {"model": str(model), "calib_data": calib_data and str(calib_data),
+                  "eval_data": eval_data and str(eval_data)}
+        run = _new_run(recipe, config, threads, lm, calibration, evaluation)
+        run.data["eos_token_ids"] = sorted(tokens.stop)
+        with reporter.step("Reference: the original (transformers, PyTorch eager, FP32)"):
+            run.rows.append(_reference(lm, judge, threads))
+        floor = decode_speed.bandwidth()
+        run.data["bandwidth_bytes_per_s"] = floor
+        built: dict[str, Path] = {}
+        answers: dict[str, list[list[int]]] = {}
+        for candidate in candidates:
+            with reporter.step(f"Candidate {candidate.name}") as step:
+                row = _candidate(candidate, lm, judge, calibration, work, threads, recipe, built, answers)
+                if row.status != "ok":
+                    step.fail(row.reason or row.status)
+                run.rows.append(row)
+        for row in run.rows:
+            if row.status == "ok" and row.size_bytes:
+                rate = row.latency["decode_tokens_per_s"]["median"]
+                row.latency["bandwidth_floor_tokens_per_s"] = floor / _weight_bytes(row, built, lm)
+                row.latency["fraction_of_floor"] = rate / row.latency["bandwidth_floor_tokens_per_s"]
+        with reporter.step("Select and bundle"):
+            run.selection = _select(run.rows, recipe.max_ppl_increase)
+            chosen = run.selected
+            if not run.selection["within_budget"]:
+                reporter.warn(run.selection["reason"])
+            shipped = answers[chosen.name]
+            run.bundle = write_language_model_bundle(staging / "bundle", built[chosen.name], chosen, run,
+                                                     list(PROMPTS), judge.questions, shipped,
+                                                     [tokens.decode(a) for a in shipped], ANSWER_TOKENS)
+            shutil.rmtree(work)
+        run.steps, run.warnings, run.output = list(reporter.steps), list(reporter.warnings), str(out)
+        record = run.to_dict()
+        (staging / "report.json").write_text(json.dumps(record, indent=2) + "\n")
+        (staging / "report.md").write_text(render_language_model(record))
+        (staging / "recipe.yaml").write_text(dump_recipe(recipe))
+    return run
+
+
+def _texts(calib_data, eval_data, reporter: Reporter) -> tuple[Text, Text]:
+    calibration = read_text(calib_data) if calib_data else default_calibration()
+    evaluation = read_text(eval_data) if eval_data else default_evaluation()
+    if calib_data is None or eval_data is None:
+        reporter.warn("no " + " or ".join(n for n, g in (("--calib-data", calib_data), ("--eval-data", eval_data))
+                                           if g is None)
+                      + f" given: calibrating on {calibration.origin}, evaluating on {evaluation.origin}")
+    return calibration, evaluation
+
+
+def _new_run(recipe: Recipe, config: dict, threads: int, lm: LanguageModel, calibration: Text,
+             evaluation: Text) -> Run:
+    return Run(edgeml_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               target=recipe.target, config={**config, "kind": "language-model", "recipe": recipe.to_dict(),
+                                             "threads": threads},
+               machine=machine_info(threads), packages={p: package_version(p) for p in RECORDED},
+               source=lm.describe(),
+               data={"calibration": calibration.describe(), "evaluation": evaluation.describe(),
+                     "quality_metric": "perplexity",
+                     "protocol": {"window_tokens": WINDOW, "prompt_lengths": list(PROMPT_LENGTHS),
+                                  "new_tokens": NEW_TOKENS, "runs": RUNS, "answer_tokens": ANSWER_TOKENS,
+                                  "prompts": list(PROMPTS)}})
+
+
+def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
+    runtime = GENERATION_RUNTIMES["transformers"]
+    generator = runtime.open(lm.folder, threads)
+    judge.remember(generator)
+    metrics = perplexity.quality(judge.reference, judge.reference)
+    metrics["same_answers"] = 1.0
+    return Row("original", "transformers", "fp32", "reference", method="PyTorch eager, FP32",
+               backend_version=runtime.version(), metrics=metrics, quality_drop=0.0,
+               latency=decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS),
+               size_bytes=sum(p.stat().st_size for p in lm.folder.glob("*.safetensors")))
+
+
+def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
+               threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list]) -> Row:
+    runtime = GENERATION_RUNTIMES[candidate.runtime]
+    row = Row(candidate.name, candidate.runtime, candidate.precision, "candidate", method=candidate.method,
+              backend_version=runtime.version())
+    missing = candidate.missing()
+    if missing:
+        row.status, row.reason = "unavailable", f"needs {', '.join(missing)} ({runtime.extra})"
+        return row
+    folder = work / candidate.name
+    start = time.perf_counter()
+    try:
+        candidate.build(lm.folder, folder, LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log",
+                                                              threads))
+    except BuildRefused as e:
+        row.status, row.reason = "failed", str(e)
+        return row
+    row.build_seconds = time.perf_counter() - start
+    try:
+        generator = runtime.open(folder, threads)
+        row.metrics, answers[candidate.name] = judge.judge(generator)
+        row.latency = decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS)
+    except Exception as e:  # a runtime that cannot run what its builder wrote: the row says why
+        row.status, row.reason = "failed", f"{candidate.runtime} cannot run the build: {first_line(e)}"[:300]
+        return row
+    row.quality_drop = row.metrics["ppl_increase"]
+    row.quality_drop_ci95 = row.metrics["ppl_increase_ci95"]
+    row.within_budget = row.metrics["ppl_increase"] + row.metrics["ppl_increase_se"] <= recipe.max_ppl_increase
+    row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    built[candidate.name] = folder
+    return row
+
+
+def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:
+    """The bytes of weights a decode step reads: the model files (not the tokenizer or configs)."""
+    folder = built.get(row.name, lm.folder)
+    suffixes = (".safetensors", ".onnx", ".data", ".bin")
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes)
+               and "tokenizer" not in p.name)
+
+
+def _select(rows: list[Row], budget: float) -> dict:
+    """The fastest decode among the builds within the budget; with none within it, the one closest to it."""
+    ok = [r for r in rows if r.role == "candidate" and r.status == "ok"]
+    if not ok:
+        raise EdgemlError("no language-model build could be made: "
+                          + "; ".join(f"{r.name}: {r.reason}" for r in rows if r.role == "candidate"))
+    within = [r for r in ok if r.within_budget]
+
+    def rate(r: Row) -> float:
+        return r.latency["decode_tokens_per_s"]["median"]
+
+    if within:
+        chosen = max(within, key=rate)
+        reason = (f"the fastest decode ({rate(chosen):.1f} tokens/s) of the {len(within)} build(s) within "
+                  f"{budget:.1%} perplexity increase (increase + 1 standard error)")
+    else:
+        chosen = min(ok, key=lambda r: r.metrics["ppl_increase"])
+        reason = (f"no build is within {budget:.1%} perplexity increase; shipping the closest, {chosen.name} "
+                  f"(+{chosen.metrics['ppl_increase']:.1%}): raise --max-ppl-increase or try another target")
+    chosen.selected = True
+    return {"candidate": chosen.name, "within_budget": bool(within), "reason": reason,
+            "max_ppl_increase": budget}
