@@ -24,12 +24,16 @@ from edgeml.cli.common import threads_option
 @click.option("--max-samples", type=int, default=1024, show_default=True, help="Most samples in one request.")
 @click.option("--body-timeout", type=float, default=30, show_default=True, metavar="SECONDS",
               help="Longest wait for more of a request's body (408 after it).")
+@click.option("--max-queue", type=int, default=8, show_default=True,
+              help="Language models: requests that may wait while one generates (503 beyond).")
 def serve_command(bundle, host, port, threads, max_batch, max_wait_ms, token, max_body_mb, max_samples,
-                  body_timeout):
+                  body_timeout, max_queue):
     """Serve BUNDLE over HTTP: POST /v1/predict (JSON or .npz), GET /health, GET /metrics (Prometheus).
-    The bundle's checks (`edgeml verify`) run first: a bundle that fails them is not served (exit 2)."""
+    The bundle's checks (`edgeml verify`) run first: a bundle that fails them is not served (exit 2).
+    A language-model bundle is served with the OpenAI-compatible API instead: POST /v1/chat/completions and
+    /v1/completions (streamed with "stream": true), GET /v1/models; decoding is greedy."""
     from edgeml.serve import serve
 
     serve(bundle, host=host, port=port, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, token=token,
-          max_body_mb=max_body_mb, max_samples=max_samples, body_timeout_s=body_timeout,
+          max_body_mb=max_body_mb, max_samples=max_samples, body_timeout_s=body_timeout, max_queue=max_queue,
           announce=lambda line: click.echo(line, err=True))

@@ -33,8 +33,8 @@ BODY_TIMEOUT_S = 30.0                 # longest wait for the next bytes of a req
 CLOSE = {"Connection": "close"}       # after a body that was not read to its end
 
 
-class Metrics:
-    """The server's Prometheus metrics, in a registry of their own (what /metrics shows)."""
+class HttpMetrics:
+    """The Prometheus metrics every server has, in a registry of their own (what /metrics shows)."""
 
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -42,6 +42,13 @@ class Metrics:
                                 ["path", "code"], registry=self.registry)
         self.errors = Counter("edgeml_serve_errors", "Requests refused or failed, by kind", ["kind"],
                               registry=self.registry)
+
+
+class Metrics(HttpMetrics):
+    """The metrics of a server of a tensor model: predictions, runtime calls, batches and drift."""
+
+    def __init__(self):
+        super().__init__()
         self.latency = Histogram("edgeml_serve_predict_seconds", "Time to answer a successful POST /v1/predict, "
                                  "from the request's arrival to its response", buckets=SECONDS, registry=self.registry)
         self.inference = Histogram("edgeml_serve_inference_seconds", "Time of one runtime call",
@@ -75,10 +82,10 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 class _Guard:
     """ASGI middleware around every request: the bearer token (when set, compared in constant time) and the
-    count of every answer by path and status."""
+    count of every answer by path (`paths`, the rest as "other") and status."""
 
-    def __init__(self, app, token: str | None, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, token: str | None, metrics: HttpMetrics, paths: tuple[str, ...] = PATHS, error=_error):
+        self.app, self.metrics, self.paths, self.error = app, metrics, paths, error
         self.expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope, receive, send):
@@ -95,12 +102,12 @@ class _Guard:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if self.expected is not None and not hmac.compare_digest(given, self.expected):
                 self.metrics.errors.labels("unauthorized").inc()
-                await _error(401, "missing or wrong bearer token: send the header 'Authorization: Bearer TOKEN'",
-                             {"WWW-Authenticate": "Bearer"})(scope, receive, counted)
+                await self.error(401, "missing or wrong bearer token: send the header 'Authorization: Bearer TOKEN'",
+                                 {"WWW-Authenticate": "Bearer"})(scope, receive, counted)
             else:
                 await self.app(scope, receive, counted)
         finally:
-            path = scope["path"] if scope["path"] in PATHS else "other"
+            path = scope["path"] if scope["path"] in self.paths else "other"
             self.metrics.requests.labels(path, str(status)).inc()
 
 
@@ -205,13 +212,24 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, m
 
 def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None, max_batch: int = 1,
           max_wait_ms: float = 2.0, token: str | None = None, max_body_mb: float = 32, max_samples: int = 1024,
-          body_timeout_s: float = BODY_TIMEOUT_S, announce=print) -> None:
-    """Check and load BUNDLE, then answer HTTP on host:port until interrupted (SIGINT or SIGTERM)."""
+          body_timeout_s: float = BODY_TIMEOUT_S, max_queue: int = 8, announce=print) -> None:
+    """Check and load BUNDLE, then answer HTTP on host:port until interrupted (SIGINT or SIGTERM). A language-model
+    bundle is served by edgeml.serve.language_model instead."""
     import uvicorn
+
+    from edgeml.serve.generation import is_language_model
 
     if max_batch < 1 or max_samples < 1 or max_body_mb <= 0 or max_wait_ms < 0 or not body_timeout_s > 0:
         raise EdgemlError("--max-batch, --max-samples, --max-body-mb and --body-timeout must be positive, "
                           "--max-wait-ms at least 0")
+    if is_language_model(bundle):
+        from edgeml.serve.language_model import serve_language_model
+
+        if max_batch != 1:
+            raise EdgemlError("--max-batch is for tensor models: a language model generates for one request at a "
+                              "time (--max-queue sets how many may wait)")
+        return serve_language_model(bundle, host, port, threads, token, max_body_mb, body_timeout_s, max_queue,
+                                    announce)
     metrics = Metrics()
     model = ServedModel.load(bundle, threads or os.cpu_count() or 1, max_batch, max_wait_ms / 1000,
                              metrics.observe_batch)
