@@ -92,3 +92,12 @@ def edgeml_cli():
     def invoke(*args):
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """The tiny Llama-architecture causal LM of tests/tiny_lm.py, trained once per session, as a Hugging Face
+    folder (read it, or copy it before writing into it)."""
+    from tiny_lm import make_tiny_lm
+
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "tiny-lm")

@@ -1,0 +1,138 @@
+"""`edgeml optimize` of a causal language model (edgeml.pipeline.language_model): the tiny LM of tests/tiny_lm.py
+built by ONNX Runtime GenAI, judged on real prose, timed, selected within the perplexity budget and bundled with a
+run.py that reproduces its answers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgeml.hashing import sha256_file
+from edgeml.pipeline.language_model import _select
+from edgeml.report.record import Row
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    """Evaluation and calibration text as folders of .txt files (one document each), from the Python reference."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("text")
+    names = sorted(n for n in topics if len(topics[n]) > 2000)
+    for folder, half in (("eval", names[1::2][:8]), ("calib", names[0::2][:8])):
+        (root / folder).mkdir()
+        for name in half:
+            (root / folder / f"{name}.txt").write_text(topics[name])
+    return root / "calib", root / "eval"
+
+
+@pytest.fixture(scope="module")
+def lm_run(tiny_lm, texts, tmp_path_factory):
+    """One `edgeml optimize` of the tiny LM for the CPU, INT4 builds only, in its own process as a user runs it."""
+    out = tmp_path_factory.mktemp("lm") / "out"
+    calib, evaluation = texts
+    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
+                           "--precision", "int4", "--calib-data", str(calib), "--eval-data", str(evaluation),
+                           "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out, json.loads((out / "report.json").read_text()), done
+
+
+def test_every_int4_build_is_judged_and_timed_against_the_original(lm_run):
+    _, report, _ = lm_run
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["original"]["role"] == "reference" and rows["original"]["backend"] == "transformers"
+    candidates = [r for r in report["rows"] if r["role"] == "candidate"]
+    assert {r["precision"] for r in candidates} == {"int4"} and len(candidates) >= 2
+    for row in candidates:
+        assert row["status"] == "ok", row["reason"]
+        m = row["metrics"]
+        assert m["documents"] == 8 and m["tokens"] > 1000
+        assert m["perplexity_ci95"][0] <= m["perplexity"] <= m["perplexity_ci95"][1]
+        assert 0.5 < m["top1_agreement"] <= 1 and m["kl"] >= 0
+        speed = row["latency"]
+        assert speed["decode_tokens_per_s"]["median"] > 0 and speed["ttft_ms"]["128"]["median"] > 0
+        assert 0 < speed["fraction_of_floor"]
+        assert row["size_bytes"] < rows["original"]["size_bytes"]
+    assert report["source"]["architecture"] == "LlamaForCausalLM"
+    assert report["data"]["evaluation"]["documents"] == 8 and report["data"]["bandwidth_bytes_per_s"] > 0
+
+
+def test_the_selected_build_is_the_fastest_within_the_budget(lm_run):
+    _, report, _ = lm_run
+    selected = [r for r in report["rows"] if r["selected"]]
+    assert len(selected) == 1
+    within = [r for r in report["rows"] if r["within_budget"]]
+    if within:
+        fastest = max(within, key=lambda r: r["latency"]["decode_tokens_per_s"]["median"])
+        assert selected[0]["name"] == fastest["name"]
+    assert report["selection"]["within_budget"] == bool(within)
+
+
+def test_the_bundle_reproduces_its_answers_with_its_runtime_alone(lm_run):
+    out, report, _ = lm_run
+    bundle = out / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["kind"] == "language-model" and manifest["runtime"] == "onnxruntime-genai"
+    assert manifest["build"] == report["selection"]["candidate"]
+    for name, digest in manifest["files"].items():
+        assert sha256_file(bundle / name) == digest
+    verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle, capture_output=True, text=True,
+                            timeout=120)
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout.startswith("4/4 reference answers reproduced")
+    generated = subprocess.run([sys.executable, "run.py", "The assert statement", "--max-new-tokens", "8"],
+                               cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert generated.returncode == 0 and generated.stdout.strip(), generated.stderr
+
+
+def test_verify_checks_the_files_and_the_answers_and_finds_a_changed_file(lm_run, tmp_path, edgeml_cli):
+    import shutil
+
+    out, _, _ = lm_run
+    result = edgeml_cli("verify", out / "bundle")
+    assert result.exit_code == 0, result.output
+    assert "4/4 greedy answers reproduced" in result.stdout and "verified:" in result.stdout
+    copy = shutil.copytree(out / "bundle", tmp_path / "bundle")
+    with (copy / "model" / "genai_config.json").open("a") as f:
+        f.write(" ")
+    result = edgeml_cli("verify", copy)
+    assert result.exit_code == 1 and "FAILED: model/genai_config.json, reference answers" in result.stdout
+
+
+def test_the_report_shows_the_table_and_how_it_was_measured(lm_run):
+    out, report, _ = lm_run
+    text = (out / "report.md").read_text()
+    assert "| build | runtime | weights |" in text and "decode tok/s" in text
+    assert f"**{report['selection']['candidate']}** ✓" in text
+    assert "bandwidth" in text and "8 documents" in text
+    assert not (out / "work").exists()
+
+
+def _row(name, increase, se, rate, within):
+    return Row(name, "onnxruntime-genai", "int4", "candidate", metrics={"ppl_increase": increase,
+                                                                        "ppl_increase_se": se},
+               latency={"decode_tokens_per_s": {"median": rate}}, within_budget=within)
+
+
+def test_selection_takes_the_fastest_within_the_budget_else_the_closest_and_says_so():
+    rows = [_row("a", 0.01, 0.005, 90.0, True), _row("b", 0.03, 0.01, 120.0, True), _row("c", 0.2, 0.01, 200.0, False)]
+    assert _select(rows, 0.05)["candidate"] == "b" and rows[1].selected
+    rows = [_row("a", 0.08, 0.01, 90.0, False), _row("c", 0.2, 0.01, 200.0, False)]
+    selection = _select(rows, 0.05)
+    assert selection["candidate"] == "a" and not selection["within_budget"]
+    assert "no build is within 5.0%" in selection["reason"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "w.pt"], "--weights does not apply to a language model"),
+    (["--target", "jetson"], "target 'jetson' has no builds for language models"),
+    (["--precision", "fp16"], "builds language models in fp32, int4, int8, not fp16"),
+])
+def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_path, edgeml_cli, args, message):
+    result = edgeml_cli("optimize", tiny_lm, *args, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
