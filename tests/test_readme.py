@@ -1,10 +1,12 @@
 """README.md, executed. Its fenced blocks are read and classified: command lines run against the digits example
 (the README's placeholders mapped to real files, below), with the output the README shows for them checked;
 the Python snippet runs; YAML blocks load as what they describe; listings of output folders are compared with
-real ones; and every command's synopsis agrees with its --help (options, choices and defaults).
+real ones; and every command's synopsis agrees with its --help (options, choices and defaults). The blocks of the
+language-model sections run against the tiny LM of tests/tiny_lm.py instead.
 
 Commands run in this process through click's CliRunner (`edgeml ...`), or as processes (`python`, `curl`); the
-server the `curl` lines ask is `edgeml serve` of the example's bundle on a free loopback port."""
+server the `curl` lines ask is `edgeml serve` of the block's bundle (the example's, or the tiny LM's) on a free
+loopback port."""
 
 from __future__ import annotations
 
@@ -44,6 +46,13 @@ WORDS = {
     "/some/folder": "some/folder",
     "...": "--calib-data calib.npz --eval-data eval.npz",
 }
+# The blocks of these sections (headings) are about language models: their placeholders are LM_FILES, made from the
+# tiny LM (a GGUF file written from it, a copy of its Hugging Face folder, folders of .txt documents, and OUT, the
+# run of LM_LINE, done once for them all)
+LM_SECTIONS = ("Small language models", "Language models")
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LM_FILES = (GGUF, "my-llama", "docs", "notes", "OUT")
+LM_LINE = f"edgeml optimize {GGUF} --target cpu"
 URL = ("localhost:8000", "127.0.0.1:{port}")
 METAVARS = {"N": "1", "S": "0.05"}                # values of a synopsis line that runs (RUN_SYNOPSIS)
 # Synopsis lines among commands that run too: with their optional parts given, the first of each a|b, METAVARS
@@ -57,12 +66,14 @@ FAST = {
                                           "-o out-tracked",
     "edgeml optimize MODEL --target jetson --profile jetson-orin-nx ": "-o out-orin-nx",
     "edgeml optimize MODEL --target jetson --profile my-board.yaml ": "-o out-my-board",
+    LM_LINE: "--precision int4",                   # the INT4 builds only, as the README's other LM line asks
     "edgeml optimize ": "--threads 1 --measure-seconds 0.05",
 }
 # The command lines that cannot run here, and why
 SKIP = {
     "ray start ": "starts a Ray cluster node",
     "edgeml sweep SWEEP.yaml -o /shared/out --address auto": "needs a Ray cluster and a file system its nodes share",
+    "edgeml serve OUT/bundle": "serves until stopped (the curl lines ask the server this file starts for their block)",
 }
 
 
@@ -97,6 +108,11 @@ class Block:
     lang: str
     lines: list[str]
     entries: list[Entry]
+    section: str = ""         # the heading it is under
+
+    @property
+    def language_model(self) -> bool:
+        return self.section in LM_SECTIONS
 
     @property
     def kind(self) -> str:
@@ -144,11 +160,14 @@ def _entries(lines: list[str], first: int) -> list[Entry]:
 
 
 def read_blocks(text: str) -> list[Block]:
-    blocks, current = [], None
+    blocks, current, section = [], None, ""
     for number, line in enumerate(text.splitlines(), 1):
         fence = re.fullmatch(r"\s*```(\w*)\s*", line)
-        if fence and current is None:
-            current = Block(number, fence.group(1), [], [])
+        heading = re.fullmatch(r"#+ (.*)", line)
+        if heading and current is None:
+            section = heading.group(1).strip()
+        elif fence and current is None:
+            current = Block(number, fence.group(1), [], [], section)
         elif fence:
             current.entries = _entries(current.lines, current.line + 1)
             blocks.append(current)
@@ -187,17 +206,19 @@ class Result:
 
 
 class Workspace:
-    """Each block's commands run in a folder of their own: the placeholder FILES, and a copy of the example's OUT."""
+    """Each block's commands run in a folder of their own: the placeholder FILES, and a copy of the example's OUT
+    (a language-model block's: LM_FILES from `lm`, and a copy of LM_LINE's OUT)."""
 
     def __init__(self, root: Path, inputs: Path, monkeypatch):
         self.root, self.inputs, self.monkeypatch = root, inputs, monkeypatch
         self.port: int | None = None
 
-    def folder(self, block: Block) -> Path:
+    def folder(self, block: Block, lm: Path | None = None) -> Path:
         folder = self.root / f"L{block.line}"
         folder.mkdir()
-        for name in FILES:
-            source = self.inputs / name
+        inputs, names = (lm, LM_FILES) if lm else (self.inputs, FILES)
+        for name in names:
+            source = inputs / name
             if source.is_dir():
                 shutil.copytree(source, folder / name)
             else:
@@ -275,6 +296,31 @@ def workspace(demo_run, files, digits, tmp_path_factory):
         yield Workspace(tmp_path_factory.mktemp("readme"), inputs, monkeypatch)
 
 
+@pytest.fixture(scope="module")
+def lm_run(workspace, tiny_lm, tmp_path_factory) -> tuple[Path, Result]:
+    """The language-model blocks' placeholders, made from the tiny LM (conftest.tiny_lm): the GGUF file written from
+    it, a copy of its Hugging Face folder, docs/ and notes/ (evaluation and calibration text: topics of the Python
+    language reference, one .txt document each, different ones), and OUT, LM_LINE's run (with its FAST settings),
+    which the blocks share: (the folder of these, LM_LINE's Result)."""
+    from pydoc_data.topics import topics
+
+    from tiny_gguf import write_gguf
+
+    inputs = tmp_path_factory.mktemp("readme-lm-inputs")
+    write_gguf(tiny_lm, inputs / GGUF)
+    shutil.copytree(tiny_lm, inputs / "my-llama")
+    names = sorted(n for n in topics if len(topics[n]) > 2000)
+    for folder, half in (("docs", names[1::2][:8]), ("notes", names[0::2][:8])):
+        (inputs / folder).mkdir()
+        for name in half:
+            (inputs / folder / f"{name}.txt").write_text(topics[name])
+    (entry,) = [e for b in BLOCKS for e in b.entries if e.text == LM_LINE]
+    result = workspace.run(entry, inputs)
+    assert result.exit_code == 0, f"README.md:{entry.line}: {result.args}: {result.stderr}"
+    shutil.copytree(_written(result), inputs / "OUT")
+    return inputs, result
+
+
 def _serve(bundle: Path):
     """`edgeml serve BUNDLE --port P --threads 1` on a free loopback port, once /health answers."""
     port = free_port()
@@ -334,6 +380,88 @@ def check_jetson_bundle(out: Path, profile: str) -> None:
     assert ("OUT/bundle/calibration.cache" in expected) == (manifest["candidate"] == "tensorrt-int8-dla")
     script = (out / "bundle" / "build_engine.sh").read_text()
     assert "trtexec" in script and ("--fp16" if manifest["precision"] == "fp16" else "--int8") in script
+
+
+def _written(r: Result) -> Path:
+    """The OUT an optimize run says it wrote."""
+    return r.folder / re.search(r"^Wrote (.+)/ \(", r.stdout, re.M).group(1)
+
+
+def check_lm_optimize(entry: Entry, r: Result) -> None:
+    """OUT as the README describes it: report.md (the table), report.json and recipe.yaml, and a bundle of the
+    runtime's model folder (with its tokenizer; `run.py --chat` uses its chat template), manifest.json (kind
+    language-model, the selected build), reference.json (four prompts with the build's answers) and run.py; the
+    builds of both runtimes, INT4 only, as asked."""
+    out = _written(r)
+    report = _report(out)
+    assert "| build | runtime | weights |" in (out / "report.md").read_text()
+    assert report["source"]["format"] == ("gguf" if r.args[2].endswith(".gguf") else "hf-folder"), report["source"]
+    builds = [row for row in report["rows"] if row["role"] == "candidate"]
+    assert {row["precision"] for row in builds} == {"int4"}, r.args
+    assert {row["backend"] for row in builds} == {"onnxruntime-genai", "openvino-genai"}, builds
+    bundle = out / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["kind"] == "language-model" and manifest["build"] == report["selection"]["candidate"]
+    assert any("tokenizer" in p.name for p in (bundle / manifest["model"]).iterdir())
+    reference = json.loads((bundle / "reference.json").read_text())
+    assert len(reference["prompts"]) == len(reference["outputs"]) == 4
+    assert "import edgeml" not in (bundle / "run.py").read_text()
+    if "--eval-data" in r.args:                    # docs/ and notes/: a document per .txt file; the budget asked
+        for role, folder in (("evaluation", "docs"), ("calibration", "notes")):
+            assert report["data"][role]["documents"] == len(list((r.folder / folder).glob("*.txt"))), report["data"]
+        assert report["selection"]["max_ppl_increase"] == float(_option(r.args, "--max-ppl-increase"))
+    else:                                          # the defaults, which the run names
+        assert any("no --calib-data or --eval-data given" in w for w in report["warnings"]), report["warnings"]
+
+
+def check_run_chat(entry: Entry, r: Result) -> None:
+    assert r.stdout.strip(), r.stderr
+
+
+def check_run_verify(entry: Entry, r: Result) -> None:
+    assert r.stdout.startswith("4/4 reference answers reproduced token for token"), r.stdout
+
+
+def check_verify_lm(entry: Entry, r: Result) -> None:
+    assert "4/4 greedy answers reproduced" in r.stdout, r.stdout
+    assert "verified: the files match the manifest and the outputs match the reference answers" in r.stdout
+
+
+def _shown_json(text: str):
+    """A JSON line the README shows with `…` for what varies: `{…, ` drops the fields before, a bare `…` is any."""
+    return json.loads(re.sub(r"(?<=[:\[])…", '"…"', text.replace("{…,", "{")))
+
+
+def _like(shown, got, any_text: bool = False) -> bool:
+    """`got` has what `shown` shows: its fields, with their values (`"…"` any value, `"x…"` one starting with x;
+    with any_text, any string for a string)."""
+    if isinstance(shown, dict):
+        return isinstance(got, dict) and all(k in got and _like(v, got[k], any_text) for k, v in shown.items())
+    if isinstance(shown, list):
+        return isinstance(got, list) and len(got) == len(shown) and all(_like(*p, any_text) for p in zip(shown, got))
+    if isinstance(shown, str) and (any_text or "…" in shown):
+        return shown == "…" or isinstance(got, str) and (any_text or got.startswith(shown.split("…")[0]))
+    return shown == got
+
+
+def check_chat_stream(entry: Entry, r: Result) -> None:
+    """Server-sent events, each `data: ...` and a blank line: the chunks the README shows (the first with the role,
+    `…` for one with content per piece of the answer, the last with the finish reason), then `data: [DONE]`. The
+    tiny LM may run to max_tokens (finish reason `length`) where a real model stops."""
+    events = r.stdout.split("\n\n")
+    assert events[-1] == "" and all(e.startswith("data: ") and "\n" not in e for e in events[:-1]), r.stdout
+    assert events[-2] == "data: [DONE]" == entry.output[-1]
+    first, content, ellipsis, last = entry.output[:-1]
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert len(chunks) >= 3 and ellipsis == "…"
+    assert _like(_shown_json(first.removeprefix("data: ")), chunks[0]), chunks[0]
+    assert all(_like(_shown_json(content.removeprefix("data: ")), c, any_text=True) for c in chunks[1:-1])
+    assert len({c["id"] for c in chunks}) == 1 and "".join(c["choices"][0]["delta"]["content"] for c in chunks[1:-1])
+    shown_last = _shown_json(last.removeprefix("data: "))
+    assert shown_last["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["finish_reason"] in (
+        "stop", "length"), chunks[-1]
+    shown_last["choices"][0]["finish_reason"] = chunks[-1]["choices"][0]["finish_reason"]
+    assert _like(shown_last, chunks[-1]), chunks[-1]
 
 
 def check_profiles_list(entry: Entry, r: Result) -> None:
@@ -473,6 +601,12 @@ CHECKS = {
     "curl -s localhost:8000/metrics": check_metrics,
     "edgeml targets": check_targets,
     "edgeml doctor ": check_doctor,
+    LM_LINE: check_lm_optimize,
+    "edgeml optimize ./my-llama/ ": check_lm_optimize,
+    'python OUT/bundle/run.py "Why is the sky blue?" --chat': check_run_chat,
+    "python OUT/bundle/run.py --verify": check_run_verify,
+    "edgeml verify OUT/bundle": check_verify_lm,
+    "curl -N localhost:8000/v1/chat/completions ": check_chat_stream,
 }
 # the digits example's optimize run, done once for the session (conftest.demo_run) with its fast settings
 DEMO_LINE = "edgeml optimize --example digits --target cpu"
@@ -522,10 +656,11 @@ def _skip(entry: Entry) -> str | None:
 
 
 @pytest.mark.parametrize("block", blocks("commands"))
-def test_commands(block, workspace, demo_run):
+def test_commands(block, workspace, demo_run, request):
     """Each command line of the block, in order, in the block's folder; each must exit 0 and print or write
     what the README says."""
-    folder, skipped, server = workspace.folder(block), [], None
+    lm = request.getfixturevalue("lm_run") if block.language_model else None
+    folder, skipped, server = workspace.folder(block, lm and lm[0]), [], None
     try:
         for entry in (e for e in block.entries if e.runs):
             if entry.word == "pip":
@@ -535,6 +670,8 @@ def test_commands(block, workspace, demo_run):
             elif entry.text == DEMO_LINE:
                 assert demo_run[3][:4] == tuple(shlex.split(entry.text)[2:])
                 _report(demo_run[1])
+            elif entry.text == LM_LINE:                # run once for the language-model blocks (lm_run)
+                check_lm_optimize(entry, lm[1])
             else:
                 if entry.word == "curl" and server is None:
                     workspace.port, server = _serve(folder / "OUT/bundle")
@@ -591,6 +728,21 @@ def test_fleet_block_is_the_example_fleet():
     """tests/deploy/test_rollout.py checks the fleet block: the example file as it is, loaded."""
     (block,) = [b for b in BLOCKS if b.kind == "yaml" and b.lines[0].startswith("devices:")]
     assert "(examples/fleet.yaml)" in "".join(README.read_text().splitlines()[block.line - 4:block.line - 1])
+
+
+def test_extras_table_is_pyprojects():
+    """The Install section's table of extras: each row is an extra of pyproject.toml, `all` is every row above it,
+    and the `llm` row names the packages its extra adds (`(and `cpu`)`: with the cpu extra's)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    section = README.read_text().split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| ([^|]*?) \|", section, re.M))
+    assert set(rows) <= set(extras), set(rows) - set(extras)
+    above = list(rows)[:list(rows).index("all")]
+    assert extras["all"] == [f"edgeml[{','.join(above)}]"], (extras["all"], above)
+    adds = rows["llm"]
+    assert adds.endswith(" (and `cpu`)") == ("edgeml[cpu]" in extras["llm"]), adds
+    names = {re.match(r"[\w.-]+", r).group() for r in extras["llm"] if not r.startswith("edgeml[")}
+    assert set(adds.removesuffix(" (and `cpu`)").split(", ")) == names, (adds, names)
 
 
 def check_out_listing(block: Block, demo_run) -> None:
