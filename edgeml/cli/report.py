@@ -25,15 +25,18 @@ def report(run_dir, fmt, out, merge):
     from edgeml.report.markdown import render_markdown
 
     run, text = load_run(run_dir)
-    if merge is not None:
-        run = merge_device_report(run, load_device_report(merge))
-        text = json.dumps(run, indent=2) + "\n"
-    if fmt == "html":
-        from edgeml.report.html import render_html
+    if run.get("config", {}).get("kind") == "language-model":
+        text = _language_model(run, text, fmt, merge)
+    else:
+        if merge is not None:
+            run = merge_device_report(run, load_device_report(merge))
+            text = json.dumps(run, indent=2) + "\n"
+        if fmt == "html":
+            from edgeml.report.html import render_html
 
-        text, out = render_html(run), out or run_dir / "report.html"
-    elif fmt == "md":
-        text = render_markdown(run)
+            text, out = render_html(run), out or run_dir / "report.html"
+        elif fmt == "md":
+            text = render_markdown(run)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -42,3 +45,13 @@ def report(run_dir, fmt, out, merge):
     except OSError as e:
         raise EdgemlError(f"cannot write {out}: {e.strerror or first_line(e)}") from e
     click.echo(str(out))
+
+
+def _language_model(run: dict, text: str, fmt: str, merge: Path | None) -> str:
+    if merge is not None or fmt == "html":
+        raise EdgemlError("the report of a language model is md or json (--merge and html are for other models)")
+    if fmt == "json":
+        return text
+    from edgeml.report.language_model import render_language_model
+
+    return render_language_model(run)

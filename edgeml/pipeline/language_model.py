@@ -86,7 +86,8 @@ class Judge:
         self.documents = len(documents)
         stream = [t for d in documents for t in d]
         room = context - NEW_TOKENS
-        self.prompts = {n: stream[:n] for n in PROMPT_LENGTHS if n <= min(room, len(stream))}
+        self.prompts = {n: decode_speed.distinct_prompts(stream, n, RUNS + 1) for n in PROMPT_LENGTHS
+                        if n + RUNS <= min(room, len(stream))}
         self.questions = [tokens.prompt(q) for q in PROMPTS]
         self.stop = tokens.stop
         self.reference: perplexity.Scored | None = None
@@ -142,7 +143,7 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
         run.data["eos_token_ids"] = sorted(tokens.stop)
         with reporter.step("Reference: the original (transformers, PyTorch eager, FP32)"):
             run.rows.append(_reference(lm, judge, threads))
-        floor = decode_speed.bandwidth()
+        floor = decode_speed.bandwidth(threads)
         run.data["bandwidth_bytes_per_s"] = floor
         built: dict[str, Path] = {}
         answers: dict[str, list[list[int]]] = {}

@@ -28,8 +28,10 @@ def render_language_model(run: dict) -> str:
               f"tokens/s over {protocol['new_tokens']} new tokens; the median of {protocol['runs']} runs after a "
               "warm-up (95% CI by bootstrap).",
               "", f"The floor: decode reads every weight once per token, so it cannot beat the memory bandwidth "
-              f"measured here ({data['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, a large copy, bytes read + written) "
-              "over the bytes of weights; `of floor` is the share of that limit each build reaches."]
+              f"measured here ({data['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, a large copy by as many threads, bytes "
+              "read + written) over the bytes of weights; `of floor` is the share of that limit each build reaches "
+              "(above 100 %: the weights partly fit in the CPU's caches). Each timed run has a prompt of its own, so "
+              "a runtime that caches a prompt's prefix is not timed on a prompt it has seen."]
     failed = [r for r in run["rows"] if r["status"] != "ok"]
     if failed:
         lines += ["", "Not built or not run:", ""] + [f"- {r['name']}: {r['status']}: {r['reason']}" for r in failed]

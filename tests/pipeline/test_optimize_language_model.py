@@ -110,6 +110,14 @@ def test_the_report_shows_the_table_and_how_it_was_measured(lm_run):
     assert not (out / "work").exists()
 
 
+def test_edgeml_report_renders_the_record_again(lm_run, edgeml_cli):
+    out, _, _ = lm_run
+    result = edgeml_cli("report", out)
+    assert result.exit_code == 0 and result.stdout == (out / "report.md").read_text()
+    result = edgeml_cli("report", out, "--format", "html")
+    assert result.exit_code == 2 and result.stderr.startswith("error: the report of a language model is md or json")
+
+
 def _row(name, increase, se, rate, within):
     return Row(name, "onnxruntime-genai", "int4", "candidate", metrics={"ppl_increase": increase,
                                                                         "ppl_increase_se": se},
