@@ -192,22 +192,26 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, m
             metrics.observe_drift(drift)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    handle_http_errors(app, metrics, _error, "POST /v1/predict, GET /health and GET /metrics")
+    app.add_middleware(_Guard, token=token, metrics=metrics)
+    return app
+
+
+def handle_http_errors(app: FastAPI, metrics: HttpMetrics, error, answers: str) -> None:
+    """A path the server has not (404), a method a path does not take (405) and other HTTP errors, as one line
+    (`error(status, message, headers)`); 404 names what the server `answers`."""
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
         if e.status_code == 404:
             metrics.errors.labels("not_found").inc()
-            return _error(404, f"no such path {request.url.path[:100]}: this server answers POST /v1/predict, "
-                          "GET /health and GET /metrics")
+            return error(404, f"no such path {request.url.path[:100]}: this server answers {answers}")
         if e.status_code == 405:
             metrics.errors.labels("method_not_allowed").inc()
             allowed = (e.headers or {}).get("Allow", "")
-            return _error(405, f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
-                          e.headers)
+            return error(405, f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+                         e.headers)
         metrics.errors.labels("http").inc()
-        return _error(e.status_code, first_line(Exception(e.detail)), e.headers)
-
-    app.add_middleware(_Guard, token=token, metrics=metrics)
-    return app
+        return error(e.status_code, first_line(Exception(e.detail)), e.headers)
 
 
 def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None, max_batch: int = 1,

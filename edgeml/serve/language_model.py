@@ -16,10 +16,9 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException
 
 from edgeml.errors import EdgemlError, first_line
-from edgeml.serve.app import BODY_TIMEOUT_S, _body, _Guard, _loopback, listen
+from edgeml.serve.app import BODY_TIMEOUT_S, _body, _Guard, _loopback, handle_http_errors, listen
 from edgeml.serve.decode import RequestError
 from edgeml.serve.generation import GenerationMetrics, Job, LanguageModel
 from edgeml.serve.openai_api import Shapes, TextDeltas, error, event, parse
@@ -125,19 +124,8 @@ def create_app(model: LanguageModel, metrics: GenerationMetrics, token: str | No
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException):
-        if e.status_code == 404:
-            metrics.errors.labels("not_found").inc()
-            return _error(404, f"no such path {request.url.path[:100]}: this server answers POST "
-                          "/v1/chat/completions and /v1/completions, GET /v1/models, /health and /metrics")
-        if e.status_code == 405:
-            metrics.errors.labels("method_not_allowed").inc()
-            allowed = (e.headers or {}).get("Allow", "")
-            return _error(405, f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
-                          e.headers)
-        metrics.errors.labels("http").inc()
-        return _error(e.status_code, first_line(Exception(e.detail)), e.headers)
+    handle_http_errors(app, metrics, _error, "POST /v1/chat/completions and /v1/completions, GET /v1/models, "
+                       "/health and /metrics")
 
     app.add_middleware(_Guard, token=token, metrics=metrics, paths=PATHS, error=_error)
     return app
