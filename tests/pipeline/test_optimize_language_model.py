@@ -29,22 +29,22 @@ def texts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_run(tiny_lm, texts, tmp_path_factory):
-    """One `edgeml optimize` of the tiny LM for the CPU, INT4 builds only, in its own process as a user runs it."""
+    """One `edgeml optimize` of the tiny LM for the CPU, INT8 builds only, in its own process as a user runs it."""
     out = tmp_path_factory.mktemp("lm") / "out"
     calib, evaluation = texts
     done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
-                           "--precision", "int4", "--calib-data", str(calib), "--eval-data", str(evaluation),
+                           "--precision", "int8", "--calib-data", str(calib), "--eval-data", str(evaluation),
                            "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return out, json.loads((out / "report.json").read_text()), done
 
 
-def test_every_int4_build_is_judged_and_timed_against_the_original(lm_run):
+def test_every_int8_build_is_judged_and_timed_against_the_original(lm_run):
     _, report, _ = lm_run
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["original"]["role"] == "reference" and rows["original"]["backend"] == "transformers"
     candidates = [r for r in report["rows"] if r["role"] == "candidate"]
-    assert {r["precision"] for r in candidates} == {"int4"} and len(candidates) >= 2
+    assert {r["precision"] for r in candidates} == {"int8"} and len(candidates) >= 2
     for row in candidates:
         assert row["status"] == "ok", row["reason"]
         m = row["metrics"]
