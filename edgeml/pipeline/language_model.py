@@ -117,6 +117,9 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
     if given:
         raise EdgemlError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a language model "
                           "(it takes --calib-data / --eval-data text, --target, --max-ppl-increase, --threads)")
+    reference = GENERATION_RUNTIMES["transformers"]
+    if reference.missing():
+        raise EdgemlError(f"a language model needs {', '.join(reference.missing())}: pip install '{reference.extra}'")
     target = get_target(recipe.target)
     if not target.language_models:
         raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
