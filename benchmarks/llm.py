@@ -142,6 +142,7 @@ def paired_decode(shipped: tuple[str, Path], others: list[dict], prompts: list[l
                   rounds: int) -> None:
     """Decode tokens/s of the shipped build against each other build, alternating in `rounds` rounds."""
     from edgeml.measure.decode_speed import decode_rate
+    from edgeml.measure.latency import bootstrap_median_ci
     from edgeml.pipeline.language_model import NEW_TOKENS
     from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
@@ -155,11 +156,9 @@ def paired_decode(shipped: tuple[str, Path], others: list[dict], prompts: list[l
         pairs = [(decode_rate(ours, prompts[r % len(prompts)], NEW_TOKENS),
                   decode_rate(theirs, prompts[r % len(prompts)], NEW_TOKENS)) for r in range(rounds)]
         ratios = np.array([a / b for a, b in pairs])
-        rng = np.random.default_rng(0)
-        medians = np.median(ratios[rng.integers(0, rounds, (2000, rounds))], axis=1)
         row["paired"] = {"rounds": rounds, "ours_tokens_per_s": [a for a, _ in pairs],
                          "theirs_tokens_per_s": [b for _, b in pairs], "speedup_median": float(np.median(ratios)),
-                         "speedup_ci95": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]}
+                         "speedup_ci95": list(bootstrap_median_ci(ratios))}
 
 
 def render(result: dict) -> str:

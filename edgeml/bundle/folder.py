@@ -143,7 +143,7 @@ class Bundle:
         """Size and sha256 of each listed file (or of those in `only`) against the manifest, in its order.
         A link counts as not a plain file: a bundle holds only plain files."""
         wanted = None if only is None else set(only)
-        return [_check(self.folder, f) for f in self.files if wanted is None or f.path in wanted]
+        return [check_file(self.folder, f) for f in self.files if wanted is None or f.path in wanted]
 
     def added_files(self) -> list[FileCheck]:
         """What lies in the folder besides the manifest and its files, sorted: fine when the manifest names it
@@ -172,7 +172,7 @@ class Bundle:
         return (backend or self.runtime).open(self.artifact(entry), threads)
 
 
-def _check(folder: Path, listed: Listed) -> FileCheck:
+def check_file(folder: Path, listed: Listed) -> FileCheck:
     """The one sha256 (and size) check of a bundle file, for verify, ship and profile."""
     path = folder / listed.path
     if path.is_symlink() or not path.is_file():

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeml.bundle.folder import Listed, check_file
 from edgeml.errors import first_line
-from edgeml.hashing import sha256_file
 from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
 MANIFEST = "manifest.json"
@@ -26,10 +26,8 @@ def verify_language_model(folder: Path, threads: int, result, check) -> None:
     manifest = result.manifest
     listed = manifest.get("files") or {}
     for name, digest in sorted(listed.items()):
-        path = folder / name
-        ok = path.is_file() and sha256_file(path) == digest
-        result.checks.append(check(name, ok, "sha256 matches" if ok else "missing" if not path.is_file()
-                                   else "sha256 differs from the manifest"))
+        file = check_file(folder, Listed(name, digest, None))
+        result.checks.append(check(name, file.ok, file.detail))
     added = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
                    and p.name != MANIFEST and str(p.relative_to(folder)) not in listed)
     result.checks += [check(name, False, "not in the manifest") for name in added]

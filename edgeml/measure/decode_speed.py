@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgeml.measure.latency import bootstrap_median_ci
 from edgeml.runtimes.generation import Generator
 
 
@@ -61,12 +62,8 @@ def distinct_prompts(tokens: list[int], length: int, count: int) -> list[list[in
 
 
 def _summary(values: list[float]) -> dict:
-    values_ = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(0)
-    medians = np.median(values_[rng.integers(0, len(values_), (1000, len(values_)))], axis=1)
-    return {"median": float(np.median(values_)), "ci95": [float(np.percentile(medians, 2.5)),
-                                                         float(np.percentile(medians, 97.5))],
-            "values": [float(v) for v in values_]}
+    return {"median": float(np.median(values)), "ci95": list(bootstrap_median_ci(np.asarray(values))),
+            "values": [float(v) for v in values]}
 
 
 def bandwidth(threads: int, megabytes: int = 256, runs: int = 5) -> float:
