@@ -11,21 +11,16 @@ IR that disagrees with transformers) is refused with one line; the exporter's ow
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
 import shutil
-import sys
-import traceback
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edgeml.errors import first_line
+from edgeml.captured_output import logged
 from edgeml.runtimes.openvino_genai import device_properties, prefill_inputs
 from edgeml.targets.base import BuildRefused, LanguageModelBuild, LanguageModelCandidate
+from edgeml.targets.build_log import refusing
 
 RUNTIME = "openvino-genai"
 CALIBRATION_SAMPLES = 32          # sequences for AWQ and scale estimation
@@ -76,56 +71,11 @@ def calibration_inputs(source: Path, context: LanguageModelBuild) -> list[dict[s
 
 def _build(source: Path, out: Path, context: LanguageModelBuild, compress: Callable) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with _logged(context.log) as log:
-        model = _refusing("export", log, lambda: export(source, context.threads))
-        model = _refusing("NNCF weight compression", log, lambda: compress(model))
-        _refusing("tokenizer conversion", log, lambda: save_tokenizers(source, out))
+    with logged(context.log) as log:
+        model = refusing("openvino: export", log, lambda: export(source, context.threads))
+        model = refusing("openvino: NNCF weight compression", log, lambda: compress(model))
+        refusing("openvino: tokenizer conversion", log, lambda: save_tokenizers(source, out))
     save(model, source, out)
-
-
-def _refusing(step: str, log, run: Callable):
-    """`run()`, or BuildRefused naming `step` and its error (whose traceback goes to the log)."""
-    try:
-        return run()
-    except BuildRefused:
-        raise
-    except Exception as e:
-        traceback.print_exc(file=log)
-        raise BuildRefused(f"openvino: {step} failed: {first_line(e)}") from e
-
-
-@contextlib.contextmanager
-def _logged(path: Path) -> Iterator:
-    """Everything written to stdout and stderr, by Python or by the libraries' C++ code, goes to `path`.
-
-    Python's sys.stdout and sys.stderr become streams on file descriptors 1 and 2 (which point at the log meanwhile),
-    never on the log itself: a logging handler that a library creates meanwhile keeps its stream after the log is
-    closed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with path.open("a") as log:
-        saved = os.dup(1), os.dup(2)
-        streams = [open(fd, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False) for fd in (1, 2)]
-        try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            with contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]), \
-                    warnings.catch_warnings():
-                warnings.simplefilter("default")
-                warnings.showwarning = functools.partial(_log_warning, streams[1])
-                yield streams[1]
-        finally:
-            for stream in streams:
-                stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def _log_warning(log, message, category, filename, lineno, file=None, line=None) -> None:
-    log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def export(source: Path, threads: int = 1):
