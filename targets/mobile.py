@@ -1,5 +1,6 @@
 """The mobile target: LiteRT (.tflite) models for Android/iOS CPUs, converted from the PyTorch model with
-litert-torch and measured here with the same interpreter and XNNPACK delegate that phones run.
+litert-torch and measured here with the same interpreter and XNNPACK delegate that phones run. Causal language models
+become ExecuTorch programs instead (edgeml.targets.llm_executorch), run here by ExecuTorch's runtime with XNNPACK.
 
 Every candidate converts `ctx.source` itself, not the exported ONNX model: litert-torch reads PyTorch. The
 lower precisions are ai-edge-quantizer passes over the FP32 .tflite (edgeml.compress.quantize.litert_backend).
@@ -14,6 +15,7 @@ from edgeml.errors import EdgemlError
 from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.litert import LITERT, convert
 from edgeml.targets.base import BuildContext, Candidate, Target
+from edgeml.targets.llm_executorch import EXECUTORCH_LANGUAGE_MODELS
 
 
 def _module_and_example(ctx: BuildContext):
@@ -65,4 +67,5 @@ MOBILE = Target(
                   method="full-integer INT8 (ai-edge-quantizer static): weights per channel, activations and "
                          "model inputs/outputs per tensor, min/max ranges calibrated on the FP32 .tflite"),
     ),
+    language_models=EXECUTORCH_LANGUAGE_MODELS,
 )

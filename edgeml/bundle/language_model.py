@@ -23,8 +23,9 @@ MANIFEST_VERSION = 1
 
 def write_language_model_bundle(folder: Path, built: Path, row: Row, run: Run, questions: list[str],
                                 prompt_ids: list[list[int]], answers: list[list[int]], answer_texts: list[str],
-                                max_new_tokens: int) -> dict:
-    """Write the bundle of the build in `built` (the row `row` of `run`) into `folder`; returns its manifest."""
+                                max_new_tokens: int, context_length: int) -> dict:
+    """Write the bundle of the build in `built` (the row `row` of `run`) into `folder`; returns its manifest.
+    `context_length`: the most tokens (prompt and new ones) the build holds."""
     folder.mkdir(parents=True)
     shutil.copytree(built, folder / "model")
     (folder / "reference.json").write_text(json.dumps(
@@ -38,7 +39,7 @@ def write_language_model_bundle(folder: Path, built: Path, row: Row, run: Run, q
         "runtime_version": row.backend_version,
         "precision": row.precision, "build": row.name, "method": row.method, "model": "model",
         "source": {k: source.get(k) for k in ("architecture", "model_type", "parameters", "format")},
-        "generation": {"max_new_tokens": 128, "context_length": source.get("context_length"),
+        "generation": {"max_new_tokens": 128, "context_length": context_length,
                        "eos_token_ids": list(run.data.get("eos_token_ids", []))},
         "quality": {k: row.metrics.get(k) for k in ("perplexity", "perplexity_ci95", "ppl_increase",
                                                     "ppl_increase_ci95", "top1_agreement", "kl", "same_answers")},

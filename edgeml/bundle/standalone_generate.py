@@ -12,7 +12,8 @@ _RUN_PY = r'''#!/usr/bin/env python3
     python run.py "Once upon a time" --max-new-tokens 64
     python run.py --verify                           # greedy answers to reference.json's prompts, compared
 
-Needs the bundle's runtime only: onnxruntime-genai, or openvino-genai (see manifest.json "runtime").
+Needs the bundle's runtime only: onnxruntime-genai, openvino-genai, or executorch with tokenizers and jinja2 (see
+manifest.json "runtime").
 """
 import argparse
 import json
@@ -103,7 +104,79 @@ class OpenvinoGenai:
             yield token
 
 
-RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai}
+class Executorch:
+    """The .pte program (its KV cache inside) with ExecuTorch's runtime; the tokenizer by `tokenizers`, the chat
+    template by jinja2."""
+
+    def __init__(self, folder, threads):
+        from tokenizers import Tokenizer
+
+        program = _without_stderr(lambda: self._load(folder, threads))
+        self.forward = _without_stderr(lambda: program.load_method("forward"))
+        self.max_length = int(program.load_method("get_max_seq_len").execute([])[0])
+        eos = program.load_method("get_eos_ids").execute([]) if "get_eos_ids" in program.method_names else []
+        self.eos = {int(t) for t in eos}
+        self.folder, self.tokenizer = folder, Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+    @staticmethod
+    def _load(folder, threads):
+        import executorch.kernels.quantized  # noqa: F401  (loading these registers the kernels of ops XNNPACK
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  does not run)
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        return Runtime.get().load_program(str(folder / "model.pte"))
+
+    def chat(self, text):
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        config = json.loads((self.folder / "tokenizer_config.json").read_text())
+        file = self.folder / "chat_template.jinja"
+        template = file.read_text() if file.is_file() else config.get("chat_template")
+        if not template:
+            return text
+        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                    extensions=["jinja2.ext.loopcontrols"])
+        special = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+        return environment.from_string(template).render(messages=[{"role": "user", "content": text}],
+                                                        add_generation_prompt=True, **special)
+
+    def encode(self, text):
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def generate(self, ids, max_new_tokens):
+        import torch
+
+        logits = self.forward.execute([torch.tensor([ids]), torch.arange(len(ids))])[0]
+        for position in range(len(ids), min(len(ids) + max_new_tokens, self.max_length)):
+            token = int(logits[0, -1].argmax())
+            yield token
+            if token in self.eos:
+                return
+            logits = self.forward.execute([torch.tensor([[token]]), torch.tensor([position])])[0]
+
+
+def _without_stderr(load):
+    """load(), without the log lines that ExecuTorch's runtime and torchao print as they load."""
+    import os
+
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        return load()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai, "executorch": Executorch}
 
 
 def main():

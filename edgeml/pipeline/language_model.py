@@ -31,7 +31,7 @@ from edgeml.report.language_model import render_language_model
 from edgeml.report.record import Row, Run
 from edgeml.runtimes.base import package_version
 from edgeml.runtimes.generation import GENERATION_RUNTIMES, Generator
-from edgeml.targets import get_target
+from edgeml.targets import TARGETS, get_target
 from edgeml.targets.base import BuildRefused, LanguageModelBuild, LanguageModelCandidate
 from edgeml.version import __version__
 
@@ -43,7 +43,8 @@ ANSWER_TOKENS = 32           # the greedy answers to PROMPTS compared with the o
 RUNS = 3
 PROMPTS = ("What is the capital of France?", "Explain in one sentence what a compiler does.",
            "Name three prime numbers.", "Write one sentence about the sea.")
-RECORDED = ("transformers", "torch", "onnxruntime_genai", "openvino_genai", "openvino", "nncf", "numpy")
+RECORDED = ("transformers", "torch", "onnxruntime_genai", "openvino_genai", "openvino", "nncf", "executorch", "torchao",
+            "numpy")
 
 
 class Tokens:
@@ -123,7 +124,7 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
     target = get_target(recipe.target)
     if not target.language_models:
         raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
-                          + ", ".join(t for t in ("cpu",) if get_target(t).language_models))
+                          + ", ".join(t.name for t in TARGETS.values() if t.language_models))
     candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
     if not candidates:
         raise TargetError(f"target '{target.name}' builds language models in "
@@ -150,9 +151,10 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
         run.data["bandwidth_bytes_per_s"] = floor
         built: dict[str, Path] = {}
         answers: dict[str, list[list[int]]] = {}
+        contexts: dict[str, int] = {}
         for candidate in candidates:
             with reporter.step(f"Candidate {candidate.name}") as step:
-                row = _candidate(candidate, lm, judge, calibration, work, threads, recipe, built, answers)
+                row = _candidate(candidate, lm, judge, calibration, work, threads, recipe, built, answers, contexts)
                 if row.status != "ok":
                     step.fail(row.reason or row.status)
                 run.rows.append(row)
@@ -169,7 +171,8 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
             shipped = answers[chosen.name]
             run.bundle = write_language_model_bundle(staging / "bundle", built[chosen.name], chosen, run,
                                                      list(PROMPTS), judge.questions, shipped,
-                                                     [tokens.decode(a) for a in shipped], ANSWER_TOKENS)
+                                                     [tokens.decode(a) for a in shipped], ANSWER_TOKENS,
+                                                     contexts[chosen.name])
             shutil.rmtree(work)
         run.steps, run.warnings, run.output = list(reporter.steps), list(reporter.warnings), str(out)
         record = run.to_dict()
@@ -216,7 +219,8 @@ def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
 
 
 def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
-               threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list]) -> Row:
+               threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list],
+               contexts: dict[str, int]) -> Row:
     runtime = GENERATION_RUNTIMES[candidate.runtime]
     row = Row(candidate.name, candidate.runtime, candidate.precision, "candidate", method=candidate.method,
               backend_version=runtime.version())
@@ -245,13 +249,14 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     row.within_budget = row.metrics["ppl_increase"] + row.metrics["ppl_increase_se"] <= recipe.max_ppl_increase
     row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     built[candidate.name] = folder
+    contexts[candidate.name] = min(context_length(lm.config), getattr(generator, "max_length", None) or 1 << 62)
     return row
 
 
 def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:
     """The bytes of weights a decode step reads: the model files (not the tokenizer or configs)."""
     folder = built.get(row.name, lm.folder)
-    suffixes = (".safetensors", ".onnx", ".data", ".bin")
+    suffixes = (".safetensors", ".onnx", ".data", ".bin", ".pte")
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes)
                and "tokenizer" not in p.name)
 

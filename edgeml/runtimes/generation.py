@@ -8,6 +8,8 @@ of the source model makes them, so that every build is judged on the same tokens
 - `stream(ids, max_new_tokens, stop)`: greedy generation, token by token, as the runtime's own decoding loop
   runs it on the device; time to first token and decode tokens/s are timed around it.
 
+A runtime whose build holds a fixed number of tokens (a static KV cache) also says how many: `max_length`.
+
 `GENERATION_RUNTIMES` names them; each opens a folder its build wrote (`open(folder, threads)`).
 """
 
@@ -58,6 +60,8 @@ GENERATION_RUNTIMES: dict[str, GenerationRuntime] = {r.name: r for r in (
                       "edgeml.runtimes.onnxruntime_genai:open_generator"),
     GenerationRuntime("openvino-genai", ("openvino_genai", "openvino"), "edgeml[llm]",
                       "edgeml.runtimes.openvino_genai:open_generator"),
+    GenerationRuntime("executorch", ("executorch", "torch"), "edgeml[llm]",
+                      "edgeml.runtimes.executorch_llm:open_generator"),
 )}
 
 

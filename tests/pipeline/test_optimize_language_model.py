@@ -135,7 +135,7 @@ def test_selection_takes_the_fastest_within_the_budget_else_the_closest_and_says
 
 @pytest.mark.parametrize("args, message", [
     (["--weights", "w.pt"], "--weights does not apply to a language model"),
-    (["--target", "jetson"], "target 'jetson' has no builds for language models"),
+    (["--target", "jetson"], "target 'jetson' has no builds for language models yet; targets that have: cpu, mobile"),
     (["--precision", "fp16"], "builds language models in fp32, int4, int8, not fp16"),
 ])
 def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_path, edgeml_cli, args, message):
@@ -144,3 +144,31 @@ def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, texts, tmp_path, edgeml_cli):
+    """`--target mobile`: the INT4 ExecuTorch build (8-bit activations, 4-bit weights) judged, timed and bundled;
+    its run.py and `edgeml verify` reproduce the answers with ExecuTorch's runtime."""
+    out = tmp_path / "out"
+    calib, evaluation = texts
+    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "mobile",
+                           "--precision", "int4", "--calib-data", str(calib), "--eval-data", str(evaluation),
+                           "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    row = next(r for r in report["rows"] if r["role"] == "candidate")
+    assert (row["name"], row["backend"], row["status"]) == ("executorch-xnnpack-8da4w", "executorch", "ok")
+    assert row["selected"] and 0.5 < row["metrics"]["top1_agreement"] <= 1
+    assert row["latency"]["decode_tokens_per_s"]["median"] > 0
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["runtime"] == "executorch" and manifest["target"] == "mobile"
+    assert manifest["generation"]["context_length"] == 512 and (out / "bundle" / "model" / "model.pte").is_file()
+    verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=out / "bundle", capture_output=True,
+                            text=True, timeout=120)
+    assert verify.returncode == 0 and verify.stdout.startswith("4/4 reference answers reproduced"), verify.stderr
+    assert verify.stderr == ""
+    chat = subprocess.run([sys.executable, "run.py", "Name a prime", "--chat", "--max-new-tokens", "4"],
+                          cwd=out / "bundle", capture_output=True, text=True, timeout=120)
+    assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
+    result = edgeml_cli("verify", out / "bundle")
+    assert result.exit_code == 0 and "4/4 greedy answers reproduced" in result.stdout, result.output
