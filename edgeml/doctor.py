@@ -25,8 +25,9 @@ from edgeml.measure import cpu_features
 from edgeml.measure.machine import machine_info
 from edgeml.runtimes import PACKAGES  # (pip package, import name, what installs it), from the registry
 from edgeml.runtimes.base import missing_modules, package_version
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
 from edgeml.targets import TARGETS
-from edgeml.targets.base import Candidate, Target
+from edgeml.targets.base import Candidate, LanguageModelCandidate, Target
 from edgeml.targets.jetson import TEGRA_RELEASE
 from edgeml.version import __version__
 
@@ -101,8 +102,20 @@ def targets() -> list[dict]:
     return [{"name": t.name, "description": t.description,
              "candidates": [{"name": c.name, "backend": c.backend.name, "precision": c.precision,
                              **candidate_status(t, c), "opt_in": c.opt_in}
-                            for c in t.candidates]}
+                            for c in t.candidates],
+             "language_models": [{"name": c.name, "runtime": c.runtime, "precision": c.precision,
+                                  **language_model_status(c)} for c in t.language_models]}
             for t in TARGETS.values()]
+
+
+def language_model_status(candidate: LanguageModelCandidate) -> dict:
+    """Whether this machine builds and times a language-model build (every runtime of one runs here)."""
+    missing = candidate.missing()
+    if missing:
+        return {"status": NOT_SERVED, "detail": f"{', '.join(missing)} not installed "
+                                                f"(pip install '{GENERATION_RUNTIMES[candidate.runtime].extra}')"}
+    runtime = GENERATION_RUNTIMES[candidate.runtime]
+    return {"status": MEASURED, "detail": f"{runtime.name} {runtime.version()}"}
 
 
 def candidate_status(target: Target, candidate: Candidate) -> dict:

@@ -198,6 +198,22 @@ def test_targets_lists_cpu_candidates(edgeml_cli):
         assert "checked here, latency predicted" in result.stdout
 
 
+def test_targets_lists_the_language_model_builds_and_their_status(edgeml_cli):
+    from edgeml.doctor import language_model_status
+    from edgeml.targets import TARGETS
+
+    result = edgeml_cli("targets")
+    assert result.exit_code == 0
+    for target in TARGETS.values():
+        assert (f"{target.name}: language models" in result.stdout) == bool(target.language_models)
+        for candidate in target.language_models:
+            assert candidate.name in result.stdout
+            status = language_model_status(candidate)
+            assert status["status"] in ("measured here", "not served here")
+            assert (status["status"] == "measured here") == (not candidate.missing())
+    assert "executorch-xnnpack-8da4w" in result.stdout and "onnxruntime-genai-int4" in result.stdout
+
+
 def test_image_folder_with_split(edgeml_cli, files, digits, tmp_path):
     """PNG files, one folder per class: preprocessing comes from the model and lands in the bundle."""
     from PIL import Image
