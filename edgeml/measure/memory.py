@@ -41,9 +41,19 @@ def _open(spec: dict):
     """Import the runtime, then return a function that loads the model and gives a runner.
 
     spec: {"artifact": {backend, folder, entry, runtime_config, precision}, "threads": N}
-       or {"source": {model, weights, input_shapes}, "threads": N} for a PyTorch original.
+       or {"source": {model, weights, input_shapes}, "threads": N} for a PyTorch original
+       or {"generation": {runtime, folder, new_tokens}, "threads": N} for a language model (its runner generates
+       from the sample's "ids").
     """
     threads = spec["threads"]
+    if "generation" in spec:
+        from edgeml.runtimes.generation import GENERATION_RUNTIMES
+
+        g = spec["generation"]
+        runtime = GENERATION_RUNTIMES[g["runtime"]]
+        for module in runtime.modules:
+            __import__(module)
+        return lambda: _Generating(runtime.open(Path(g["folder"]), threads), g["new_tokens"])
     if "artifact" in spec:
         from edgeml.runtimes import BACKENDS
         from edgeml.runtimes.base import Artifact
@@ -67,13 +77,24 @@ def _open(spec: dict):
     return load
 
 
+class _Generating:
+    """A language model as a runner: each run generates `new_tokens` greedily after the sample's token ids."""
+
+    def __init__(self, generator, new_tokens: int):
+        self.generator, self.new_tokens = generator, new_tokens
+
+    def run(self, sample: dict[str, np.ndarray]) -> list[int]:
+        return list(self.generator.stream(sample["ids"].tolist(), self.new_tokens))
+
+
 def _child(spec_path: str, sample_path: str) -> None:
-    load = _open(json.loads(Path(spec_path).read_text()))
+    spec = json.loads(Path(spec_path).read_text())
+    load = _open(spec)
     with np.load(sample_path) as z:
         sample = {k: z[k] for k in z.files}
     baseline = reset_peak_memory()
     runner = load()
-    for _ in range(RUNS):
+    for _ in range(spec.get("runs", RUNS)):
         runner.run(sample)
     print(json.dumps({"peak_bytes": peak_memory() - baseline}))
 

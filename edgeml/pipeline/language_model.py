@@ -18,11 +18,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from edgeml.bundle.language_model import write_language_model_bundle
 from edgeml.errors import EdgemlError, TargetError, first_line
 from edgeml.inputs.language_model import LanguageModel, context_length, load_language_model
 from edgeml.inputs.text import Text, default_calibration, default_evaluation, read_text
-from edgeml.measure import decode_speed, perplexity
+from edgeml.measure import decode_speed, memory, perplexity
 from edgeml.measure.machine import machine_info
 from edgeml.outdir import AtomicOutput
 from edgeml.pipeline.recipe import Recipe, dump_recipe
@@ -40,6 +42,7 @@ MOST_WINDOWS = 24
 PROMPT_LENGTHS = (128, 512)  # the prompts time to first token is timed for
 NEW_TOKENS = 128             # decode tokens/s is timed over this many new tokens
 ANSWER_TOKENS = 32           # the greedy answers to PROMPTS compared with the original's
+MEMORY_NEW_TOKENS = 16       # peak memory: loading a build and generating this many tokens after the longest prompt
 RUNS = 3
 PROMPTS = ("What is the capital of France?", "Explain in one sentence what a compiler does.",
            "Name three prime numbers.", "Write one sentence about the sea.")
@@ -215,7 +218,8 @@ def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
     return Row("original", "transformers", "fp32", "reference", method="PyTorch eager, FP32",
                backend_version=runtime.version(), metrics=metrics, quality_drop=0.0,
                latency=decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS),
-               size_bytes=sum(p.stat().st_size for p in lm.folder.glob("*.safetensors")))
+               size_bytes=sum(p.stat().st_size for p in lm.folder.glob("*.safetensors")),
+               peak_memory_bytes=_peak_memory(runtime.name, lm.folder, judge, threads))
 
 
 def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
@@ -241,6 +245,9 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
         generator = runtime.open(folder, threads)
         row.metrics, answers[candidate.name] = judge.judge(generator)
         row.latency = decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS)
+        contexts[candidate.name] = min(context_length(lm.config), getattr(generator, "max_length", None) or 1 << 62)
+        del generator                        # its memory, before the peak of a fresh process is measured
+        row.peak_memory_bytes = _peak_memory(candidate.runtime, folder, judge, threads)
     except Exception as e:  # a runtime that cannot run what its builder wrote: the row says why
         row.status, row.reason = "failed", f"{candidate.runtime} cannot run the build: {first_line(e)}"[:300]
         return row
@@ -249,8 +256,15 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     row.within_budget = row.metrics["ppl_increase"] + row.metrics["ppl_increase_se"] <= recipe.max_ppl_increase
     row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     built[candidate.name] = folder
-    contexts[candidate.name] = min(context_length(lm.config), getattr(generator, "max_length", None) or 1 << 62)
     return row
+
+
+def _peak_memory(runtime: str, folder: Path, judge: Judge, threads: int) -> int | None:
+    """How far a fresh process's peak resident memory rises as it loads the build and generates after the longest
+    timing prompt (edgeml.measure.memory): the memory the model needs on the device besides its runtime."""
+    prompt = judge.prompts[max(judge.prompts)][0] if judge.prompts else judge.questions[0]
+    return memory.measure({"generation": {"runtime": runtime, "folder": str(folder), "new_tokens": MEMORY_NEW_TOKENS},
+                           "threads": threads, "runs": 2}, {"ids": np.asarray(prompt, dtype=np.int64)})
 
 
 def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from edgeml.report.format import DASH, mb
 from edgeml.report.markdown import markdown_table
 
-HEADER = ["build", "runtime", "weights", "MB", "perplexity (95% CI)", "increase (95% CI)", "top-1 agree", "KL",
-          "same answers", "TTFT 128 ms", "TTFT 512 ms", "decode tok/s (95% CI)", "of floor", "status"]
+HEADER = ["build", "runtime", "weights", "MB", "peak MB", "perplexity (95% CI)", "increase (95% CI)", "top-1 agree",
+          "KL", "same answers", "TTFT 128 ms", "TTFT 512 ms", "decode tok/s (95% CI)", "of floor", "status"]
 
 
 def render_language_model(run: dict) -> str:
@@ -31,7 +31,9 @@ def render_language_model(run: dict) -> str:
               f"measured here ({data['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, a large copy by as many threads, bytes "
               "read + written) over the bytes of weights; `of floor` is the share of that limit each build reaches "
               "(above 100 %: the weights partly fit in the CPU's caches). Each timed run has a prompt of its own, so "
-              "a runtime that caches a prompt's prefix is not timed on a prompt it has seen."]
+              "a runtime that caches a prompt's prefix is not timed on a prompt it has seen. `peak MB`: how far a "
+              "fresh process's peak resident memory rises as it loads the build and generates after the longest "
+              "prompt (counted from after the runtime's package is imported)."]
     failed = [r for r in run["rows"] if r["status"] != "ok"]
     if failed:
         lines += ["", "Not built or not run:", ""] + [f"- {r['name']}: {r['status']}: {r['reason']}" for r in failed]
@@ -54,7 +56,8 @@ def _cells(row: dict) -> list[str]:
     decode = speed["decode_tokens_per_s"]
     budget = DASH if row["within_budget"] is None else ("within budget" if row["within_budget"] else "over budget")
     return head + [
-        mb(row["size_bytes"]), f"{m['perplexity']:.3f} ({m['perplexity_ci95'][0]:.3f}–{m['perplexity_ci95'][1]:.3f})",
+        mb(row["size_bytes"]), DASH if row.get("peak_memory_bytes") is None else mb(row["peak_memory_bytes"]),
+        f"{m['perplexity']:.3f} ({m['perplexity_ci95'][0]:.3f}–{m['perplexity_ci95'][1]:.3f})",
         DASH if row["role"] == "reference" else
         f"{m['ppl_increase']:+.2%} ({m['ppl_increase_ci95'][0]:+.2%}–{m['ppl_increase_ci95'][1]:+.2%})",
         f"{m['top1_agreement']:.1%}", f"{m['kl']:.4f}", f"{m['same_answers']:.0%}",

@@ -12,11 +12,17 @@ from edgeml.runtimes.generation import greedy
 
 
 def quiet_transformers() -> None:
-    """No progress bars from transformers (loading weights, reading GGUF): edgeml reports its own steps."""
+    """No progress bars from transformers (loading weights, reading GGUF): edgeml reports its own steps. Nor the
+    warnings torchao logs when transformers imports it (its GPU kernels missing on a CPU machine, a deprecation in
+    how it registers types with torch)."""
+    import logging as python_logging
+
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    for name in ("torchao", "torch.utils._pytree"):
+        python_logging.getLogger(name).setLevel(python_logging.ERROR)
 
 
 class TransformersGenerator:

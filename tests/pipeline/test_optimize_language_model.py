@@ -55,6 +55,8 @@ def test_every_int8_build_is_judged_and_timed_against_the_original(lm_run):
         assert speed["decode_tokens_per_s"]["median"] > 0 and speed["ttft_ms"]["128"]["median"] > 0
         assert 0 < speed["fraction_of_floor"]
         assert row["size_bytes"] < rows["original"]["size_bytes"]
+        assert row["peak_memory_bytes"] > 0
+    assert rows["original"]["peak_memory_bytes"] > 0
     assert report["source"]["architecture"] == "LlamaForCausalLM"
     assert report["data"]["evaluation"]["documents"] == 8 and report["data"]["bandwidth_bytes_per_s"] > 0
 
