@@ -11,6 +11,8 @@ original's next tokens, and greedy answers to a fixed prompt set; speed is time 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shutil
@@ -26,8 +28,10 @@ from edgeml.inputs.language_model import LanguageModel, context_length, load_lan
 from edgeml.inputs.text import Text, default_calibration, default_evaluation, read_text
 from edgeml.measure import decode_speed, memory, perplexity
 from edgeml.measure.machine import machine_info
+from edgeml.measure.paired_timing import CLOSE, MOST_CONTENDERS, contest, faster, verdict_text, versus_fastest
 from edgeml.outdir import AtomicOutput
 from edgeml.pipeline.recipe import Recipe, dump_recipe
+from edgeml.pipeline.selection import PRECISION_ORDER, QUALITY_RESOLUTION
 from edgeml.progress import Reporter
 from edgeml.report.language_model import render_language_model
 from edgeml.report.record import Row, Run
@@ -44,6 +48,8 @@ NEW_TOKENS = 128             # decode tokens/s is timed over this many new token
 ANSWER_TOKENS = 32           # the greedy answers to PROMPTS compared with the original's
 MEMORY_NEW_TOKENS = 16       # peak memory: loading a build and generating this many tokens after the longest prompt
 RUNS = 3
+CONTEST_SECONDS = 30.0       # the close contenders' alternating rounds (at least MIN_ROUNDS of one generation each)
+CONTEST_PROMPTS = 64
 PROMPTS = ("What is the capital of France?", "Explain in one sentence what a compiler does.",
            "Name three prime numbers.", "Write one sentence about the sea.")
 RECORDED = ("transformers", "torch", "onnxruntime_genai", "openvino_genai", "openvino", "nncf", "executorch", "torchao",
@@ -92,6 +98,8 @@ class Judge:
         room = context - NEW_TOKENS
         self.prompts = {n: decode_speed.distinct_prompts(stream, n, RUNS + 1) for n in PROMPT_LENGTHS
                         if n + RUNS <= min(room, len(stream))}
+        # the close contenders' alternating rounds: a prompt of the shortest length for every call
+        self.contest_prompts = decode_speed.distinct_prompts(stream, min(PROMPT_LENGTHS), CONTEST_PROMPTS)
         self.questions = [tokens.prompt(q) for q in PROMPTS]
         self.stop = tokens.stop
         self.reference: perplexity.Scored | None = None
@@ -166,8 +174,9 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
                 rate = row.latency["decode_tokens_per_s"]["median"]
                 row.latency["bandwidth_floor_tokens_per_s"] = floor / _weight_bytes(row, built, lm)
                 row.latency["fraction_of_floor"] = rate / row.latency["bandwidth_floor_tokens_per_s"]
+        paired = _time_contenders(_contenders(run.rows), built, judge, threads, reporter)
         with reporter.step("Select and bundle"):
-            run.selection = _select(run.rows, recipe.max_ppl_increase)
+            run.selection = _select(run.rows, recipe.max_ppl_increase, paired)
             chosen = run.selected
             if not run.selection["within_budget"]:
                 reporter.warn(run.selection["reason"])
@@ -275,20 +284,55 @@ def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:
                and "tokenizer" not in p.name)
 
 
-def _select(rows: list[Row], budget: float) -> dict:
-    """The fastest decode among the builds within the budget; with none within it, the one closest to it."""
+def _rate(row: Row) -> float:
+    return row.latency["decode_tokens_per_s"]["median"]
+
+
+def _contenders(rows: list[Row]) -> list[Row]:
+    """The builds within the budget whose decode is within CLOSE of the fastest's, fastest first, at most
+    MOST_CONTENDERS: the ones one measurement each cannot order."""
+    within = sorted((r for r in rows if r.role == "candidate" and r.status == "ok" and r.within_budget),
+                    key=_rate, reverse=True)
+    return [r for r in within if _rate(r) * CLOSE >= _rate(within[0])][:MOST_CONTENDERS] if within else []
+
+
+def _time_contenders(close: list[Row], built: dict[str, Path], judge: Judge, threads: int, reporter: Reporter,
+                     seconds: float = CONTEST_SECONDS) -> dict | None:
+    """The close contenders timed again together, in alternating rounds (paired_timing.contest): each call
+    generates NEW_TOKENS tokens after a prompt no call had before. {name: paired_timing.summarize(...)}, or None
+    when fewer than two are close."""
+    if len(close) < 2:
+        return None
+    prompts = itertools.cycle(judge.contest_prompts)
+
+    def generate(generator: Generator) -> None:
+        for _ in generator.stream(next(prompts), NEW_TOKENS):
+            pass
+
+    with reporter.step("Time the close contenders again, in alternating rounds "
+                       f"({', '.join(r.name for r in close)})") as step:
+        generators = {r.name: GENERATION_RUNTIMES[r.backend].open(built[r.name], threads) for r in close}
+        return contest({name: functools.partial(generate, g) for name, g in generators.items()}, seconds,
+                       lambda r, name, _: step.describe(f"Alternating rounds: round {r + 1}, {name}"))
+
+
+def _select(rows: list[Row], budget: float, paired: dict | None = None) -> dict:
+    """The fastest decode among the builds within the budget; with none within it, the one closest to it.
+
+    With the close contenders timed again (`paired`), the builds the fastest of those rounds is not `faster` than
+    are tied with it, and the tie goes to the lower perplexity increase (a difference under QUALITY_RESOLUTION of the
+    budget is none), then the simpler precision, then the faster rounds."""
     ok = [r for r in rows if r.role == "candidate" and r.status == "ok"]
     if not ok:
         raise EdgemlError("no language-model build could be made: "
                           + "; ".join(f"{r.name}: {r.reason}" for r in rows if r.role == "candidate"))
     within = [r for r in ok if r.within_budget]
-
-    def rate(r: Row) -> float:
-        return r.latency["decode_tokens_per_s"]["median"]
-
-    if within:
-        chosen = max(within, key=rate)
-        reason = (f"the fastest decode ({rate(chosen):.1f} tokens/s) of the {len(within)} build(s) within "
+    record = None
+    if within and paired:
+        chosen, record, reason = _settle(ok, paired, budget)
+    elif within:
+        chosen = max(within, key=_rate)
+        reason = (f"the fastest decode ({_rate(chosen):.1f} tokens/s) of the {len(within)} build(s) within "
                   f"{budget:.1%} perplexity increase (increase + 1 standard error)")
     else:
         chosen = min(ok, key=lambda r: r.metrics["ppl_increase"])
@@ -296,4 +340,38 @@ def _select(rows: list[Row], budget: float) -> dict:
                   f"(+{chosen.metrics['ppl_increase']:.1%}): raise --max-ppl-increase or try another target")
     chosen.selected = True
     return {"candidate": chosen.name, "within_budget": bool(within), "reason": reason,
-            "max_ppl_increase": budget}
+            "max_ppl_increase": budget, "paired": record}
+
+
+def _settle(rows: list[Row], paired: dict, budget: float) -> tuple[Row, dict, str]:
+    """The pick among the contenders timed in alternating rounds, the record of those rounds, and why."""
+    by_name = {r.name: r for r in rows if r.name in paired}
+    fastest, versus = versus_fastest(paired)
+    tied = [fastest] + [name for name, s in versus.items() if not faster(s)]
+    best = min(by_name[name].metrics["ppl_increase"] for name in tied)
+
+    def prefer(name: str) -> tuple:
+        increase = by_name[name].metrics["ppl_increase"]
+        return (0.0 if increase <= best + QUALITY_RESOLUTION * budget else increase,
+                PRECISION_ORDER.get(by_name[name].precision, len(PRECISION_ORDER)), paired[name]["p50_ms"])
+
+    chosen = min(tied, key=prefer)
+    rounds = len(paired[fastest]["round_p50_ms"])
+    record = {"rounds": rounds, "fastest": fastest, "tied": sorted(tied, key=prefer), "new_tokens": NEW_TOKENS,
+              "rows": {name: {"p50_ms": s["p50_ms"], "p50_ci95_ms": s["p50_ci95_ms"],
+                              "round_p50_ms": s["round_p50_ms"],
+                              "speedup_of_fastest": None if name == fastest else
+                              {"ratio": versus[name]["ratio"], "ci95": versus[name]["ci95"],
+                               "faster": faster(versus[name])}}
+                       for name, s in paired.items()}}
+    within = f"within {budget:.1%} perplexity increase (increase + 1 standard error)"
+    against = "; ".join(f"{'tied with' if name in tied else 'faster than'} {name} ({verdict_text(s)})"
+                        for name, s in versus.items())
+    if chosen == fastest:
+        reason = (f"the fastest of the close contenders {within}, each generating {NEW_TOKENS} tokens in "
+                  f"{rounds} alternating rounds: {against}")
+    else:
+        reason = (f"tied with the fastest of the close contenders ({fastest}: {verdict_text(versus[chosen])}) in "
+                  f"{rounds} alternating rounds, with the lower perplexity increase or the simpler precision; "
+                  f"{within}")
+    return by_name[chosen], record, reason

@@ -174,3 +174,47 @@ def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, t
     assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
     result = edgeml_cli("verify", out / "bundle")
     assert result.exit_code == 0 and "4/4 greedy answers reproduced" in result.stdout, result.output
+
+
+def test_close_contenders_are_timed_again_in_alternating_rounds(tiny_lm):
+    """Two builds within 2x of each other's decode are timed together, a prompt of their own for every call; the
+    selection records each round and the speed-up of the fastest with its CI."""
+    from pathlib import Path
+
+    from edgeml.inputs.text import default_evaluation
+    from edgeml.pipeline.language_model import Judge, Tokens, _contenders, _time_contenders
+    from edgeml.progress import Reporter
+
+    judge = Judge(Tokens(tiny_lm), default_evaluation(), 512)
+    assert len({tuple(p) for p in judge.contest_prompts}) == len(judge.contest_prompts)
+    rows = [_row("a", 0.01, 0.0, 100.0, True), _row("b", 0.0, 0.0, 60.0, True), _row("c", 0.0, 0.0, 40.0, True)]
+    for row in rows:
+        row.backend = "transformers"
+    close = _contenders(rows)
+    assert [r.name for r in close] == ["a", "b"]                 # c: more than 2x slower than a
+    paired = _time_contenders(close, {"a": Path(tiny_lm), "b": Path(tiny_lm)}, judge, 2, Reporter(), seconds=2)
+    assert set(paired) == {"a", "b"} and len(paired["a"]["round_p50_ms"]) >= 5
+    selection = _select(rows, 0.05, paired)
+    record = selection["paired"]
+    assert selection["candidate"] in record["tied"] and record["rounds"] == len(paired["a"]["round_p50_ms"])
+    slower = next(name for name in record["rows"] if name != record["fastest"])
+    assert record["rows"][slower]["speedup_of_fastest"]["ci95"][0] <= record["rows"][slower]["speedup_of_fastest"][
+        "ratio"] and "alternating rounds" in selection["reason"]
+    assert _time_contenders(close[:1], {}, judge, 2, Reporter()) is None
+
+
+def test_a_tie_in_the_rounds_goes_to_the_lower_perplexity_increase():
+    import numpy as np
+
+    from edgeml.measure.paired_timing import summarize
+
+    rounds = [np.array([100.0, 101.0]), np.array([99.0, 100.0]), np.array([100.0, 102.0])] * 2
+    paired = {"fast": summarize(rounds), "better": summarize([r * 1.01 for r in rounds])}
+    rows = [_row("fast", 0.03, 0.005, 110.0, True), _row("better", 0.01, 0.005, 108.0, True)]
+    selection = _select(rows, 0.05, paired)
+    assert selection["paired"]["fastest"] == "fast" and selection["paired"]["tied"] == ["better", "fast"]
+    assert selection["candidate"] == "better" and rows[1].selected
+    clearly = {"fast": summarize(rounds), "better": summarize([r * 1.5 for r in rounds])}
+    for row in rows:
+        row.selected = False
+    assert _select(rows, 0.05, clearly)["candidate"] == "fast"
