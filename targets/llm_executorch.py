@@ -61,6 +61,11 @@ def _load(source: Path):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            # only training reads it (no gradient for that row), and with it the quantized embedding is not fused
+            # into ExecuTorch's embedding kernel: "Missing out variants: torchao::dequantize_affine"
+            module.padding_idx = None
     _register_attention()
     model.set_attn_implementation(ATTENTION)
     model.generation_config.cache_implementation = "static"

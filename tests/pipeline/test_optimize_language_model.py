@@ -150,10 +150,16 @@ def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_
 
 def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, texts, tmp_path, edgeml_cli):
     """`--target mobile`: the INT4 ExecuTorch build (8-bit activations, 4-bit weights) judged, timed and bundled;
-    its run.py and `edgeml verify` reproduce the answers with ExecuTorch's runtime."""
+    its run.py and `edgeml verify` reproduce the answers with ExecuTorch's runtime. The model has a padding token and
+    its LM head tied to the embedding, as SmolLM2 has (a padding index once kept the INT8 embedding from lowering)."""
+    import shutil
+
+    model = shutil.copytree(tiny_lm, tmp_path / "padded")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "pad_token_id": 1, "tie_word_embeddings": True}))
     out = tmp_path / "out"
     calib, evaluation = texts
-    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "mobile",
+    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(model), "--target", "mobile",
                            "--precision", "int4", "--calib-data", str(calib), "--eval-data", str(evaluation),
                            "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
