@@ -29,6 +29,7 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 HERE = Path(__file__).parent                 # manifest.schema.json (package data)
 FIELDS = ("files", "entry", "backend", "candidate")     # what ship and profile read
+LANGUAGE_MODEL_FIELDS = ("files", "runtime", "model")   # what ship reads of a language model's bundle
 MISSING = ("missing", "not a plain file")   # FileCheck.problem of a listed file that is not there to read
 
 
@@ -91,8 +92,10 @@ class Bundle:
             raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
         if not isinstance(manifest, dict):
             raise EdgemlError(f"{path} is not an edgeml bundle manifest")
-        if fields and not set(FIELDS) <= manifest.keys():
-            raise EdgemlError(f"{path} is not an edgeml bundle manifest (files, entry, backend or candidate missing)")
+        needed = LANGUAGE_MODEL_FIELDS if manifest.get("kind") == "language-model" else FIELDS
+        if fields and not set(needed) <= manifest.keys():
+            raise EdgemlError(f"{path} is not an edgeml bundle manifest ({', '.join(needed[:-1])} or {needed[-1]} "
+                              "missing)")
         if current:
             if manifest.get("format") != "edgeml-bundle":
                 raise EdgemlError(f"{path} is not an edgeml bundle manifest")
@@ -117,6 +120,11 @@ class Bundle:
             return None
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         return f"does not match its schema at {where}: {first_line(error)}"
+
+    @property
+    def language_model(self) -> bool:
+        """A language model's bundle (edgeml.bundle.language_model): run.py --verify, no entry or backend."""
+        return self.manifest.get("kind") == "language-model"
 
     @property
     def files(self) -> list[Listed]:

@@ -18,7 +18,7 @@ from edgeml.bundle.standalone_generate import RUN_PY
 from edgeml.hashing import sha256_file
 from edgeml.report.record import Row, Run
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2           # 2: "files" is the list of {path, sha256, size} that every bundle has
 
 
 def write_language_model_bundle(folder: Path, built: Path, row: Row, run: Run, questions: list[str],
@@ -46,7 +46,8 @@ def write_language_model_bundle(folder: Path, built: Path, row: Row, run: Run, q
         "speed": {"measured_on": run.machine.get("cpu"), "threads": run.config.get("threads"),
                   "ttft_ms": {k: v["median"] for k, v in row.latency["ttft_ms"].items()},
                   "decode_tokens_per_s": row.latency["decode_tokens_per_s"]["median"]},
-        "files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()},
+        "files": [{"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
+                  for p in sorted(folder.rglob("*")) if p.is_file()],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {"path": str(folder), "runtime": row.backend, "build": row.name,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeml.bundle.folder import Listed, check_file
+from edgeml.bundle.folder import Bundle, check_file
+from edgeml.bundle.language_model import MANIFEST_VERSION
 from edgeml.errors import first_line
 from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
@@ -24,12 +25,16 @@ def is_language_model_bundle(folder: Path) -> bool:
 def verify_language_model(folder: Path, threads: int, result, check) -> None:
     """Append the checks of the bundle in `folder` to `result` (a Verification; `check` makes its Check rows)."""
     manifest = result.manifest
-    listed = manifest.get("files") or {}
-    for name, digest in sorted(listed.items()):
-        file = check_file(folder, Listed(name, digest, None))
-        result.checks.append(check(name, file.ok, file.detail))
-    added = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                   and p.name != MANIFEST and str(p.relative_to(folder)) not in listed)
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        result.checks.append(check(MANIFEST, False, f"format {manifest.get('manifest_version')}; this edgeml verifies "
+                                                    f"format {MANIFEST_VERSION}: rebuild the bundle"))
+        return
+    listed = Bundle(folder, manifest).files
+    for file in (check_file(folder, f) for f in listed):
+        result.checks.append(check(file.path, file.ok, file.detail))
+    paths = {f.path for f in listed}
+    added = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+                   and p.name != MANIFEST and p.relative_to(folder).as_posix() not in paths)
     result.checks += [check(name, False, "not in the manifest") for name in added]
     if not result.passed:
         result.checks.append(check("reference answers", False, "not run: the files differ from the manifest"))

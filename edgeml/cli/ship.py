@@ -17,7 +17,8 @@ from edgeml.errors import EdgemlError
 @click.option("-i", "--identity", type=click.Path(path_type=Path), help="SSH private key file.")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
               help="Passed to ssh/scp/rsync as -o KEY=VALUE, e.g. Port=2222 for USER@HOST:PATH; repeatable.")
-@click.option("--verify-remote", is_flag=True, help="Then run the bundle's `run.py --check` there.")
+@click.option("--verify-remote", is_flag=True,
+              help="Then run the bundle's `run.py --check` there (a language model's: `run.py --verify`).")
 def ship(bundle, to, identity, ssh_options, verify_remote):
     """Copy BUNDLE to a device over SSH (rsync when both ends have it, else scp) or to a folder,
     then check every file there against the manifest's sha256. Run it again to resume an

@@ -286,14 +286,16 @@ class Ssh:
 
 
 def _reference_check(bundle: Path, destination: Destination, ssh: Ssh | None) -> str:
-    """Run the bundle's `run.py --check` where it was copied; its output, or why none ran."""
+    """Run the bundle's `run.py --check` (a language model's: `--verify`, its reference answers) where it was copied;
+    its output, or why none ran."""
     if not (bundle / "run.py").is_file():
         return ("not run: this bundle has no run.py (bundles from `edgeml pack` carry one), so there is no "
                 "reference check to run on the device")
+    option = "--verify" if Bundle.open(bundle).language_model else "--check"
     if ssh is None:
-        done = run_tool([sys.executable, "run.py", "--check"], cwd=destination.path)
+        done = run_tool([sys.executable, "run.py", option], cwd=destination.path)
     else:
-        done = ssh.run(f"cd {shlex.quote(destination.path)} && python3 run.py --check", check=False)
+        done = ssh.run(f"cd {shlex.quote(destination.path)} && python3 run.py {option}", check=False)
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
         raise EdgemlError(f"the reference check on {destination.host or 'this machine'} failed (exit "

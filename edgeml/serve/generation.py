@@ -19,8 +19,9 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from edgeml.bundle.folder import Bundle
+from edgeml.bundle.language_model import MANIFEST_VERSION
 from edgeml.errors import EdgemlError, first_line
-from edgeml.hashing import sha256_file
 from edgeml.serve.app import HttpMetrics
 from edgeml.serve.decode import RequestError
 from edgeml.serve.openai_api import Completion
@@ -115,6 +116,12 @@ class LanguageModel:
         manifest = json.loads((folder / "manifest.json").read_text())
         settings = manifest.get("generation")
         where = f"{folder / 'manifest.json'}"
+        if manifest.get("manifest_version") != MANIFEST_VERSION:
+            raise EdgemlError(f"{where} has format {manifest.get('manifest_version')}; this edgeml serves "
+                              f"language-model bundles of format {MANIFEST_VERSION}: rebuild it with `edgeml optimize`")
+        if not isinstance(manifest.get("files"), list) or not all(isinstance(f, dict) and {"path", "sha256"} <= f.keys()
+                                                                  for f in manifest["files"]):
+            raise EdgemlError(f'{where} needs "files": the list of {{"path", "sha256", "size"}} of the bundle\'s files')
         if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("model"), str):
             raise EdgemlError(f"{where} needs a model name (\"name\") and its folder (\"model\")")
         if not isinstance(settings, dict) or not all(_positive(settings.get(k)) for k in ("context_length",
@@ -130,8 +137,7 @@ class LanguageModel:
         if runtime.missing():
             raise EdgemlError(f"cannot serve {folder}: {runtime.name} is not installed here (pip install "
                               f"'{runtime.extra}')")
-        changed = [name for name, digest in (manifest.get("files") or {}).items()
-                   if not (folder / name).is_file() or sha256_file(folder / name) != digest]
+        changed = [c.path for c in Bundle(folder, manifest).check_files() if not c.ok]
         if changed:
             raise EdgemlError(f"{folder} failed its checks, not serving it: {', '.join(changed[:5])} missing or "
                               "changed since it was bundled")

@@ -78,8 +78,9 @@ def test_the_bundle_reproduces_its_answers_with_its_runtime_alone(lm_run):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["kind"] == "language-model" and manifest["runtime"] == "onnxruntime-genai"
     assert manifest["build"] == report["selection"]["candidate"]
-    for name, digest in manifest["files"].items():
-        assert sha256_file(bundle / name) == digest
+    for file in manifest["files"]:
+        assert sha256_file(bundle / file["path"]) == file["sha256"] and (bundle / file["path"]).stat().st_size == \
+            file["size"]
     verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle, capture_output=True, text=True,
                             timeout=120)
     assert verify.returncode == 0, verify.stderr
@@ -101,6 +102,16 @@ def test_verify_checks_the_files_and_the_answers_and_finds_a_changed_file(lm_run
         f.write(" ")
     result = edgeml_cli("verify", copy)
     assert result.exit_code == 1 and "FAILED: model/genai_config.json, reference answers" in result.stdout
+
+
+def test_ship_copies_the_bundle_and_reproduces_its_answers_where_it_went(lm_run, tmp_path, edgeml_cli):
+    out, _, _ = lm_run
+    result = edgeml_cli("ship", out / "bundle", "--to", tmp_path / "device", "--verify-remote")
+    assert result.exit_code == 0, result.output
+    assert "4/4 reference answers reproduced token for token" in result.stdout
+    shipped = tmp_path / "device" / "bundle"
+    assert sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file()) == \
+        sorted(p.relative_to(out / "bundle").as_posix() for p in (out / "bundle").rglob("*") if p.is_file())
 
 
 def test_the_report_shows_the_table_and_how_it_was_measured(lm_run):

@@ -61,7 +61,8 @@ def built(tiny_lm, tmp_path_factory) -> Path:
 
 def write_manifest(bundle: Path, eos: list[int]) -> None:
     (bundle / "manifest.json").write_text(json.dumps({
-        "kind": "language-model", "name": "tiny-llama", "runtime": "onnxruntime-genai", "model": "model",
+        "kind": "language-model", "manifest_version": 2, "name": "tiny-llama", "runtime": "onnxruntime-genai",
+        "model": "model", "files": [],
         "precision": "int4", "generation": {"max_new_tokens": 128, "context_length": CONTEXT, "eos_token_ids": eos}}))
 
 
