@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeml.captured_output import logged
 from edgeml.errors import ModelError, first_line
 from edgeml.runtimes.transformers_eager import quiet_transformers
 
@@ -120,8 +121,9 @@ def _from_gguf(file: Path, out: Path) -> LanguageModel:
 
     quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+        with logged(out.parent / "gguf.log"):      # its own progress bar, which quiet_transformers does not reach
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+            loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many kinds for files it cannot read
         raise ModelError(f"cannot read {file} as a GGUF language model: {type(e).__name__}: "
                          f"{first_line(e, 300)}") from None
