@@ -21,6 +21,15 @@ def profile_command(bundle, threads, measure_seconds, out):
     from edgeml.deploy.on_device import profile_bundle, write_device_report
 
     result = profile_bundle(bundle, threads=threads, measure_seconds=measure_seconds)
+    if result.get("kind") == "language-model":
+        machine, decode, ttft = result["machine"], result["decode_tokens_per_s"], result["ttft_ms"]
+        click.echo(f"{result['bundle']['build']} ({result['runtime']['name']} {result['runtime']['version']}) on "
+                   f"{machine['cpu']} ({machine['architecture']}), {result['threads']} thread(s)")
+        click.echo(f"input: {result['input']}")
+        click.echo(f"decode {decode['median']:.1f} tokens/s (95% CI {decode['ci95'][0]:.1f}-{decode['ci95'][1]:.1f}), "
+                   f"time to first token {ttft['median']:.1f} ms (95% CI {ttft['ci95'][0]:.1f}-{ttft['ci95'][1]:.1f})")
+        click.echo(f"wrote {write_device_report(result, out)}")
+        return
     latency, machine = result["latency"], result["machine"]
     lo, hi = latency["p50_ci95_ms"]
     click.echo(f"{result['bundle']['candidate']} ({result['runtime']['name']} {result['runtime']['version']}) on "

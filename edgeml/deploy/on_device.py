@@ -28,6 +28,8 @@ RANDOM_SEED = 0
 def profile_bundle(bundle: Path | str, *, threads: int | None = None, measure_seconds: float = 1.0) -> dict:
     """Load BUNDLE's artifact here, time one input, return the device report (see write_device_report)."""
     bundle = Bundle.open(bundle, fields=True)
+    if bundle.language_model:
+        return profile_language_model(bundle, threads=threads or os.cpu_count() or 1)
     manifest, name, backend = bundle.manifest, bundle.backend_name, bundle.runtime
     if backend is None:
         raise EdgemlError(f"{bundle.folder} needs the {name} runtime, which this edgeml does not know: update edgeml")
@@ -58,6 +60,49 @@ def profile_bundle(bundle: Path | str, *, threads: int | None = None, measure_se
         "threads": threads,
         "input": source,
         "latency": latency.to_dict(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def profile_language_model(bundle: Bundle, *, threads: int, runs: int = 3) -> dict:
+    """A language model's bundle timed here with its runtime: time to first token and decode tokens/s after each of
+    reference.json's prompts (a warm-up, then `runs` rounds over them), as the build report times its rows."""
+    from edgeml.measure.decode_speed import decode_rate, first_token_seconds, summary
+    from edgeml.runtimes.generation import GENERATION_RUNTIMES
+
+    manifest = bundle.manifest
+    runtime = GENERATION_RUNTIMES.get(manifest["runtime"])
+    if runtime is None:
+        raise EdgemlError(f"{bundle.folder} needs the {manifest['runtime']} runtime, which this edgeml does not know: "
+                          "update edgeml")
+    if runtime.missing():
+        raise EdgemlError(f"this bundle runs on {runtime.name}, which is not installed here: pip install "
+                          f"'{runtime.extra}'")
+    changed = [c.path for c in bundle.check_files() if not c.ok]
+    if changed:
+        raise EdgemlError(f"{bundle.folder}: {', '.join(changed[:5])} missing or changed since it was bundled: ship "
+                          "the bundle again")
+    if threads < 1:
+        raise EdgemlError("--threads must be at least 1")
+    prompts = json.loads((bundle.folder / "reference.json").read_text())["prompt_ids"]
+    new_tokens = manifest["generation"]["max_new_tokens"]
+    try:
+        generator = runtime.open(bundle.folder / manifest["model"], threads)
+        decode_rate(generator, prompts[0], 8)
+        ttft = [1000 * first_token_seconds(generator, ids) for _ in range(runs) for ids in prompts]
+        decode = [decode_rate(generator, ids, new_tokens) for _ in range(runs) for ids in prompts]
+    except Exception as e:  # a runtime raises many kinds for a model it cannot load or run
+        raise EdgemlError(f"{runtime.name} cannot run {manifest['model']} here: {first_line(e)}") from e
+    return {
+        "format": FORMAT, "kind": "language-model",
+        "bundle": {"build": manifest["build"], "target": manifest.get("target"), "precision": manifest.get("precision"),
+                   "model": manifest["model"]},
+        "runtime": {"name": runtime.name, "version": runtime.version()},
+        "machine": machine_info(threads),
+        "threads": threads,
+        "input": f"reference.json's {len(prompts)} prompts, {runs} rounds, {new_tokens} new tokens each",
+        "ttft_ms": summary(ttft),
+        "decode_tokens_per_s": summary(decode),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -49,8 +49,8 @@ def measure_speed(generator: Generator, prompts: dict[int, list[list[int]]], new
     for length, texts in sorted(prompts.items()):
         first_token_seconds(generator, texts[0])
         ms = [1000 * first_token_seconds(generator, ids) for ids in texts[1:runs + 1]]
-        out["ttft_ms"][str(length)] = _summary(ms)
-    out["decode_tokens_per_s"] = _summary([decode_rate(generator, ids, new_tokens) for ids in shortest[1:runs + 1]])
+        out["ttft_ms"][str(length)] = summary(ms)
+    out["decode_tokens_per_s"] = summary([decode_rate(generator, ids, new_tokens) for ids in shortest[1:runs + 1]])
     return out
 
 
@@ -61,7 +61,8 @@ def distinct_prompts(tokens: list[int], length: int, count: int) -> list[list[in
     return [tokens[i * step:i * step + length] for i in range(count)]
 
 
-def _summary(values: list[float]) -> dict:
+def summary(values: list[float]) -> dict:
+    """The median of `values` with its bootstrap 95% CI, and the values."""
     return {"median": float(np.median(values)), "ci95": list(bootstrap_median_ci(np.asarray(values))),
             "values": [float(v) for v in values]}
 

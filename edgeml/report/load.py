@@ -39,6 +39,9 @@ def load_device_report(path: Path) -> dict:
 
 def merge_device_report(run: dict, device: dict) -> dict:
     """The run with `device_report` added, when the device timed this run's bundled artifact."""
+    if device.get("kind") == "language-model":
+        raise EdgemlError("the device report times a language model's bundle, which a report does not merge: read "
+                          "its decode tokens/s and time to first token beside the run's report.md")
     bundle = run.get("bundle") or {}
     entry = next((f["sha256"] for f in bundle.get("files", []) if f["path"] == bundle.get("entry")), None)
     timed = device["bundle"]

@@ -114,6 +114,20 @@ def test_ship_copies_the_bundle_and_reproduces_its_answers_where_it_went(lm_run,
         sorted(p.relative_to(out / "bundle").as_posix() for p in (out / "bundle").rglob("*") if p.is_file())
 
 
+def test_profile_times_the_bundle_where_it_is_and_writes_a_device_report(lm_run, tmp_path, edgeml_cli):
+    out, report, _ = lm_run
+    device = tmp_path / "device_report.json"
+    result = edgeml_cli("profile", out / "bundle", "--threads", "2", "-o", device)
+    assert result.exit_code == 0, result.output
+    assert "tokens/s (95% CI" in result.stdout and "time to first token" in result.stdout
+    timed = json.loads(device.read_text())
+    assert timed["kind"] == "language-model" and timed["bundle"]["build"] == report["selection"]["candidate"]
+    assert timed["decode_tokens_per_s"]["median"] > 0 and len(timed["ttft_ms"]["values"]) == 12
+    assert timed["decode_tokens_per_s"]["ci95"][0] <= timed["decode_tokens_per_s"]["median"]
+    merged = edgeml_cli("report", out, "--merge", device)
+    assert merged.exit_code == 2 and "error: " in merged.stderr
+
+
 def test_the_report_shows_the_table_and_how_it_was_measured(lm_run):
     out, report, _ = lm_run
     text = (out / "report.md").read_text()
