@@ -80,10 +80,10 @@ def _register_attention() -> None:
     register_kernels()
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        # key and value: the whole cache, in its layout (see _InPlaceCache); query: [batch, heads, new tokens, size]
         start = kwargs["cache_position"][0].item() if kwargs.get("cache_position") is not None \
             else kwargs["position_ids"][0][0].item()
-        out = torch.ops.llama.custom_sdpa(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                                          start, None, 0.0, True, scaling)
+        out = torch.ops.llama.custom_sdpa(query.transpose(1, 2), key, value, start, None, 0.0, True, scaling)
         return out, None
 
     AttentionInterface.register(ATTENTION, attention)
@@ -120,10 +120,41 @@ def export(model, length: int):
     from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
 
     module = TorchExportableModuleWithStaticCache(model, batch_size=1, max_cache_len=length)
+    _in_place_cache(module)
     tokens = torch.export.Dim("tokens", max=length)
     return torch.export.export(module, args=(), kwargs={"input_ids": torch.zeros((1, 3), dtype=torch.long),
                                                          "cache_position": torch.arange(3)},
                                dynamic_shapes={"input_ids": {1: tokens}, "cache_position": {0: tokens}}, strict=True)
+
+
+def _in_place_cache(module) -> None:
+    """The static cache of transformers' exportable module (`module.static_cache`) in ExecuTorch's layout,
+    [batch, tokens, heads, size], written in place by `llama::update_cache`. Exported, a static layer's index_copy_
+    copies its whole cache every step, and handing its [batch, heads, tokens, size] tensors to custom_sdpa copies
+    them again; these layers do neither."""
+    import torch
+    from transformers.cache_utils import StaticLayer
+
+    class InPlaceLayer(StaticLayer):
+        def lazy_initialization(self, key_states, value_states) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self.keys = self.keys.transpose(1, 2).contiguous()
+            self.values = self.values.transpose(1, 2).contiguous()
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            start = self.cumulative_length.item()
+            torch.ops.llama.update_cache(key_states.transpose(1, 2), self.keys, start)
+            torch.ops.llama.update_cache(value_states.transpose(1, 2), self.values, start)
+            self.cumulative_length.add_(key_states.shape[-2])
+            return self.keys, self.values
+
+    for i, old in enumerate(module.static_cache.layers):
+        layer = InPlaceLayer(old.max_cache_len)
+        layer.lazy_initialization(old.keys[:, :, :1], old.values[:, :, :1])
+        module.static_cache.layers[i] = layer
+        module.register_buffer(f"key_cache_{i}", layer.keys, persistent=False)
+        module.register_buffer(f"value_cache_{i}", layer.values, persistent=False)
+        module.register_buffer(f"cumulative_length_{i}", layer.cumulative_length, persistent=False)
 
 
 def lower(program, constants: dict) -> bytes:
