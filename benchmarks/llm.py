@@ -13,6 +13,9 @@ Beside it, each runtime's default recipe on the same dequantized model:
   as the result it is, and retried with `--group-size 64` as its error message suggests;
 - llama.cpp (Q4_K_M): only where llama-cpp-python is built (an opt-in extra that compiles from source).
 
+The mobile target's run (`--target mobile`: ExecuTorch programs, run here by ExecuTorch's runtime with XNNPACK) is
+reported beside it; `--only cpu|mobile` runs one part and keeps the other's results.
+
 Every build is judged exactly as edgeml judges its own (edgeml.pipeline.language_model.Judge: perplexity on the
 licences in /usr/share/common-licenses with a bootstrap CI over documents, top-1 agreement and KL against the
 original), and timed with the same protocol. The shipped build's decode is then timed against each default in
@@ -59,9 +62,9 @@ def fetch_gguf(cache: Path) -> Path:
     return target
 
 
-def run_edgeml(gguf: Path, out: Path, threads: int) -> tuple[dict, float]:
+def run_edgeml(gguf: Path, out: Path, threads: int, target: str = "cpu") -> tuple[dict, float]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(gguf), "--target", "cpu", "--threads",
+    subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(gguf), "--target", target, "--threads",
                     str(threads), "-o", str(out), "--force"], check=True)
     return json.loads((out / "report.json").read_text()), time.perf_counter() - start
 
@@ -190,10 +193,23 @@ def render(result: dict) -> str:
         lines.append(f"| {d['recipe']} | {'yes' if d['within_budget'] else 'no'} | "
                      f"{np.median(p['ours_tokens_per_s']):.1f} | {np.median(p['theirs_tokens_per_s']):.1f} | "
                      f"{p['speedup_median']:.2f}x ({p['speedup_ci95'][0]:.2f}–{p['speedup_ci95'][1]:.2f}) |")
+    if "mobile" in result:
+        lines += _mobile(result["mobile"])
     return "\n".join(lines) + "\n"
 
 
-HEADER = ["build", "MB", "perplexity (95% CI)", "increase (95% CI)", "top-1 agree", "KL", "TTFT 128 ms",
+def _mobile(mobile: dict) -> list[str]:
+    """The section of `--target mobile`: ExecuTorch programs run here by ExecuTorch's runtime with XNNPACK."""
+    report = mobile["edgeml"]
+    selected = next(r for r in report["rows"] if r["selected"])
+    lines = ["", "## The mobile target (`edgeml optimize ... --target mobile`, ExecuTorch with XNNPACK, measured here)",
+             "", f"Command: `{mobile['command']}`  ", f"Date: {mobile['date']}  ",
+             f"edgeml's run took {mobile['edgeml_seconds'] / 60:.1f} min. Selected: **{selected['name']}** "
+             f"({report['selection']['reason']}).", ""]
+    return lines + _table([_row_cells(r["name"], r, r["selected"]) for r in report["rows"]])
+
+
+HEADER = ["build", "MB", "peak MB", "perplexity (95% CI)", "increase (95% CI)", "top-1 agree", "KL", "TTFT 128 ms",
           "TTFT 512 ms", "decode tok/s (95% CI)", "of floor", "within 5 %"]
 
 
@@ -209,7 +225,8 @@ def _row_cells(name: str, row: dict, selected: bool) -> list[str]:
     m, speed = row["metrics"], row["latency"]
     ttft, decode = speed["ttft_ms"], speed["decode_tokens_per_s"]
     within = row.get("within_budget")
-    return [label, f"{row['size_bytes'] / 1e6:.1f}",
+    peak = row.get("peak_memory_bytes")
+    return [label, f"{row['size_bytes'] / 1e6:.1f}", "—" if peak is None else f"{peak / 1e6:.0f}",
             f"{m['perplexity']:.2f} ({m['perplexity_ci95'][0]:.2f}–{m['perplexity_ci95'][1]:.2f})",
             f"{m['ppl_increase']:+.1%} ({m['ppl_increase_ci95'][0]:+.1%}–{m['ppl_increase_ci95'][1]:+.1%})",
             f"{m['top1_agreement']:.1%}", f"{m['kl']:.3f}",
@@ -224,12 +241,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--work", type=Path, default=ROOT / "edgeml-out" / "bench-llm")
+    parser.add_argument("--only", choices=("cpu", "mobile"), default=None,
+                        help="run one target's part and keep the other's results as they are")
     args = parser.parse_args()
     from edgeml.inputs.language_model import load_language_model
     from edgeml.measure.machine import cpu_model
 
     args.work.mkdir(parents=True, exist_ok=True)
     gguf = fetch_gguf(Path.home() / ".cache" / "edgeml-bench" / "llm")
+    previous = json.loads((RESULTS / "llm.json").read_text()) if (RESULTS / "llm.json").is_file() else {}
+    mobile = previous.get("mobile")
+    if args.only != "cpu":
+        report, seconds = run_edgeml(gguf, args.work / "edgeml-mobile", args.threads, "mobile")
+        mobile = {"command": f"make bench-llm (python -m benchmarks.llm{' --only mobile' if args.only else ''})",
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgeml_seconds": seconds,
+                  "edgeml": report}
+    if args.only == "mobile":
+        result = {**previous, "mobile": mobile}
+        (RESULTS / "llm.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / "llm.md").write_text(render(result))
+        print(render(result))
+        return
     report, seconds = run_edgeml(gguf, args.work / "edgeml-out", args.threads)
     shutil.rmtree(args.work / "defaults", ignore_errors=True)
     source = load_language_model(gguf, args.work / "defaults").folder
@@ -244,6 +276,8 @@ def main() -> None:
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "threads": args.threads, "edgeml_seconds": seconds, "edgeml": report,
               "defaults": [{**d, "folder": None if d["folder"] is None else str(d["folder"])} for d in defaults]}
+    if mobile is not None:
+        result["mobile"] = mobile
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llm.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "llm.md").write_text(render(result))

@@ -173,9 +173,9 @@ def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, texts, tmp_path, edgeml_cli):
+def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, texts, tmp_path):
     """`--target mobile`: the INT4 ExecuTorch build (8-bit activations, 4-bit weights) judged, timed and bundled;
-    its run.py and `edgeml verify` reproduce the answers with ExecuTorch's runtime. The model has a padding token and
+    its run.py reproduces the answers with ExecuTorch's runtime alone. The model has a padding token and
     its LM head tied to the embedding, as SmolLM2 has (a padding index once kept the INT8 embedding from lowering)."""
     import shutil
 
@@ -203,8 +203,6 @@ def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, t
     chat = subprocess.run([sys.executable, "run.py", "Name a prime", "--chat", "--max-new-tokens", "4"],
                           cwd=out / "bundle", capture_output=True, text=True, timeout=120)
     assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
-    result = edgeml_cli("verify", out / "bundle")
-    assert result.exit_code == 0 and "4/4 greedy answers reproduced" in result.stdout, result.output
 
 
 def test_close_contenders_are_timed_again_in_alternating_rounds(tiny_lm):
