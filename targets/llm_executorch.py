@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgeml.captured_output import logged
 from edgeml.runtimes.executorch_llm import PROGRAM, register_kernels, set_threads
-from edgeml.targets.base import LanguageModelBuild, LanguageModelCandidate
+from edgeml.targets.base import BuildRefused, LanguageModelBuild, LanguageModelCandidate
 from edgeml.targets.build_log import refusing
 
 RUNTIME = "executorch"
@@ -43,9 +43,10 @@ def _build(scheme: str | None):
         with logged(context.log) as log, torch.no_grad():
             set_threads(context.threads)
             model = refusing("executorch: loading", log, lambda: _load(source))
+            length = cache_length(context.config)
+            _refuse_sliding_windows(model, length)
             if scheme:
                 refusing(f"executorch: torchao {scheme} quantization", log, lambda: quantize(model, scheme))
-            length = cache_length(context.config)
             program = refusing("executorch: torch.export", log, lambda: export(model, length))
             buffer = refusing("executorch: XNNPACK lowering", log,
                               lambda: lower(program, _constants(model, length)))
@@ -70,6 +71,18 @@ def _load(source: Path):
     model.set_attn_implementation(ATTENTION)
     model.generation_config.cache_implementation = "static"
     return model
+
+
+def _refuse_sliding_windows(model, length: int) -> None:
+    """BuildRefused for a model with layers that attend to a window shorter than the cache: custom_sdpa attends to
+    every earlier token, so the program would compute another model past the window."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    _, settings = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
+    windows = sorted({s["sliding_window"] for s in settings if (s.get("sliding_window") or length) < length})
+    if windows:
+        raise BuildRefused(f"executorch: layers with sliding-window attention ({windows[0]} tokens) are not built "
+                           f"yet (the program attends to all {length} cached tokens)")
 
 
 def _register_attention() -> None:

@@ -116,3 +116,16 @@ def test_a_model_torch_export_cannot_take_is_refused(tmp_path, context):
     with pytest.raises(BuildRefused, match=r"^executorch: loading failed: "):
         CANDIDATES["executorch-xnnpack-8da4w"].build(folder, tmp_path / "out", build)
     assert "Traceback" in log.read_text()
+
+
+def test_a_model_with_sliding_window_attention_is_refused(tiny_lm, tmp_path, context):
+    """custom_sdpa attends to every cached token: a layer with a shorter window would compute another model."""
+    import shutil
+
+    model = shutil.copytree(tiny_lm, tmp_path / "windowed")
+    config = json.loads((model / "config.json").read_text())
+    windowed = {**config, "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"]}
+    (model / "config.json").write_text(json.dumps(windowed))
+    build = LanguageModelBuild(context.calibration, windowed, tmp_path / "build.log")
+    with pytest.raises(BuildRefused, match=r"^executorch: layers with sliding-window attention \(128 tokens\)"):
+        CANDIDATES["executorch-xnnpack-fp32"].build(model, tmp_path / "out", build)
