@@ -6,6 +6,9 @@ Decode is memory-bound: every new token reads all the weights once. So it cannot
 of weights), the floor the report states each build's tokens/s against; `bandwidth()` measures the bandwidth here
 as a large array copy by as many threads (bytes read + written per second). A model whose weights partly fit in the
 CPU's caches can pass that floor: its share is then above 100 %.
+
+Both hold the machine's timing turn (edgeml.measure.timing_slot) while they run, as every latency measurement does:
+cells of a sweep on one node never time at once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgeml.measure import timing_slot
 from edgeml.measure.latency import bootstrap_median_ci
 from edgeml.runtimes.generation import Generator
 
@@ -45,12 +49,14 @@ def measure_speed(generator: Generator, prompts: dict[int, list[list[int]]], new
     runtime that keeps a prompt's cache for the next request (prefix caching) is timed on new prompts."""
     out: dict = {"ttft_ms": {}, "runs": runs, "new_tokens": new_tokens}
     shortest = prompts[min(prompts)]
-    decode_rate(generator, shortest[0], min(new_tokens, 8))                # warm-up
-    for length, texts in sorted(prompts.items()):
-        first_token_seconds(generator, texts[0])
-        ms = [1000 * first_token_seconds(generator, ids) for ids in texts[1:runs + 1]]
-        out["ttft_ms"][str(length)] = summary(ms)
-    out["decode_tokens_per_s"] = summary([decode_rate(generator, ids, new_tokens) for ids in shortest[1:runs + 1]])
+    with timing_slot.held():
+        decode_rate(generator, shortest[0], min(new_tokens, 8))                # warm-up
+        for length, texts in sorted(prompts.items()):
+            first_token_seconds(generator, texts[0])
+            ms = [1000 * first_token_seconds(generator, ids) for ids in texts[1:runs + 1]]
+            out["ttft_ms"][str(length)] = summary(ms)
+        rates = [decode_rate(generator, ids, new_tokens) for ids in shortest[1:runs + 1]]
+    out["decode_tokens_per_s"] = summary(rates)
     return out
 
 
@@ -78,7 +84,7 @@ def bandwidth(threads: int, megabytes: int = 256, runs: int = 5) -> float:
     parts = np.array_split(np.arange(len(source)), threads)
     bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if len(p)]
     best = float("inf")
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads) as pool, timing_slot.held():
         for _ in range(runs):
             start = time.perf_counter()
             list(pool.map(lambda b: np.copyto(target[b[0]:b[1]], source[b[0]:b[1]]), bounds))

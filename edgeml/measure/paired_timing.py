@@ -13,6 +13,8 @@ the lower end of its speed-up's 95% CI is above `FASTER`, or when its median spe
 rounds until every verdict is settled (`settled`: the CI lies wholly on one side of `FASTER`), at least
 `MIN_ROUNDS` and at most `MAX_ROUNDS`, and within the seconds it is given: a round's run count follows from those
 seconds and the model's own latency, so a model whose one call takes 0.6 s is timed a few calls a round, not 20.
+A contest holds the machine's timing turn (edgeml.measure.timing_slot) for all its rounds: another job sharing the
+machine (a sweep's other cells) never times between two of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from edgeml.measure import timing_slot
 from edgeml.measure.latency import MeasureConfig, timed_calls
 
 RESAMPLES = 1000
@@ -91,7 +94,7 @@ def contest(methods: dict[str, Callable[[], object]], seconds: float,
     share = seconds / (max_rounds * len(methods))
     first = MeasureConfig(seconds=share, min_runs=1, warmup_seconds=min(0.2, share), min_warmup_runs=1)
     later = MeasureConfig(seconds=share, min_runs=1, warmup_seconds=0.0, min_warmup_runs=0)
-    started = time.perf_counter()
+    started = 0.0                # when the rounds start: once the turn is held (waiting for it takes none of `seconds`)
     ends: list[float] = []
 
     def done(runs: dict[str, list[np.ndarray]]) -> bool:
@@ -105,7 +108,9 @@ def contest(methods: dict[str, Callable[[], object]], seconds: float,
         rounds = {name: {"round_p50_ms": [float(np.median(r)) for r in timed]} for name, timed in runs.items()}
         return all(settled(s) for s in versus_fastest(rounds)[1].values())
 
-    runs = interleave(methods, max_rounds, first, on_round, later=later, done=done)
+    with timing_slot.held():
+        started = time.perf_counter()
+        runs = interleave(methods, max_rounds, first, on_round, later=later, done=done)
     return {name: summarize(timed) for name, timed in runs.items()}
 
 
