@@ -127,6 +127,27 @@ class Bundle:
         return self.manifest.get("kind") == "language-model"
 
     @property
+    def self_check(self) -> str:
+        """run.py's option that checks the bundle against its reference: a language model's `--verify` (its
+        reference answers, token for token), else `--check` (the reference vectors, within the tolerance)."""
+        return "--verify" if self.language_model else "--check"
+
+    @property
+    def reference_file(self) -> str | None:
+        """The reference that self-check reads, as a path in the bundle (None when the manifest names none)."""
+        return "reference.json" if self.language_model else (self.manifest.get("reference") or {}).get("file")
+
+    @property
+    def candidate(self) -> str:
+        """The build the bundle holds, as its report's row names it."""
+        return self.manifest["build"] if self.language_model else self.manifest["candidate"]
+
+    @property
+    def latency_unit(self) -> str:
+        """What a timing of the bundle counts: a language model's decode time per token, else one call's time."""
+        return "ms per token" if self.language_model else "ms"
+
+    @property
     def files(self) -> list[Listed]:
         """The files the manifest lists, in its order."""
         return [Listed(f["path"], f["sha256"], f.get("size")) for f in self.manifest["files"]]

@@ -286,12 +286,12 @@ class Ssh:
 
 
 def _reference_check(bundle: Path, destination: Destination, ssh: Ssh | None) -> str:
-    """Run the bundle's `run.py --check` (a language model's: `--verify`, its reference answers) where it was copied;
-    its output, or why none ran."""
+    """Run the bundle's self-check (`run.py --check`; a language model's: `--verify`, its reference answers) where it
+    was copied; its output, or why none ran."""
     if not (bundle / "run.py").is_file():
         return ("not run: this bundle has no run.py (bundles from `edgeml pack` carry one), so there is no "
                 "reference check to run on the device")
-    option = "--verify" if Bundle.open(bundle).language_model else "--check"
+    option = Bundle.open(bundle).self_check
     if ssh is None:
         done = run_tool([sys.executable, "run.py", option], cwd=destination.path)
     else:
