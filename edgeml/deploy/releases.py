@@ -89,11 +89,22 @@ class DeviceFolder:
             steps.append(f"ln -sfn -- {shlex.quote(target)} .{name}.new && mv -T -- .{name}.new {name}")
         self.ssh.run(" && ".join(steps))
 
-    def check(self, release: str) -> tuple[bool, str]:
-        """The bundle's `run.py --check` in the release, with the device's Python: (passed, its output)."""
-        done = self._python(f"{RELEASES}/{release}", ["run.py", "--check"])
+    def manifest(self, link: str) -> dict:
+        """The manifest of the release `link` points at (relative to DEST); EdgemlError when it cannot be read."""
+        path = f"{self.root}/{link}/{MANIFEST}"
+        try:
+            if self.ssh is None:
+                return json.loads(Path(path).read_text())
+            return json.loads(self.ssh.run(f"cat -- {shlex.quote(path)}").stdout)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EdgemlError(f"cannot read {path}: {first_line(e)}") from None
+
+    def check(self, release: str, option: str) -> tuple[bool, str]:
+        """The bundle's self-check in the release, `run.py OPTION` (Bundle.self_check) with the device's Python:
+        (passed, its output)."""
+        done = self._python(f"{RELEASES}/{release}", ["run.py", option])
         output = (done.stdout + done.stderr).strip()
-        return done.returncode == 0, output or f"run.py --check exited {done.returncode} without output"
+        return done.returncode == 0, output or f"run.py {option} exited {done.returncode} without output"
 
     def time(self, links: list[str], rounds: int, seconds: float, threads: int | None) -> dict:
         """The releases at `links` (relative to DEST, the first the one timed) timed together in `rounds`

@@ -1,14 +1,18 @@
 """`edgeml rollout`: a bundle to a fleet of devices, canaries first; `--rollback`: every device back one release.
 
 The first N devices (the canaries) get the bundle shipped into DEST/releases/<id> (edgeml.deploy.releases),
-then run its self-check there (the files' sha256, checked by ship, and the bundle's `run.py --check`) and
-a latency check. The check times the canary against the release the device runs, there, in alternating rounds
-in one process, and takes the median of the rounds' ratios with a 95% bootstrap CI over rounds
-(edgeml.measure.paired_timing.round_speedup); a device that runs no release yet has its rounds compared
-with the build report's p50, timed elsewhere. A canary fails only when the CI's lower end is above
-`max_latency_ratio`, so noise alone does not fail an equally fast build. Only when every canary passes do
-their `current` links switch; then each other device is shipped to, checked and switched in turn. Any
-failure stops the rollout and leaves the devices not yet switched on their previous release.
+then run its self-check there (the files' sha256, checked by ship, and the bundle's `run.py --check`, a
+language model's `run.py --verify`) and a latency check. The check times the canary against the release the
+device runs, there, in alternating rounds in one process (edgeml.deploy.device_timing: a call's time, a
+language model's decode time per token), and takes the median of the rounds' ratios with a 95% bootstrap CI
+over rounds (edgeml.measure.paired_timing.round_speedup); a device that runs no release yet has its rounds
+compared with the build's own measurement, timed elsewhere: the build report's p50, a language model's decode
+rate in its manifest. A canary fails only when the CI's lower end is above `max_latency_ratio`, so noise alone
+does not fail an equally fast build; a canary of one kind (a language model's bundle or another model's) on a
+device that runs the other kind is not compared at all, as their timings count different units. Only when
+every canary passes do their `current` links switch; then each other device is shipped to, checked and
+switched in turn. Any failure stops the rollout and leaves the devices not yet switched on their previous
+release.
 
 Every step is one JSON line appended to OUT/rollout.jsonl and flushed as it ends, so a rollout that is
 killed still leaves a readable log.
@@ -99,21 +103,23 @@ def rollout(bundle: Path | str, fleet: Fleet, *, canaries: int = 1, out: Path | 
     if not 1 <= canaries <= len(fleet.devices):
         raise EdgemlError(f"--canary {canaries}: give 1 to {len(fleet.devices)} (the fleet's devices)")
     opened = Bundle.open(bundle, fields=True)
-    for required in ("run.py", (opened.manifest.get("reference") or {}).get("file")):
+    for required in ("run.py", opened.reference_file):
         if not required or not (opened.folder / required).is_file():
             raise EdgemlError(f"{opened.folder} has no {required or 'reference vectors'}, so it cannot check itself "
                               "on a device: rebuild it with `edgeml optimize`")
-    release, candidate = bundle_id(opened.folder), opened.manifest["candidate"]
+    release, candidate = bundle_id(opened.folder), opened.candidate
     build, why = build_latency(opened)
     log = RolloutLog(out or default_out(fleet.path), announce)
     try:
         log.record("start", bundle=str(opened.folder.resolve()), release=release, candidate=candidate,
                    fleet=str(fleet.path.resolve()), canaries=[d.name for d in fleet.devices[:canaries]],
-                   thresholds=asdict(fleet.thresholds), build_p50_ms=build and build["p50_ms"],
+                   thresholds=asdict(fleet.thresholds), unit=opened.latency_unit,
+                   build_p50_ms=build and build["p50_ms"],
                    latency_check="against the release each canary runs; where none: "
-                                 + (f"skipped: {why}" if why else "against the build report's p50"))
+                                 + (f"skipped: {why}" if why else f"against {_yardstick(opened)}"))
         if why:
-            announce(f"no build-time p50 ({why}): a canary that runs no release yet gets no latency check")
+            announce(f"no build-time {'decode rate' if opened.language_model else 'p50'} ({why}): a canary that "
+                     "runs no release yet gets no latency check")
         result = _Rollout(opened, release, fleet, log, build, why).run(canaries)
         log.record("end", outcome="ok" if result.passed else "failed", detail=result.line, running=result.running)
     finally:
@@ -168,7 +174,15 @@ def _back(device: Device, running: dict[str, str | None]) -> Step:
 
 
 def build_latency(bundle: Bundle) -> tuple[dict | None, str | None]:
-    """The build report's p50 of the bundle's candidate and the threads it was timed with, or None and why not."""
+    """The build's latency of the bundle's candidate, as p50_ms in the bundle's latency_unit, and the threads it was
+    timed with, or None and why not: the p50 in the build report beside the bundle, or a language model's decode
+    time per token from its manifest's speed (1000 / decode tokens/s)."""
+    if bundle.language_model:
+        speed = bundle.manifest.get("speed") or {}
+        rate = speed.get("decode_tokens_per_s")
+        if not isinstance(rate, (int, float)) or rate <= 0:
+            return None, f"{bundle.path} records no decode rate (speed: decode_tokens_per_s)"
+        return {"p50_ms": 1000 / rate, "threads": speed.get("threads")}, None
     path = bundle.folder.resolve().parent / REPORT
     if not path.is_file():
         return None, f"no {REPORT} beside the bundle ({path}), so no build-time p50 to compare with"
@@ -181,17 +195,22 @@ def build_latency(bundle: Bundle) -> tuple[dict | None, str | None]:
         return None, f"cannot read {path}: {first_line(e)}"
     if entry != next((f.sha256 for f in bundle.files if f.path == bundle.entry), None):
         return None, f"{path} is the report of another bundle (its {built['entry']} has another sha256)"
-    latency = (rows.get(bundle.manifest["candidate"]) or {}).get("latency")
+    latency = (rows.get(bundle.candidate) or {}).get("latency")
     if not latency:
-        return None, f"{path} has no measured latency for {bundle.manifest['candidate']} (not measured at build time)"
+        return None, f"{path} has no measured latency for {bundle.candidate} (not measured at build time)"
     return {"p50_ms": latency["p50_ms"], "threads": (report.get("machine") or {}).get("threads")}, None
+
+
+def _yardstick(bundle: Bundle) -> str:
+    """What build_latency gives for the bundle."""
+    return "the build's decode rate" if bundle.language_model else "the build report's p50"
 
 
 class _Rollout:
     def __init__(self, bundle: Bundle, release: str, fleet: Fleet, log: RolloutLog, build: dict | None,
                  no_build: str | None):
         self.bundle, self.release, self.fleet, self.log = bundle, release, fleet, log
-        self.build, self.no_build = build, no_build      # the build's p50 and threads, or why there are none
+        self.build, self.no_build = build, no_build      # build_latency's p50 and threads, or why there are none
         self.folders = {d.name: DeviceFolder(d) for d in fleet.devices}
         self.links: dict[str, tuple[str | None, str | None]] = {}
 
@@ -222,7 +241,7 @@ class _Rollout:
                       or self._do("switch", device, lambda d=device: self._switch(d)))
             if failed:
                 return self._stop(f"stopped at {device.name}: {failed}; {_who_runs(self.running)}")
-        return Outcome(True, f"rolled out {self.release} ({self.bundle.manifest['candidate']}) to "
+        return Outcome(True, f"rolled out {self.release} ({self.bundle.candidate}) to "
                              f"{len(self.fleet.devices)} device(s): {_who_runs(self.running)}",
                        self.running, self.log.path)
 
@@ -236,9 +255,9 @@ class _Rollout:
 
     def _gate(self, device: Device) -> str | None:
         """A canary's on-device profile and its latency check, against the release the device runs (timed
-        together with it) or else the build report's p50."""
-        link, why = self._baseline(device)
-        timing = {}
+        together with it) or else the build's own measurement (build_latency)."""
+        link, why, comparable = self._baseline(device)
+        timing = {"comparable": comparable}
 
         def profile() -> Step:
             thresholds, threads = self.fleet.thresholds, device.threads or (self.build or {}).get("threads")
@@ -248,44 +267,57 @@ class _Rollout:
             current = others[0] if others and "error" not in others[0] else None
             alone = f"{why} cannot be timed there: {others[0]['error']}" if others and current is None else why
             timing.update(canary=canary, current=current, release=release_of(link), why=alone)
-            numbers = {"rounds": timed["rounds"], "threads": timed["threads"], "input": timed["input"],
+            numbers = {"rounds": timed["rounds"], "threads": timed["threads"], "input": canary["input"],
+                       "unit": self.bundle.latency_unit,
                        "p50_ms": _median(canary["round_p50_ms"]), "p90_ms": _median(canary["round_p90_ms"]),
                        "round_p50_ms": canary["round_p50_ms"], "runs": sum(canary["runs"]),
                        "current": release_of(link) if current else None,
                        "current_round_p50_ms": current and current["round_p50_ms"]}
-            detail = (f"p50 {numbers['p50_ms']:.4f} ms, p90 {numbers['p90_ms']:.4f} ms ({numbers['runs']} runs in "
-                      f"{numbers['rounds']} rounds, {timed['threads'] or 'default'} thread(s)), "
-                      + (f"in alternating rounds with {why}, p50 {_median(current['round_p50_ms']):.4f} ms"
+            detail = (f"p50 {self._ms(numbers['p50_ms'])}, p90 {numbers['p90_ms']:.4f} {self.bundle.latency_unit} "
+                      f"({numbers['runs']} runs in {numbers['rounds']} rounds, {timed['threads'] or 'default'} "
+                      "thread(s)), "
+                      + (f"in alternating rounds with {why}, p50 {self._ms(_median(current['round_p50_ms']))}"
                          if current else f"alone: {alone}"))
             return Step("ok", detail, numbers)
 
         return (self._do("profile", device, profile, role="canary")
                 or self._do("compare", device, lambda: self._compare(**timing), role="canary"))
 
-    def _baseline(self, device: Device) -> tuple[str | None, str]:
+    def _baseline(self, device: Device) -> tuple[str | None, str, bool]:
         """The link (relative to DEST) of the release the device runs, to time the canary with, and what it is;
-        or None and why there is none."""
+        or None and why there is none, and whether the build's measurement may stand in (not when the release
+        is of the other kind, whose timings count another unit)."""
         current, _ = self.links[device.name]
         if current is None:
-            return None, "it runs no release yet"
+            return None, "it runs no release yet", True
+        runs = f"the release it runs ({release_of(current)})"
         if release_of(current) == self.release:
-            return None, "it runs this release already"
-        if not self.folders[device.name].has(current):
-            return None, f"the release it runs ({release_of(current)}) is gone from it"
-        return current, f"the release it runs ({release_of(current)})"
+            return None, "it runs this release already", True
+        folder = self.folders[device.name]
+        if not folder.has(current):
+            return None, f"{runs} is gone from it", True
+        try:
+            unit = Bundle(Path(folder.root) / current, folder.manifest(current)).latency_unit
+        except EdgemlError as e:
+            return None, f"{runs} cannot be read: {e}", True
+        if unit != self.bundle.latency_unit:
+            return None, f"{runs} is timed in {unit}, this bundle in {self.bundle.latency_unit}: not comparable", False
+        return current, runs, True
 
-    def _compare(self, canary: dict, current: dict | None, release: str | None, why: str) -> Step:
+    def _compare(self, canary: dict, current: dict | None, release: str | None, why: str, comparable: bool) -> Step:
         """The canary's slowdown: the median over rounds of its p50 / the baseline's, with a 95% CI over rounds;
         failed only when the CI's lower end is above max_latency_ratio."""
         limit, rounds = self.fleet.thresholds.max_latency_ratio, canary["round_p50_ms"]
         numbers = {"device_p50_ms": _median(rounds), "build_p50_ms": self.build and self.build["p50_ms"],
-                   "rounds": len(rounds), "max_latency_ratio": limit}
+                   "unit": self.bundle.latency_unit, "rounds": len(rounds), "max_latency_ratio": limit}
+        if not comparable:
+            return Step("skipped", f"latency check skipped: {why}", numbers)
         if current is not None:
             baseline = current["round_p50_ms"]
-            against = f"the release it runs, timed together ({release}: {_median(baseline):.4f} ms)"
+            against = f"the release it runs, timed together ({release}: {self._ms(_median(baseline))})"
         elif self.build is not None:
             baseline = [self.build["p50_ms"]] * len(rounds)
-            against = f"the build report's p50, timed elsewhere ({self.build['p50_ms']:.4f} ms, as {why})"
+            against = f"{_yardstick(self.bundle)}, timed elsewhere ({self._ms(self.build['p50_ms'])}, as {why})"
         else:
             return Step("skipped", f"latency check skipped: {self.no_build}; nor can it be timed against the "
                                    f"release the device runs: {why}", numbers)
@@ -295,9 +327,14 @@ class _Rollout:
                        baseline_p50_ms=_median(baseline), ratio=ratio, ratio_ci95=slowdown["ci95"],
                        round_ratios=slowdown["rounds"])
         passed = low <= limit
-        detail = (f"p50 {numbers['device_p50_ms']:.4f} ms is {ratio:.2f}x {against}: 95% CI {low:.2f}–{high:.2f}x "
+        detail = (f"p50 {self._ms(numbers['device_p50_ms'])} is {ratio:.2f}x {against}: 95% CI {low:.2f}–{high:.2f}x "
                   f"over {len(rounds)} rounds, its lower end {'not above' if passed else 'above'} {limit:g}x")
         return Step("ok" if passed else "failed", detail, numbers)
+
+    def _ms(self, ms: float) -> str:
+        """A timing in the bundle's unit: '1.2345 ms', a language model's '1.2345 ms per token (810.0 tokens/s)'."""
+        text = f"{ms:.4f} {self.bundle.latency_unit}"
+        return f"{text} ({1000 / ms:.1f} tokens/s)" if self.bundle.language_model else text
 
     def _state(self, device: Device) -> Step:
         current, previous = self.links[device.name] = self.folders[device.name].links()
@@ -312,10 +349,11 @@ class _Rollout:
                      "verified": shipped.verified})
 
     def _check(self, device: Device) -> Step:
-        passed, output = self.folders[device.name].check(self.release)
+        option = self.bundle.self_check
+        passed, output = self.folders[device.name].check(self.release, option)
         lines = output.splitlines()
         shown = [line for line in lines if "FAILED" in line or "error" in line.lower()] if not passed else lines
-        return Step("ok" if passed else "failed", f"run.py --check: {'; '.join(shown or lines[-1:])}",
+        return Step("ok" if passed else "failed", f"run.py {option}: {'; '.join(shown or lines[-1:])}",
                     {"output": lines})
 
     def _switch(self, device: Device) -> Step:
