@@ -1,10 +1,13 @@
 """Shared fixtures: the digits CNN trained once per session, saved in every MODEL format; one optimize run of
 the digits example shared by the tests that only read it (demo_run); the CLI run in-process; a CPU with given
-features (assume_cpu)."""
+features (assume_cpu); a tiny language model, text to judge it on and one optimize run of it (lm_run)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -101,3 +104,31 @@ def tiny_lm(tmp_path_factory) -> Path:
     from tiny_lm import make_tiny_lm
 
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "tiny-lm")
+
+
+@pytest.fixture(scope="session")
+def lm_texts(tmp_path_factory) -> tuple[Path, Path]:
+    """Calibration and evaluation text as folders of .txt files (one document each), from the Python reference."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("text")
+    names = sorted(n for n in topics if len(topics[n]) > 2000)
+    for folder, half in (("eval", names[1::2][:8]), ("calib", names[0::2][:8])):
+        (root / folder).mkdir()
+        for name in half:
+            (root / folder / f"{name}.txt").write_text(topics[name])
+    return root / "calib", root / "eval"
+
+
+@pytest.fixture(scope="session")
+def lm_run(tiny_lm, lm_texts, tmp_path_factory):
+    """One `edgeml optimize` of tiny_lm for the CPU, INT8 builds only, in its own process as a user runs it:
+    (OUT, its report.json, the finished process). Shared by the tests that only read it: copy OUT before writing
+    into it."""
+    out = tmp_path_factory.mktemp("lm") / "out"
+    calib, evaluation = lm_texts
+    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
+                           "--precision", "int8", "--calib-data", str(calib), "--eval-data", str(evaluation),
+                           "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out, json.loads((out / "report.json").read_text()), done

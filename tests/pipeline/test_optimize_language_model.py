@@ -13,32 +13,6 @@ from edgeml.pipeline.language_model import _select
 from edgeml.report.record import Row
 
 
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    """Evaluation and calibration text as folders of .txt files (one document each), from the Python reference."""
-    from pydoc_data.topics import topics
-
-    root = tmp_path_factory.mktemp("text")
-    names = sorted(n for n in topics if len(topics[n]) > 2000)
-    for folder, half in (("eval", names[1::2][:8]), ("calib", names[0::2][:8])):
-        (root / folder).mkdir()
-        for name in half:
-            (root / folder / f"{name}.txt").write_text(topics[name])
-    return root / "calib", root / "eval"
-
-
-@pytest.fixture(scope="module")
-def lm_run(tiny_lm, texts, tmp_path_factory):
-    """One `edgeml optimize` of the tiny LM for the CPU, INT8 builds only, in its own process as a user runs it."""
-    out = tmp_path_factory.mktemp("lm") / "out"
-    calib, evaluation = texts
-    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
-                           "--precision", "int8", "--calib-data", str(calib), "--eval-data", str(evaluation),
-                           "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out, json.loads((out / "report.json").read_text()), done
-
-
 def test_every_int8_build_is_judged_and_timed_against_the_original(lm_run):
     _, report, _ = lm_run
     rows = {r["name"]: r for r in report["rows"]}
@@ -173,7 +147,7 @@ def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, texts, tmp_path):
+def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, lm_texts, tmp_path):
     """`--target mobile`: the INT4 ExecuTorch build (8-bit activations, 4-bit weights) judged, timed and bundled;
     its run.py reproduces the answers with ExecuTorch's runtime alone. The model has a padding token and
     its LM head tied to the embedding, as SmolLM2 has (a padding index once kept the INT8 embedding from lowering)."""
@@ -183,7 +157,7 @@ def test_the_mobile_target_ships_an_executorch_program_that_runs_here(tiny_lm, t
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "pad_token_id": 1, "tie_word_embeddings": True}))
     out = tmp_path / "out"
-    calib, evaluation = texts
+    calib, evaluation = lm_texts
     done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(model), "--target", "mobile",
                            "--precision", "int4", "--calib-data", str(calib), "--eval-data", str(evaluation),
                            "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
