@@ -1,6 +1,6 @@
 """`edgeml rollout` to a fleet of three devices, three folders behind a real OpenSSH server on loopback (and,
 cheaper, local folders): real digits bundles, canaries, the release links, the latency gate, rollback and the JSON
-lines log."""
+lines log; a real language model's bundle, checked by its answers and timed per decoded token."""
 
 from __future__ import annotations
 
@@ -320,6 +320,61 @@ def test_a_device_given_as_user_at_host_colon_path_is_reached_over_ssh(tmp_path,
     assert f"dev-1: ship: ok: ssh://{login}{tmp_path / HOMES / 'dev-1' / 'releases' / bundle_id(runs['fp32'])} " \
         in result.output
     assert links(tmp_path, "dev-1") == (f"releases/{bundle_id(runs['fp32'])}", None)
+
+
+def test_a_language_model_is_checked_by_its_answers_and_timed_per_token(tmp_path, lm_run, runs, edgeml_cli):
+    """The tiny LM's bundle of `edgeml optimize` to two local folders: run.py --verify on each device, the canary's
+    decode time per token against the build's decode rate, then a twin (another release id) against the release
+    the devices run; an image model's bundle after it is not compared with it; --rollback."""
+    bundle = lm_run[0] / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    twin = shutil.copytree(bundle, tmp_path / "twin" / "bundle")
+    (twin / "manifest.json").write_text(json.dumps({**manifest, "name": "twin"}))     # files as listed: same sha256
+    first, second = bundle_id(bundle), bundle_id(twin)
+    fleet = _write(tmp_path, {"devices": [{"name": n, "to": f"{HOMES}/{n}", "threads": 1} for n in DEVICES[:2]],
+                              "thresholds": GENEROUS})
+
+    result = edgeml_cli("rollout", bundle, "--fleet", fleet)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"rolled out {first} ({manifest['build']}) to 2 device(s)" in result.output
+    records = log_of(tmp_path)
+    checks = [r for r in records if r["step"] == "check"]
+    assert [(r["device"], r["outcome"], r["detail"]) for r in checks] == [
+        (n, "ok", "run.py --verify: 4/4 reference answers reproduced token for token") for n in DEVICES[:2]]
+    profile = next(r for r in records if r["step"] == "profile")
+    assert profile["unit"] == "ms per token" and profile["input"].startswith("reference.json prompt ")
+    assert f"p50 {profile['p50_ms']:.4f} ms per token ({1000 / profile['p50_ms']:.1f} tokens/s)" in profile["detail"]
+    assert f"dev-1: profile: ok: p50 {profile['p50_ms']:.4f} ms per token (" in result.output
+    compare = next(r for r in records if r["step"] == "compare")
+    assert compare["baseline"] == "build" and compare["unit"] == "ms per token"
+    assert compare["build_p50_ms"] == pytest.approx(1000 / manifest["speed"]["decode_tokens_per_s"])
+    assert "the build's decode rate, timed elsewhere (" in compare["detail"] and " tokens/s" in compare["detail"]
+
+    result = edgeml_cli("rollout", twin, "--fleet", fleet)
+    assert result.exit_code == 0, result.output + result.stderr
+    compare = [r for r in log_of(tmp_path) if r["step"] == "compare"][-1]
+    assert (compare["release"], compare["baseline"], compare["baseline_release"]) == (second, "current", first)
+    assert f"the release it runs, timed together ({first}: " in compare["detail"] and len(compare["round_ratios"]) == 9
+
+    result = edgeml_cli("rollout", runs["fp32"], "--fleet", fleet)        # an image model's bundle: ms, not per token
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (f"dev-1: compare: skipped: latency check skipped: the release it runs ({second}) is timed in ms per token, "
+            "this bundle in ms: not comparable") in result.output
+
+    result = edgeml_cli("rollout", "--fleet", fleet, "--rollback")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"rolled back: dev-1, dev-2 run {second}" in result.output
+
+
+def test_device_timing_refuses_a_language_model_whose_answers_are_too_short(lm_run, tmp_path):
+    from edgeml.deploy import device_timing
+
+    bundle = shutil.copytree(lm_run[0] / "bundle", tmp_path / "bundle")
+    reference = json.loads((bundle / "reference.json").read_text())
+    (bundle / "reference.json").write_text(json.dumps({**reference, "output_ids": [a[:1] for a in
+                                                                                   reference["output_ids"]]}))
+    with pytest.raises(ValueError, match="the longest reference answer has 1 token"):
+        device_timing.load(bundle, 0, None)
 
 
 def test_every_fleet_problem_is_one_line(tmp_path, edgeml_cli):
