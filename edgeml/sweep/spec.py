@@ -3,12 +3,13 @@
     models:                        # name -> what `optimize` is given (paths relative to this file)
       digits: {example: digits}
       mynet: {model: nets/mynet.onnx, calib_data: calib.npz, eval_data: eval.npz}
+      mylm: {model: lms/my-llama/, calib_data: notes/, eval_data: docs/}   # a causal LM: folder or .gguf, text
     targets:                       # a name, or {target: NAME, profile: P} / {target: NAME, profiles: [P, ...]}
       - cpu
       - {target: jetson, profiles: [jetson-orin-nano, jetson-orin-nx]}
     recipes:                       # a list of named recipes ...
       - {name: int8, precision: int8}
-      - {name: mine, recipe: my-recipe.yaml, max_accuracy_drop: 0.005}
+      - {name: mine, recipe: my-recipe.yaml, max_accuracy_drop: 0.005, max_ppl_increase: 0.03}
     # ... or a grid over recipe keys:  recipes: {grid: {precision: [int8, fp32], calibration_method: [minmax, entropy]}}
     settings: {threads: 1, measure_seconds: 0.5}    # recipe settings every cell shares
     cache_dir: /shared/edgeml-cache                 # the build cache, at a path every node reaches
@@ -16,6 +17,11 @@
 A cell is one `optimize` run: (model, target, profile, recipe). Unknown keys, missing files and a cell that
 cannot run (a target without the recipe's precision, a profile of another target, an ONNX model for a target
 that converts PyTorch models) are one-line errors here.
+
+A model whose `model` is a causal language model (a Hugging Face folder or a GGUF file, as `optimize` tells them
+apart) makes language-model cells: they take `model`, `calib_data` and `eval_data` (text: a .txt file or a folder
+of them) only, a target with language-model builds in the recipe's precision, and no device profile (a language
+model is timed where its cell runs, never predicted).
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeml.errors import EdgemlError, first_line
+from edgeml.inputs.language_model import is_language_model
 from edgeml.pipeline.recipe import Recipe, load_recipe, make_recipe, parse_settings
 
 TOP_KEYS = ("models", "targets", "recipes", "settings", "cache_dir")
 MODEL_KEYS = ("model", "example", "weights", "input_shape", "data", "split", "calib_data", "eval_data",
               "train_data", "preprocess")
 MODEL_PATHS = ("weights", "data", "calib_data", "eval_data", "train_data")
+LANGUAGE_MODEL_KEYS = ("model", "calib_data", "eval_data")
 TARGET_KEYS = ("target", "profile", "profiles")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]*")
 
@@ -52,6 +60,7 @@ class Cell:
     recipe: str
     given: dict                       # optimize's model and data arguments
     settings: dict                    # the recipe's settings as YAML gives them, target and profile included
+    language_model: bool = False      # the model is a causal language model (optimize's language-model phases)
 
     @property
     def id(self) -> str:
@@ -103,7 +112,8 @@ def _parse(data: Any, base: Path, path: Path) -> Sweep:
     models = {name: _model(name, spec, base) for name, spec in _mapping(data["models"], "models").items()}
     targets = _targets(data["targets"], base)
     recipes = _recipes(data["recipes"], shared, base)
-    cells = [Cell(model, target, profile, recipe, given, {**settings, "target": target, "profile": profile})
+    cells = [Cell(model, target, profile, recipe, given, {**settings, "target": target, "profile": profile},
+                  is_language_model(given.get("model")))
              for model, given in models.items() for target, profile in targets
              for recipe, settings in recipes.items()]
     ids = [c.id for c in cells]
@@ -122,9 +132,11 @@ def _model(name: Any, spec: Any, base: Path) -> dict:
     _mapping(spec, where)
     _known(spec, MODEL_KEYS, where)
     given = dict(spec)
+    model = given.get("model")
+    if model is not None and is_language_model(_path(base, model)):
+        return _language_model(given, base, where)
     if ("model" in given) == ("example" in given):
         raise SweepError(f"{where}: give 'model' (a file or package.module:factory) or 'example' (one of them)")
-    model = given.get("model")
     if model is not None and (":" not in str(model) or _path(base, model).exists()):
         given["model"] = _existing(base, model, f"{where}.model")
     for key in MODEL_PATHS:
@@ -135,6 +147,26 @@ def _model(name: Any, spec: Any, base: Path) -> dict:
     from edgeml.pipeline.load import Given
 
     Given(**given).check()
+    return given
+
+
+def _language_model(given: dict, base: Path, where: str) -> dict:
+    """A causal language model's arguments: its path, and its text read as `optimize` reads it."""
+    from edgeml.inputs.text import read_text
+
+    other = [key for key in MODEL_KEYS if key in given and key not in LANGUAGE_MODEL_KEYS]
+    given["model"] = str(_path(base, given["model"]))
+    if other:
+        raise SweepError(f"{where}: {', '.join(other)} {'does' if len(other) == 1 else 'do'} not apply to a language "
+                         f"model (it takes {', '.join(LANGUAGE_MODEL_KEYS)}: calib_data and eval_data are text, a "
+                         ".txt file or a folder of them)")
+    for key in ("calib_data", "eval_data"):
+        if given.get(key) is not None:
+            given[key] = _existing(base, given[key], f"{where}.{key}")
+            try:
+                read_text(given[key])
+            except EdgemlError as e:
+                raise SweepError(f"{where}.{key}: {e}") from None
     return given
 
 
@@ -218,6 +250,9 @@ def check_cell(cell: Cell) -> None:
     try:
         recipe = cell_recipe(cell)
         target = get_target(recipe.target)
+        if cell.language_model:
+            _check_language_model_cell(cell, target, recipe)
+            return
         plan.resolve_profile(target, recipe.profile)
         candidates = candidates_for(target, recipe)
         onnx = str(cell.given.get("model", "")).endswith(".onnx")
@@ -227,6 +262,30 @@ def check_cell(cell: Cell) -> None:
             raise SweepError("quantizer inc quantizes PyTorch models and the model is ONNX")
     except EdgemlError as e:
         raise SweepError(f"cell {cell.id}: {e}") from None
+
+
+def _check_language_model_cell(cell: Cell, target, recipe: Recipe) -> None:
+    """What `optimize` refuses of a language model before loading it: a target without language-model builds, a
+    precision the target's builds lack (edgeml.pipeline.language_model.optimize_language_model, same messages),
+    an unknown profile for builds that run on the device alone. A profile for builds timed here is refused too:
+    optimize would ignore it, and the cell would repeat the one without it."""
+    from edgeml.errors import TargetError
+    from edgeml.pipeline import plan
+    from edgeml.targets import TARGETS
+
+    if not target.language_models:
+        raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
+                          + ", ".join(t.name for t in TARGETS.values() if t.language_models))
+    candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
+    if not candidates:
+        raise TargetError(f"target '{target.name}' builds language models in "
+                          f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
+                          f"{recipe.precision}")
+    if any(getattr(c, "on_device", None) for c in candidates):
+        plan.resolve_profile(target, recipe.profile)
+    elif cell.profile is not None:
+        raise SweepError(f"target '{target.name}' times language models on the node that runs the cell, so a device "
+                         "profile does not apply to them: list the target without a profile for this model")
 
 
 def cell_recipe(cell: Cell) -> Recipe:
