@@ -40,6 +40,10 @@ def sweep(path: str | Path, out: str | Path, *, address: str | None = None, max_
     if track is not None:
         from edgeml.report.tracking import check_tracker
 
+        models = sorted({c.model for c in spec.cells if c.language_model})
+        if models:
+            raise SweepError(f"--track {track} does not log language-model runs (optimize --track refuses them too): "
+                             f"drop --track, or sweep {', '.join(models)} apart without it")
         check_tracker(track)
     finished = journal.finished(spec.cells)
     todo = [c for c in spec.cells if c.id not in finished]
@@ -134,8 +138,11 @@ def _line(row: dict) -> str:
     if row["status"] != "done":
         return f"[red]✗[/red] {row['cell']}: {row['status']}"
     s = row["selected"]
-    ms = f"{s['p50_ms']:.3f} ms" if s["p50_ms"] is not None else (
-        f"{s['predicted_ms']:.3f} ms predicted" if s["predicted_ms"] is not None else "no latency")
+    if s.get("ms_per_token") is not None:                       # a language model: decode speed
+        ms = f"{s['ms_per_token']:.3f} ms per token ({s['decode_tokens_per_s']:.1f} tokens/s)"
+    else:
+        ms = f"{s['p50_ms']:.3f} ms" if s["p50_ms"] is not None else (
+            f"{s['predicted_ms']:.3f} ms predicted" if s["predicted_ms"] is not None else "no latency")
     where = f"{row['seconds']:.1f} s on {row['node']['ip']}"
     return f"[green]✓[/green] {row['cell']}: {s['name']}, {ms} [dim]({where})[/dim]"
 

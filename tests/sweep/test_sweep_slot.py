@@ -37,3 +37,35 @@ def test_measurements_hold_the_turn_once_each():
     assert len(turns) == 1 + 4 + 1
     measure_latency(lambda: None, QUICK)
     assert len(turns) == 6                               # the guard is gone with its block
+
+
+class Echo:
+    """A generator that streams as many tokens as asked for, at once."""
+
+    def stream(self, ids, max_new_tokens, stop=None):
+        yield from range(max_new_tokens)
+
+
+def test_language_model_timing_and_contests_hold_the_turn_once_each():
+    """Decode speed, the bandwidth floor and a contest's alternating rounds each hold the turn once (the timed
+    calls inside a contest hold the turn it is in)."""
+    from edgeml.measure import decode_speed
+    from edgeml.measure.paired_timing import contest
+
+    lock = threading.Lock()
+    turns = []
+
+    @contextmanager
+    def guard():
+        assert lock.acquire(timeout=1), "asked for the turn it already holds"
+        turns.append(1)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    with timing_slot.guarded_by(guard):
+        decode_speed.measure_speed(Echo(), {4: [[1, 2, 3, 4]] * 3}, new_tokens=4, runs=2)
+        decode_speed.bandwidth(2, megabytes=1, runs=1)
+        contest({"a": lambda: None, "b": lambda: None}, 0.01, min_rounds=2, max_rounds=2)
+    assert len(turns) == 3
