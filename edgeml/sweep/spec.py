@@ -20,8 +20,8 @@ that converts PyTorch models) are one-line errors here.
 
 A model whose `model` is a causal language model (a Hugging Face folder or a GGUF file, as `optimize` tells them
 apart) makes language-model cells: they take `model`, `calib_data` and `eval_data` (text: a .txt file or a folder
-of them) only, a target with language-model builds in the recipe's precision, and no device profile (a language
-model is timed where its cell runs, never predicted).
+of them) only, the `llm` extra, and a target with language-model builds in the recipe's precision; a device profile
+only where those builds run on the device alone (their speed is predicted for it): builds timed here ignore it.
 """
 
 from __future__ import annotations
@@ -265,14 +265,18 @@ def check_cell(cell: Cell) -> None:
 
 
 def _check_language_model_cell(cell: Cell, target, recipe: Recipe) -> None:
-    """What `optimize` refuses of a language model before loading it: a target without language-model builds, a
-    precision the target's builds lack (edgeml.pipeline.language_model.optimize_language_model, same messages),
-    an unknown profile for builds that run on the device alone. A profile for builds timed here is refused too:
-    optimize would ignore it, and the cell would repeat the one without it."""
+    """What `optimize` refuses of a language model before loading it, with its messages
+    (edgeml.pipeline.language_model.optimize_language_model): no `llm` extra, a target without language-model builds,
+    a precision the target's builds lack, an unknown profile for builds that run on the device alone. A profile for
+    builds timed here is refused too: optimize would ignore it, and the cell would repeat the one without it."""
     from edgeml.errors import TargetError
     from edgeml.pipeline import plan
+    from edgeml.runtimes.generation import GENERATION_RUNTIMES
     from edgeml.targets import TARGETS
 
+    reference = GENERATION_RUNTIMES["transformers"]
+    if reference.missing():
+        raise EdgemlError(f"a language model needs {', '.join(reference.missing())}: pip install '{reference.extra}'")
     if not target.language_models:
         raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
                           + ", ".join(t.name for t in TARGETS.values() if t.language_models))
