@@ -47,17 +47,16 @@ def measure_speed(generator: Generator, prompts: dict[int, list[list[int]]], new
     """Time to first token (ms) for each prompt length, and decode tokens/s after the shortest prompts: a warm-up,
     then `runs` runs each. `prompts` gives `runs + 1` different prompts of each length, one a run, so that a
     runtime that keeps a prompt's cache for the next request (prefix caching) is timed on new prompts."""
-    out: dict = {"ttft_ms": {}, "runs": runs, "new_tokens": new_tokens}
     shortest = prompts[min(prompts)]
+    ttft: dict[str, list[float]] = {}
     with timing_slot.held():
         decode_rate(generator, shortest[0], min(new_tokens, 8))                # warm-up
         for length, texts in sorted(prompts.items()):
             first_token_seconds(generator, texts[0])
-            ms = [1000 * first_token_seconds(generator, ids) for ids in texts[1:runs + 1]]
-            out["ttft_ms"][str(length)] = summary(ms)
+            ttft[str(length)] = [1000 * first_token_seconds(generator, ids) for ids in texts[1:runs + 1]]
         rates = [decode_rate(generator, ids, new_tokens) for ids in shortest[1:runs + 1]]
-    out["decode_tokens_per_s"] = summary(rates)
-    return out
+    return {"ttft_ms": {length: summary(ms) for length, ms in ttft.items()}, "runs": runs, "new_tokens": new_tokens,
+            "decode_tokens_per_s": summary(rates)}
 
 
 def distinct_prompts(tokens: list[int], length: int, count: int) -> list[list[int]]:
