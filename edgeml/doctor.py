@@ -103,9 +103,14 @@ def targets() -> list[dict]:
              "candidates": [{"name": c.name, "backend": c.backend.name, "precision": c.precision,
                              **candidate_status(t, c), "opt_in": c.opt_in}
                             for c in t.candidates],
-             "language_models": [{"name": c.name, "runtime": c.runtime, "precision": c.precision,
+             "language_models": [{"name": c.name, "runtime": language_model_runtime(c), "precision": c.precision,
                                   **language_model_status(c)} for c in t.language_models]}
             for t in TARGETS.values()]
+
+
+def language_model_runtime(candidate: LanguageModelCandidate) -> str:
+    """What runs the build: on the device for a build the device alone runs."""
+    return candidate.on_device.runtime if candidate.on_device else candidate.runtime
 
 
 def language_model_status(candidate: LanguageModelCandidate) -> dict:
@@ -115,6 +120,9 @@ def language_model_status(candidate: LanguageModelCandidate) -> dict:
         return {"status": NOT_SERVED, "detail": f"{', '.join(missing)} not installed "
                                                 f"(pip install '{GENERATION_RUNTIMES[candidate.runtime].extra}')"}
     runtime = GENERATION_RUNTIMES[candidate.runtime]
+    if candidate.on_device:
+        return {"status": CHECKED, "detail": f"runs on the device ({candidate.on_device.runtime}); quality checked "
+                                             f"with {runtime.name} {runtime.version()}"}
     return {"status": MEASURED, "detail": f"{runtime.name} {runtime.version()}"}
 
 

@@ -127,6 +127,17 @@ class BuildRefused(Exception):
 
 
 @dataclass(frozen=True)
+class OnDevice:
+    """A language-model build that the device builds and runs (this machine is not it): judged here with the
+    candidate's runtime on the folder `judged` returns (out: the build's folder, judged: a folder it may write),
+    its speed predicted for the device profile by `predict` ({name: shape} of the source's weights, its config,
+    the Profile, the prompt lengths, the new tokens) -> {decode_tokens_per_s, ttft_ms: {length: ms}, ...}."""
+    runtime: str                     # what runs it there, e.g. tensorrt-edgellm
+    judged: Callable[[Path, Path], Path]
+    predict: Callable[..., dict]
+
+
+@dataclass(frozen=True)
 class LanguageModelCandidate:
     """One way a target can build a causal language model: a runtime that generates with it
     (edgeml.runtimes.generation), the precision of its weights and a build that writes the runtime's folder."""
@@ -137,6 +148,7 @@ class LanguageModelCandidate:
     method: str = ""                 # one line: how it is made
     needs: tuple[str, ...] = ()      # import names the build needs besides the runtime's
     data_aware: bool = False         # reads the calibration text
+    on_device: OnDevice | None = None   # built and run on the device; judged here, its speed predicted
 
     def missing(self) -> list[str]:
         return list(dict.fromkeys(GENERATION_RUNTIMES[self.runtime].missing() + missing_modules(self.needs)))

@@ -6,6 +6,10 @@ own greedy outputs, and a standalone run.py that generates (and with --verify ch
     bundle/model/          what the runtime loads (its tokenizer and chat template included)
     bundle/reference.json  prompts (text and token ids) and the build's greedy answers to them
     bundle/run.py          python run.py "prompt" [--chat] | --verify
+
+A build the device alone runs (a TensorRT Edge-LLM engine) is bundled as its hand-off (model/checkpoint and
+model/build_engine.sh): its manifest has the speed predicted for the device ("predicted") instead of "speed", and
+its run.py says how to build it there.
 """
 
 from __future__ import annotations
@@ -43,12 +47,22 @@ def write_language_model_bundle(folder: Path, built: Path, row: Row, run: Run, q
                        "eos_token_ids": list(run.data.get("eos_token_ids", []))},
         "quality": {k: row.metrics.get(k) for k in ("perplexity", "perplexity_ci95", "ppl_increase",
                                                     "ppl_increase_ci95", "top1_agreement", "kl", "same_answers")},
-        "speed": {"measured_on": run.machine.get("cpu"), "threads": run.config.get("threads"),
-                  "ttft_ms": {k: v["median"] for k, v in row.latency["ttft_ms"].items()},
-                  "decode_tokens_per_s": row.latency["decode_tokens_per_s"]["median"]},
+        **_speed(row, run),
         "files": [{"path": p.relative_to(folder).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
                   for p in sorted(folder.rglob("*")) if p.is_file()],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {"path": str(folder), "runtime": row.backend, "build": row.name,
             "size_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())}
+
+
+def _speed(row: Row, run: Run) -> dict:
+    """The manifest's "speed" as measured here, or "predicted" for the device."""
+    if row.status == "predicted":
+        p = row.predicted
+        return {"predicted": {"profile": p["profile"], "device": p["device"], "ttft_ms": p["ttft_ms"],
+                              "decode_tokens_per_s": p["decode_tokens_per_s"]},
+                "device_build": "model/build_engine.sh"}
+    return {"speed": {"measured_on": run.machine.get("cpu"), "threads": run.config.get("threads"),
+                      "ttft_ms": {k: v["median"] for k, v in row.latency["ttft_ms"].items()},
+                      "decode_tokens_per_s": row.latency["decode_tokens_per_s"]["median"]}}

@@ -188,6 +188,9 @@ def main():
     parser.add_argument("--verify", action="store_true", help="compare greedy answers with reference.json's")
     args = parser.parse_args()
     manifest = json.loads((HERE / "manifest.json").read_text())
+    if manifest["runtime"] not in RUNTIMES:
+        parser.exit(2, f"{manifest['runtime']} runs this model on the device: build its engine there with "
+                       f"{manifest.get('device_build', 'its build script')} (see its comments)\n")
     model = RUNTIMES[manifest["runtime"]](HERE / manifest["model"], args.threads)
     if args.verify:
         reference = json.loads((HERE / "reference.json").read_text())

@@ -43,12 +43,12 @@ def _language_models(target) -> Table:
     """The target's builds of causal language models, and whether this machine builds and times each."""
     from rich.markup import escape
 
-    from edgeml.doctor import STATUS_COLOURS, language_model_status
+    from edgeml.doctor import STATUS_COLOURS, language_model_runtime, language_model_status
 
     table = Table("language-model build", "runtime", "weights", "status here", title=f"{target.name}: language models",
                   title_justify="left")
     for c in target.language_models:
         here = language_model_status(c)
-        table.add_row(c.name, c.runtime, c.precision,
+        table.add_row(c.name, language_model_runtime(c), c.precision,
                       f"[{STATUS_COLOURS[here['status']]}]{here['status']}[/]: {escape(here['detail'])}")
     return table

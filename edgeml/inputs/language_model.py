@@ -64,17 +64,24 @@ def context_length(config: dict) -> int:
 
 def parameters(folder: Path) -> int:
     """The number of weights in the folder's safetensors files, read from their headers."""
+    total = 0
+    for shape in weight_shapes(folder).values():
+        count = 1
+        for d in shape:
+            count *= d
+        total += count
+    return total
+
+
+def weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the weights in the folder's safetensors files, read from their headers."""
     from safetensors import safe_open
 
-    total = 0
+    shapes = {}
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), "np") as f:
-            for name in f.keys():
-                count = 1
-                for d in f.get_slice(name).get_shape():
-                    count *= d
-                total += count
-    return total
+            shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+    return shapes
 
 
 def load_language_model(path: str | Path, work: Path) -> LanguageModel:

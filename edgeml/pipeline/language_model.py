@@ -24,14 +24,16 @@ import numpy as np
 
 from edgeml.bundle.language_model import write_language_model_bundle
 from edgeml.errors import EdgemlError, TargetError, first_line
-from edgeml.inputs.language_model import LanguageModel, context_length, load_language_model
+from edgeml.inputs.language_model import LanguageModel, context_length, load_language_model, weight_shapes
 from edgeml.inputs.text import Text, default_calibration, default_evaluation, read_text
 from edgeml.measure import decode_speed, memory, perplexity
 from edgeml.measure.machine import machine_info
-from edgeml.measure.paired_timing import CLOSE, MOST_CONTENDERS, contest, faster, verdict_text, versus_fastest
+from edgeml.measure.paired_timing import CLOSE, FASTER, MOST_CONTENDERS, contest, faster, verdict_text, versus_fastest
 from edgeml.outdir import AtomicOutput
+from edgeml.pipeline.plan import resolve_profile
 from edgeml.pipeline.recipe import Recipe, dump_recipe
 from edgeml.pipeline.selection import PRECISION_ORDER, QUALITY_RESOLUTION
+from edgeml.profiles import Profile
 from edgeml.progress import Reporter
 from edgeml.report.language_model import render_language_model
 from edgeml.report.record import Row, Run
@@ -142,6 +144,8 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
                           f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
                           f"{recipe.precision}")
     threads = recipe.threads or os.cpu_count() or 1
+    # builds that run on the device alone have their speed predicted for its profile
+    profile = resolve_profile(target, recipe.profile) if any(c.on_device for c in candidates) else None
     reporter = reporter or Reporter()
     out = Path(out) if out else Path("edgeml-out") / f"{Path(str(model)).stem}-{recipe.target}"
     with reporter, AtomicOutput(out, force) as staging:
@@ -155,6 +159,7 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
         config = {"model": str(model), "calib_data": calib_data and str(calib_data),
                   "eval_data": eval_data and str(eval_data)}
         run = _new_run(recipe, config, threads, lm, calibration, evaluation)
+        run.profile = profile and profile.to_dict()
         run.data["eos_token_ids"] = sorted(tokens.stop)
         with reporter.step("Reference: the original (transformers, PyTorch eager, FP32)"):
             run.rows.append(_reference(lm, judge, threads))
@@ -165,8 +170,9 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
         contexts: dict[str, int] = {}
         for candidate in candidates:
             with reporter.step(f"Candidate {candidate.name}") as step:
-                row = _candidate(candidate, lm, judge, calibration, work, threads, recipe, built, answers, contexts)
-                if row.status != "ok":
+                row = _candidate(candidate, lm, judge, calibration, work, threads, recipe, built, answers, contexts,
+                                 profile)
+                if row.status not in ("ok", "predicted"):
                     step.fail(row.reason or row.status)
                 run.rows.append(row)
         for row in run.rows:
@@ -233,10 +239,12 @@ def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
 
 def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
                threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list],
-               contexts: dict[str, int]) -> Row:
-    runtime = GENERATION_RUNTIMES[candidate.runtime]
-    row = Row(candidate.name, candidate.runtime, candidate.precision, "candidate", method=candidate.method,
-              backend_version=runtime.version())
+               contexts: dict[str, int], profile: Profile | None) -> Row:
+    """Build, judge and time one candidate; one built for the device alone (`on_device`) is judged here on the
+    weights it computes with and its speed predicted for `profile` (status "predicted")."""
+    runtime, device = GENERATION_RUNTIMES[candidate.runtime], candidate.on_device
+    row = Row(candidate.name, device.runtime if device else candidate.runtime, candidate.precision, "candidate",
+              method=candidate.method, backend_version=None if device else runtime.version())
     missing = candidate.missing()
     if missing:
         row.status, row.reason = "unavailable", f"needs {', '.join(missing)} ({runtime.extra})"
@@ -246,24 +254,33 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     try:
         candidate.build(lm.folder, folder, LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log",
                                                               threads))
+        if device:
+            row.predicted = device.predict(weight_shapes(lm.folder), lm.config, profile, PROMPT_LENGTHS, NEW_TOKENS)
     except BuildRefused as e:
         row.status, row.reason = "failed", str(e)
         return row
     row.build_seconds = time.perf_counter() - start
     try:
-        generator = runtime.open(folder, threads)
+        generator = runtime.open(device.judged(folder, work / f"{candidate.name}-judged") if device else folder,
+                                 threads)
         row.metrics, answers[candidate.name] = judge.judge(generator)
-        row.latency = decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS)
-        contexts[candidate.name] = min(context_length(lm.config), getattr(generator, "max_length", None) or 1 << 62)
-        del generator                        # its memory, before the peak of a fresh process is measured
-        row.peak_memory_bytes = _peak_memory(candidate.runtime, folder, judge, threads)
+        if device:
+            row.status = "predicted"
+            contexts[candidate.name] = row.predicted["context_tokens"]
+        else:
+            row.latency = decode_speed.measure_speed(generator, judge.prompts, NEW_TOKENS, RUNS)
+            contexts[candidate.name] = min(context_length(lm.config),
+                                           getattr(generator, "max_length", None) or 1 << 62)
+            del generator                        # its memory, before the peak of a fresh process is measured
+            row.peak_memory_bytes = _peak_memory(candidate.runtime, folder, judge, threads)
     except Exception as e:  # a runtime that cannot run what its builder wrote: the row says why
         row.status, row.reason = "failed", f"{candidate.runtime} cannot run the build: {first_line(e)}"[:300]
         return row
     row.quality_drop = row.metrics["ppl_increase"]
     row.quality_drop_ci95 = row.metrics["ppl_increase_ci95"]
     row.within_budget = row.metrics["ppl_increase"] + row.metrics["ppl_increase_se"] <= recipe.max_ppl_increase
-    row.size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    row.size_bytes = (row.predicted["weight_bytes"] if device else
+                      sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
     built[candidate.name] = folder
     return row
 
@@ -285,6 +302,9 @@ def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:
 
 
 def _rate(row: Row) -> float:
+    """Decode tokens/s: measured here, or predicted for the device."""
+    if row.status == "predicted":
+        return row.predicted["decode_tokens_per_s"]
     return row.latency["decode_tokens_per_s"]["median"]
 
 
@@ -322,7 +342,7 @@ def _select(rows: list[Row], budget: float, paired: dict | None = None) -> dict:
     With the close contenders timed again (`paired`), the builds the fastest of those rounds is not `faster` than
     are tied with it, and the tie goes to the lower perplexity increase (a difference under QUALITY_RESOLUTION of the
     budget is none), then the simpler precision, then the faster rounds."""
-    ok = [r for r in rows if r.role == "candidate" and r.status == "ok"]
+    ok = [r for r in rows if r.role == "candidate" and r.status in ("ok", "predicted")]
     if not ok:
         raise EdgemlError("no language-model build could be made: "
                           + "; ".join(f"{r.name}: {r.reason}" for r in rows if r.role == "candidate"))
@@ -331,9 +351,15 @@ def _select(rows: list[Row], budget: float, paired: dict | None = None) -> dict:
     if within and paired:
         chosen, record, reason = _settle(ok, paired, budget)
     elif within:
-        chosen = max(within, key=_rate)
-        reason = (f"the fastest decode ({_rate(chosen):.1f} tokens/s) of the {len(within)} build(s) within "
-                  f"{budget:.1%} perplexity increase (increase + 1 standard error)")
+        chosen, fastest = _fastest(within, budget)
+        among = (f"of the {len(within)} build(s) within {budget:.1%} perplexity increase (increase + 1 standard "
+                 "error)")
+        if chosen is fastest:
+            reason = f"the fastest decode ({_rate(chosen):.1f} tokens/s{_where(chosen)}) {among}"
+        else:
+            reason = (f"{_rate(chosen):.1f} tokens/s{_where(chosen)}, within {FASTER:g}x of the fastest prediction "
+                      f"({fastest.name}, {_rate(fastest):.1f} tokens/s): predictions that close are tied, and the tie "
+                      f"goes to the lower perplexity increase, then the simpler precision; {among}")
     else:
         chosen = min(ok, key=lambda r: r.metrics["ppl_increase"])
         reason = (f"no build is within {budget:.1%} perplexity increase; shipping the closest, {chosen.name} "
@@ -341,6 +367,24 @@ def _select(rows: list[Row], budget: float, paired: dict | None = None) -> dict:
     chosen.selected = True
     return {"candidate": chosen.name, "within_budget": bool(within), "reason": reason,
             "max_ppl_increase": budget, "paired": record}
+
+
+def _fastest(within: list[Row], budget: float) -> tuple[Row, Row]:
+    """The pick and the fastest build. Predictions, with no CI to tell them apart, within FASTER of the fastest are
+    tied with it; the tie goes to the lower perplexity increase (by QUALITY_RESOLUTION of the budget), then the
+    simpler precision."""
+    fastest = max(within, key=_rate)
+    if fastest.status != "predicted":
+        return fastest, fastest
+    tied = [r for r in within if r.status == "predicted" and _rate(r) * FASTER >= _rate(fastest)]
+    best = min(r.metrics["ppl_increase"] for r in tied)
+    return min(tied, key=lambda r: (0.0 if r.metrics["ppl_increase"] <= best + QUALITY_RESOLUTION * budget
+                                    else r.metrics["ppl_increase"],
+                                    PRECISION_ORDER.get(r.precision, len(PRECISION_ORDER)), -_rate(r))), fastest
+
+
+def _where(row: Row) -> str:
+    return f", predicted for {row.predicted['device']}" if row.status == "predicted" else ""
 
 
 def _settle(rows: list[Row], paired: dict, budget: float) -> tuple[Row, dict, str]:

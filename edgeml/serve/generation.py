@@ -131,6 +131,9 @@ class LanguageModel:
             raise EdgemlError(f'{where} needs "generation": {{"context_length": N, "max_new_tokens": N, '
                               '"eos_token_ids": [ids]}')
         runtime = GENERATION_RUNTIMES.get(manifest.get("runtime"))
+        if runtime is None and "device_build" in manifest:
+            raise EdgemlError(f"cannot serve {folder} here: {manifest['runtime']} runs it on the device; build its "
+                              f"engine there with {manifest['device_build']} and serve it with that runtime")
         if runtime is None:
             raise EdgemlError(f"{where}: unknown runtime {manifest.get('runtime')!r}; language models run on "
                               f"{', '.join(GENERATION_RUNTIMES)}")
