@@ -131,10 +131,12 @@ class OnDevice:
     """A language-model build that the device builds and runs (this machine is not it): judged here with the
     candidate's runtime on the folder `judged` returns (out: the build's folder, judged: a folder it may write),
     its speed predicted for the device profile by `predict` ({name: shape} of the source's weights, its config,
-    the Profile, the prompt lengths, the new tokens) -> {decode_tokens_per_s, ttft_ms: {length: ms}, ...}."""
+    the Profile, the prompt lengths, the new tokens) -> {decode_tokens_per_s, ttft_ms: {length: ms}, ...}; a
+    profile whose device cannot run it (`unsuited`) skips it."""
     runtime: str                     # what runs it there, e.g. tensorrt-edgellm
     judged: Callable[[Path, Path], Path]
     predict: Callable[..., dict]
+    unsuited: Callable[[Profile], str | None] = lambda profile: None    # why the profile's device gets none
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The TensorRT candidates are the Jetson's without the DLA (a GPU has none): prepared here for the
 GPU the profile names (T4, L4, H100), built on it. `torch-cuda-fp16` and `onnxruntime-cuda` run on
-this machine's CUDA GPU and are measured; without one they are skipped.
+this machine's CUDA GPU and are measured; without one they are skipped. Language models get TensorRT-LLM
+engines, prepared here and built on the GPU host (targets/llm_tensorrt.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from edgeml.runtimes.cuda import ONNXRUNTIME_CUDA, TORCH_CUDA
 from edgeml.runtimes.onnxruntime import copy_model
 from edgeml.runtimes.pytorch import write_program
 from edgeml.targets.base import BuildContext, Candidate, Target
+from edgeml.targets.llm_tensorrt import TENSORRT_LLM_LANGUAGE_MODELS
 from edgeml.targets.tensorrt import TENSORRT_FP16, TENSORRT_INT8
 
 
@@ -67,5 +69,6 @@ GPU = Target(
         Candidate("onnxruntime-cuda", ONNXRUNTIME_CUDA, "fp32", _ort_cuda, applies=_no_ort_cuda,
                   method="the exported ONNX model on ONNX Runtime's CUDA execution provider"),
     ),
+    language_models=TENSORRT_LLM_LANGUAGE_MODELS,
     elsewhere=_no_cuda,
 )

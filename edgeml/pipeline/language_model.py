@@ -249,6 +249,9 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     if missing:
         row.status, row.reason = "unavailable", f"needs {', '.join(missing)} ({runtime.extra})"
         return row
+    if device and device.unsuited(profile):
+        row.status, row.reason = "skipped", device.unsuited(profile)
+        return row
     folder = work / candidate.name
     start = time.perf_counter()
     try:

@@ -16,7 +16,7 @@ from edgeml.pipeline.recipe import Recipe
 from edgeml.profiles import load_profile
 from edgeml.runtimes.generation import GENERATION_RUNTIMES
 from edgeml.targets.jetson import JETSON
-from edgeml.targets.llm_tensorrt_edge import predict
+from edgeml.targets.llm_tensorrt import predict
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,27 @@ def test_predictions_within_2_percent_are_tied_and_the_bundle_is_the_hand_off(ju
     assert done.returncode == 2 and "build its engine there with model/build_engine.sh" in done.stderr
     report = render_language_model(run.to_dict())
     assert "150.0 (predicted)" in report and "Predicted for NVIDIA Jetson Orin Nano 8GB" in report
+
+
+@pytest.mark.parametrize("target, profile, skipped", [
+    ("jetson", "jetson-orin-nano", []),
+    ("jetson", "jetson-xavier-nx", ["fp16", "int4"]),   # TensorRT Edge-LLM builds for Orin and Thor only
+    ("gpu", "nvidia-t4", ["int4"]),                     # TensorRT-LLM's INT4 AWQ needs compute capability 8.0
+    ("gpu", "nvidia-h100", []),
+])
+def test_a_device_that_cannot_run_an_engine_skips_it_and_says_why(target, profile, skipped):
+    from edgeml.targets import get_target
+
+    device = load_profile(profile)
+    reasons = {c.precision: c.on_device.unsuited(device) for c in get_target(target).language_models}
+    assert sorted(p for p, why in reasons.items() if why) == skipped
+    assert all(device.display_name in why and "compute capability" in why for why in reasons.values() if why)
+
+
+def test_the_gpu_hand_off_builds_with_tensorrt_llm():
+    from edgeml.targets.llm_tensorrt import tensorrt_llm_script
+
+    fp16, int4 = (tensorrt_llm_script(q, 1024, 2048) for q in ("fp16", "int4_awq"))
+    assert "--qformat full_prec" in fp16 and "--qformat int4_awq --awq_block_size 128" in int4
+    assert all("trtllm-build --checkpoint_dir trtllm-checkpoint" in s and "--max_seq_len 2048" in s
+               for s in (fp16, int4))
