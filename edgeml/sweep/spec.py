@@ -285,7 +285,7 @@ def _check_language_model_cell(cell: Cell, target, recipe: Recipe) -> None:
         raise TargetError(f"target '{target.name}' builds language models in "
                           f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
                           f"{recipe.precision}")
-    if any(getattr(c, "on_device", None) for c in candidates):
+    if any(c.on_device for c in candidates):
         plan.resolve_profile(target, recipe.profile)
     elif cell.profile is not None:
         raise SweepError(f"target '{target.name}' times language models on the node that runs the cell, so a device "

@@ -68,16 +68,27 @@ def test_a_language_model_entry_takes_text_only(lm_files, change, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("target, precision", [("gpu", "int8"), ("cpu", "fp16")])
-def test_a_cell_optimize_would_refuse_says_what_optimize_says(lm_files, target, precision):
+@pytest.mark.parametrize("target, profile, precision", [
+    ("cpu", None, "fp16"),                              # a precision the target's language-model builds lack
+    ("jetson", "raspberry-pi-5", "int4"),               # builds run on the device: a profile of another target
+])
+def test_a_cell_optimize_would_refuse_says_what_optimize_says(lm_files, target, profile, precision):
     from edgeml.pipeline.optimize import optimize
 
     with pytest.raises(EdgemlError) as refused:          # before loading anything
-        optimize(str(lm_files / "lm"), target=target, precision=precision, out=lm_files / "never")
+        optimize(str(lm_files / "lm"), target=target, profile=profile, precision=precision, out=lm_files / "never")
+    entry = target if profile is None else {"target": target, "profile": profile}
     with pytest.raises(SweepError) as e:
-        load_sweep(write(lm_files, {"lm": LM}, [target], [{"name": "r", "precision": precision}]))
-    assert str(e.value).endswith(f"cell lm/{target}/r: {refused.value}") and "\n" not in str(e.value)
+        load_sweep(write(lm_files, {"lm": LM}, [entry], [{"name": "r", "precision": precision}]))
+    where = target if profile is None else f"{target}@{profile}"
+    assert str(e.value).endswith(f"cell lm/{where}/r: {refused.value}") and "\n" not in str(e.value)
     assert not (lm_files / "never").exists()
+
+
+def test_a_profile_applies_to_builds_that_run_on_the_device(lm_files):
+    cells = load_sweep(write(lm_files, {"lm": LM}, [{"target": "jetson", "profile": "jetson-orin-nx"}],
+                             [{"name": "int4", "precision": "int4"}])).cells
+    assert [c.id for c in cells] == ["lm/jetson@jetson-orin-nx/int4"]
 
 
 def test_a_profile_that_optimize_would_ignore_is_refused(lm_files):
