@@ -20,8 +20,9 @@ that converts PyTorch models) are one-line errors here.
 
 A model whose `model` is a causal language model (a Hugging Face folder or a GGUF file, as `optimize` tells them
 apart) makes language-model cells: they take `model`, `calib_data` and `eval_data` (text: a .txt file or a folder
-of them) only, the `llm` extra, and a target with language-model builds in the recipe's precision; a device profile
-only where those builds run on the device alone (their speed is predicted for it): builds timed here ignore it.
+of them) only, the `llm` extra, and a target with language-model builds in the recipe's precision. They take a
+device profile only where those builds run on the device alone (their speed is predicted for it): builds timed on
+the node would ignore it.
 """
 
 from __future__ import annotations
