@@ -30,6 +30,7 @@ from edgeml.measure import decode_speed, memory, perplexity
 from edgeml.measure.machine import machine_info
 from edgeml.measure.paired_timing import CLOSE, FASTER, MOST_CONTENDERS, contest, faster, verdict_text, versus_fastest
 from edgeml.outdir import AtomicOutput
+from edgeml.pipeline.build_apart import build_apart
 from edgeml.pipeline.plan import resolve_profile
 from edgeml.pipeline.recipe import Recipe, dump_recipe
 from edgeml.pipeline.selection import PRECISION_ORDER, QUALITY_RESOLUTION
@@ -240,8 +241,9 @@ def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
 def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
                threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list],
                contexts: dict[str, int], profile: Profile | None) -> Row:
-    """Build, judge and time one candidate; one built for the device alone (`on_device`) is judged here on the
-    weights it computes with and its speed predicted for `profile` (status "predicted")."""
+    """Build (in a process of its own: edgeml.pipeline.build_apart), judge and time one candidate of the recipe's
+    target; one built for the device alone (`on_device`) is judged here on the weights it computes with and its
+    speed predicted for `profile` (status "predicted")."""
     runtime, device = GENERATION_RUNTIMES[candidate.runtime], candidate.on_device
     row = Row(candidate.name, device.runtime if device else candidate.runtime, candidate.precision, "candidate",
               method=candidate.method, backend_version=None if device else runtime.version())
@@ -255,8 +257,8 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     folder = work / candidate.name
     start = time.perf_counter()
     try:
-        candidate.build(lm.folder, folder, LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log",
-                                                              threads))
+        build_apart(recipe.target, candidate.name, lm.folder, folder,
+                    LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log", threads))
         if device:
             row.predicted = device.predict(weight_shapes(lm.folder), lm.config, profile, PROMPT_LENGTHS, NEW_TOKENS)
     except BuildRefused as e:
