@@ -18,14 +18,16 @@ from edgeml.errors import EdgemlError
               help="The first N devices of the fleet take the bundle first; the rest only when they all pass.")
 @click.option("--max-latency-ratio", type=float, metavar="RATIO",
               help="A canary fails when it is slower than RATIO times the release the device runs (or, where none, "
-                   "the build report's p50) beyond doubt  [default: the fleet file's, else 1.5]")
+                   "the build report's p50, or a language model's decode rate in its manifest) beyond doubt  "
+                   "[default: the fleet file's, else 1.5]")
 @click.option("--rollback", is_flag=True, help="Instead: point every device's current back at its previous release.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Folder of the log, rollout.jsonl (appended)  [default: edgeml-rollout beside the fleet file]")
 def rollout(bundle, fleet_file, canary, max_latency_ratio, rollback, out):
     """Roll BUNDLE out to the devices of a fleet: into DEST/releases/<id> on each, canaries first, each
-    checked there (files' sha256 and run.py --check) and the canaries timed in alternating rounds against
-    the release they run (else the build report's p50). Only when the canaries pass is DEST/current
+    checked there (files' sha256 and run.py --check; a language model's run.py --verify) and the canaries timed in
+    alternating rounds against the release they run (else the build report's p50; a language model's decode time
+    per token, else the manifest's decode rate). Only when the canaries pass is DEST/current
     switched, on them and then on each other device.
     Exit 0 when every device runs BUNDLE (with --rollback: when devices went back and all run one release),
     1 when a step failed (or a rollback moved nothing or left mixed releases), 2 for bad input."""

@@ -12,7 +12,8 @@
     thresholds:                              # optional, fleet-wide
       max_latency_ratio: 1.5                 # a canary fails when its slowdown is above this beyond doubt (the
                                              # lower end of its 95% CI) against the release the device runs,
-                                             # else against the build report's p50
+                                             # else against the build report's p50 (a language
+                                             # model: decode ms per token, else the manifest's rate)
       measure_seconds: 1.0                   # timed seconds of each release in the on-device profile
       rounds: 9                              # alternating rounds those seconds are split over
 

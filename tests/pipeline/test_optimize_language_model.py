@@ -136,7 +136,7 @@ def test_selection_takes_the_fastest_within_the_budget_else_the_closest_and_says
 
 @pytest.mark.parametrize("args, message", [
     (["--weights", "w.pt"], "--weights does not apply to a language model"),
-    (["--target", "jetson"], "target 'jetson' has no builds for language models yet; targets that have: cpu, mobile"),
+    (["--target", "jetson", "--precision", "int8"], "target 'jetson' builds language models in fp16, int4, not int8"),
     (["--precision", "fp16"], "builds language models in fp32, int4, int8, not fp16"),
 ])
 def test_settings_a_language_model_cannot_take_are_one_line_errors(tiny_lm, tmp_path, edgeml_cli, args, message):
