@@ -132,21 +132,8 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
     if given:
         raise EdgemlError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a language model "
                           "(it takes --calib-data / --eval-data text, --target, --max-ppl-increase, --threads)")
-    reference = GENERATION_RUNTIMES["transformers"]
-    if reference.missing():
-        raise EdgemlError(f"a language model needs {', '.join(reference.missing())}: pip install '{reference.extra}'")
-    target = get_target(recipe.target)
-    if not target.language_models:
-        raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
-                          + ", ".join(t.name for t in TARGETS.values() if t.language_models))
-    candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
-    if not candidates:
-        raise TargetError(f"target '{target.name}' builds language models in "
-                          f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
-                          f"{recipe.precision}")
+    candidates, profile = language_model_plan(recipe)
     threads = recipe.threads or os.cpu_count() or 1
-    # builds that run on the device alone have their speed predicted for its profile
-    profile = resolve_profile(target, recipe.profile) if any(c.on_device for c in candidates) else None
     reporter = reporter or Reporter()
     out = Path(out) if out else Path("edgeml-out") / f"{Path(str(model)).stem}-{recipe.target}"
     with reporter, AtomicOutput(out, force) as staging:
@@ -199,6 +186,26 @@ def optimize_language_model(model, *, recipe: Recipe, calib_data=None, eval_data
         (staging / "report.md").write_text(render_language_model(record))
         (staging / "recipe.yaml").write_text(dump_recipe(recipe))
     return run
+
+
+def language_model_plan(recipe: Recipe) -> tuple[list[LanguageModelCandidate], Profile | None]:
+    """The recipe's target's language-model builds in its precision, and the device profile their speed is
+    predicted for (None: they are timed here); a one-line error for what cannot be built (no `llm` extra, a target
+    without language-model builds, a precision they lack, an unknown profile)."""
+    reference = GENERATION_RUNTIMES["transformers"]
+    if reference.missing():
+        raise EdgemlError(f"a language model needs {', '.join(reference.missing())}: pip install '{reference.extra}'")
+    target = get_target(recipe.target)
+    if not target.language_models:
+        raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
+                          + ", ".join(t.name for t in TARGETS.values() if t.language_models))
+    candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
+    if not candidates:
+        raise TargetError(f"target '{target.name}' builds language models in "
+                          f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
+                          f"{recipe.precision}")
+    # builds that run on the device alone have their speed predicted for its profile
+    return candidates, resolve_profile(target, recipe.profile) if any(c.on_device for c in candidates) else None
 
 
 def _texts(calib_data, eval_data, reporter: Reporter) -> tuple[Text, Text]:

@@ -266,29 +266,13 @@ def check_cell(cell: Cell) -> None:
 
 
 def _check_language_model_cell(cell: Cell, target, recipe: Recipe) -> None:
-    """What `optimize` refuses of a language model before loading it, with its messages
-    (edgeml.pipeline.language_model.optimize_language_model): no `llm` extra, a target without language-model builds,
-    a precision the target's builds lack, an unknown profile for builds that run on the device alone. A profile for
-    builds timed here is refused too: optimize would ignore it, and the cell would repeat the one without it."""
-    from edgeml.errors import TargetError
-    from edgeml.pipeline import plan
-    from edgeml.runtimes.generation import GENERATION_RUNTIMES
-    from edgeml.targets import TARGETS
+    """What `optimize` refuses of a language model before loading it, as it refuses it
+    (edgeml.pipeline.language_model.language_model_plan). A profile for builds timed here is refused too: optimize
+    would ignore it, and the cell would repeat the one without it."""
+    from edgeml.pipeline.language_model import language_model_plan
 
-    reference = GENERATION_RUNTIMES["transformers"]
-    if reference.missing():
-        raise EdgemlError(f"a language model needs {', '.join(reference.missing())}: pip install '{reference.extra}'")
-    if not target.language_models:
-        raise TargetError(f"target '{target.name}' has no builds for language models yet; targets that have: "
-                          + ", ".join(t.name for t in TARGETS.values() if t.language_models))
-    candidates = [c for c in target.language_models if recipe.precision in ("auto", c.precision)]
-    if not candidates:
-        raise TargetError(f"target '{target.name}' builds language models in "
-                          f"{', '.join(sorted({c.precision for c in target.language_models}))}, not "
-                          f"{recipe.precision}")
-    if any(c.on_device for c in candidates):
-        plan.resolve_profile(target, recipe.profile)
-    elif cell.profile is not None:
+    _, profile = language_model_plan(recipe)
+    if profile is None and cell.profile is not None:
         raise SweepError(f"target '{target.name}' times language models on the node that runs the cell, so a device "
                          "profile does not apply to them: list the target without a profile for this model")
 
