@@ -14,9 +14,9 @@ from edgeml.measure.paired_timing import interleave
 QUICK = MeasureConfig(seconds=0.001, min_runs=2, warmup_seconds=0.0, min_warmup_runs=1)
 
 
-def test_measurements_hold_the_turn_once_each():
+def _guard(turns: list):
+    """A timing turn that counts how often it is taken and fails when asked for while held."""
     lock = threading.Lock()
-    turns = []
 
     @contextmanager
     def guard():
@@ -26,10 +26,14 @@ def test_measurements_hold_the_turn_once_each():
             yield
         finally:
             lock.release()
+    return guard
 
+
+def test_measurements_hold_the_turn_once_each():
+    turns = []
     measure_latency(lambda: None, QUICK)
     assert turns == []                                   # no guard: nothing to wait for
-    with timing_slot.guarded_by(guard):
+    with timing_slot.guarded_by(_guard(turns)):
         measure_latency(lambda: None, QUICK)
         interleave({"a": lambda: None, "b": lambda: None}, 2, QUICK)
         with timing_slot.held():
@@ -39,33 +43,17 @@ def test_measurements_hold_the_turn_once_each():
     assert len(turns) == 6                               # the guard is gone with its block
 
 
-class Echo:
-    """A generator that streams as many tokens as asked for, at once."""
-
-    def stream(self, ids, max_new_tokens, stop=None):
-        yield from range(max_new_tokens)
-
-
-def test_language_model_timing_and_contests_hold_the_turn_once_each():
+def test_language_model_timing_and_contests_hold_the_turn_once_each(tiny_lm):
     """Decode speed, the bandwidth floor and a contest's alternating rounds each hold the turn once (the timed
     calls inside a contest hold the turn it is in)."""
     from edgeml.measure import decode_speed
     from edgeml.measure.paired_timing import contest
+    from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
-    lock = threading.Lock()
+    generator = GENERATION_RUNTIMES["transformers"].open(tiny_lm, 1)
     turns = []
-
-    @contextmanager
-    def guard():
-        assert lock.acquire(timeout=1), "asked for the turn it already holds"
-        turns.append(1)
-        try:
-            yield
-        finally:
-            lock.release()
-
-    with timing_slot.guarded_by(guard):
-        decode_speed.measure_speed(Echo(), {4: [[1, 2, 3, 4]] * 3}, new_tokens=4, runs=2)
+    with timing_slot.guarded_by(_guard(turns)):
+        decode_speed.measure_speed(generator, {4: [[1, 2, 3, 4]] * 3}, new_tokens=4, runs=2)
         decode_speed.bandwidth(2, megabytes=1, runs=1)
         contest({"a": lambda: None, "b": lambda: None}, 0.01, min_rounds=2, max_rounds=2)
     assert len(turns) == 3
