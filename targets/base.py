@@ -151,6 +151,7 @@ class LanguageModelCandidate:
     needs: tuple[str, ...] = ()      # import names the build needs besides the runtime's
     data_aware: bool = False         # reads the calibration text
     on_device: OnDevice | None = None   # built and run on the device; judged here, its speed predicted
+    own_process: bool = False        # its build runs the exporter in a process of its own already
 
     def missing(self) -> list[str]:
         return list(dict.fromkeys(GENERATION_RUNTIMES[self.runtime].missing() + missing_modules(self.needs)))

@@ -51,7 +51,7 @@ def _build(precision: str, options: dict[str, str]):
 
 def _candidate(name: str, precision: str, method: str, options: dict[str, str] | None = None):
     return LanguageModelCandidate(name, "onnxruntime-genai", precision, _build(precision, options or {}),
-                                  method=method, needs=("transformers",))
+                                  method=method, needs=("transformers",), own_process=True)
 
 
 ORT_GENAI_LANGUAGE_MODELS = (

@@ -248,9 +248,9 @@ def _reference(lm: LanguageModel, judge: Judge, threads: int) -> Row:
 def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judge, calibration: Text, work: Path,
                threads: int, recipe: Recipe, built: dict[str, Path], answers: dict[str, list],
                contexts: dict[str, int], profile: Profile | None) -> Row:
-    """Build (in a process of its own: edgeml.pipeline.build_apart), judge and time one candidate of the recipe's
-    target; one built for the device alone (`on_device`) is judged here on the weights it computes with and its
-    speed predicted for `profile` (status "predicted")."""
+    """Build (in a process of its own: edgeml.pipeline.build_apart, unless the build starts one), judge and time one
+    candidate of the recipe's target; one built for the device alone (`on_device`) is judged here on the weights it
+    computes with and its speed predicted for `profile` (status "predicted")."""
     runtime, device = GENERATION_RUNTIMES[candidate.runtime], candidate.on_device
     row = Row(candidate.name, device.runtime if device else candidate.runtime, candidate.precision, "candidate",
               method=candidate.method, backend_version=None if device else runtime.version())
@@ -264,8 +264,11 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     folder = work / candidate.name
     start = time.perf_counter()
     try:
-        build_apart(recipe.target, candidate.name, lm.folder, folder,
-                    LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log", threads))
+        context = LanguageModelBuild(calibration, lm.config, work / f"{candidate.name}.log", threads)
+        if candidate.own_process:
+            candidate.build(lm.folder, folder, context)
+        else:
+            build_apart(recipe.target, candidate.name, lm.folder, folder, context)
         if device:
             row.predicted = device.predict(weight_shapes(lm.folder), lm.config, profile, PROMPT_LENGTHS, NEW_TOKENS)
     except BuildRefused as e:

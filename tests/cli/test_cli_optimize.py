@@ -209,9 +209,10 @@ def test_targets_lists_the_language_model_builds_and_their_status(edgeml_cli):
         for candidate in target.language_models:
             assert candidate.name in result.stdout
             status = language_model_status(candidate)
-            assert status["status"] in ("measured here", "not served here")
-            assert (status["status"] == "measured here") == (not candidate.missing())
+            runs_here = "checked here, latency predicted" if candidate.on_device else "measured here"
+            assert status["status"] == (runs_here if not candidate.missing() else "not served here")
     assert "executorch-xnnpack-8da4w" in result.stdout and "onnxruntime-genai-int4" in result.stdout
+    assert "tensorrt-edgellm-int4-awq" in result.stdout and "tensorrt-llm-fp16" in result.stdout
 
 
 def test_image_folder_with_split(edgeml_cli, files, digits, tmp_path):

@@ -70,19 +70,27 @@ def test_the_prediction_follows_the_profile_and_refuses_what_does_not_fit(tiny_l
         predict(shapes, config, dataclasses.replace(orin, memory_gb=1e-4), False, PROMPT_LENGTHS, NEW_TOKENS)
 
 
-def test_predictions_within_2_percent_are_tied_and_the_bundle_is_the_hand_off(judged, tmp_path):
+def test_predictions_within_2_percent_are_tied_and_the_bundle_is_the_hand_off(judged, tmp_path, edgeml_cli):
     from edgeml.bundle.language_model import write_language_model_bundle
     from edgeml.report.language_model import render_language_model
 
     lm, judge, rows, built, answers, contexts, recipe, work = judged
+
+    def pick(fp16_increase: float, int4_increase: float, int4_rate: float) -> dict:
+        fp16, int4 = (dataclasses.replace(r) for r in rows)
+        fp16.metrics = {**fp16.metrics, "ppl_increase": fp16_increase}
+        int4.metrics = {**int4.metrics, "ppl_increase": int4_increase}
+        fp16.predicted = {**fp16.predicted, "decode_tokens_per_s": 100.0}
+        int4.predicted = {**int4.predicted, "decode_tokens_per_s": int4_rate}
+        return _select([fp16, int4], recipe.max_ppl_increase)
+
+    tied = pick(0.001, 0.01, 101.0)                   # within 2 %: the lower increase wins
+    assert tied["candidate"] == "tensorrt-edgellm-fp16" and "tied" in tied["reason"]
+    assert pick(0.01, 0.001, 101.0)["candidate"] == "tensorrt-edgellm-int4-awq"
+    assert pick(0.001, 0.001, 101.0)["candidate"] == "tensorrt-edgellm-fp16"     # then the simpler precision
+    assert pick(0.001, 0.01, 150.0)["candidate"] == "tensorrt-edgellm-int4-awq"  # faster beyond 2 %
     fp16, int4 = (dataclasses.replace(r) for r in rows)
-    fp16.predicted = {**fp16.predicted, "decode_tokens_per_s": 100.0}
-    int4.predicted = {**int4.predicted, "decode_tokens_per_s": 101.0}
-    selection = _select([fp16, int4], recipe.max_ppl_increase)
-    assert selection["candidate"] == fp16.name and "tied" in selection["reason"]
     int4.predicted = {**int4.predicted, "decode_tokens_per_s": 150.0}
-    fp16.selected = False
-    assert _select([fp16, int4], recipe.max_ppl_increase)["candidate"] == int4.name
 
     run = _new_run(recipe, {"model": str(lm.given)}, 2, lm, default_calibration(), default_evaluation())
     run.rows, run.selection = [fp16, int4], _select([fp16, int4], recipe.max_ppl_increase)
@@ -95,6 +103,9 @@ def test_predictions_within_2_percent_are_tied_and_the_bundle_is_the_hand_off(ju
     assert manifest["predicted"]["decode_tokens_per_s"] == 150.0 and manifest["device_build"] == "model/build_engine.sh"
     done = subprocess.run([sys.executable, str(bundle / "run.py"), "--verify"], capture_output=True, text=True)
     assert done.returncode == 2 and "build its engine there with model/build_engine.sh" in done.stderr
+    verified = edgeml_cli("verify", bundle)           # judged again here, on the INT4-rounded weights
+    assert verified.exit_code == 0, verified.output
+    assert "4/4 greedy answers reproduced" in verified.output and "runs this build on the device" in verified.output
     report = render_language_model(run.to_dict())
     assert "150.0 (predicted)" in report and "Predicted for NVIDIA Jetson Orin Nano 8GB" in report
 
