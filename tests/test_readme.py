@@ -297,7 +297,7 @@ def workspace(demo_run, files, digits, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lm_run(workspace, tiny_lm, tmp_path_factory) -> tuple[Path, Result]:
+def readme_lm_run(workspace, tiny_lm, tmp_path_factory) -> tuple[Path, Result]:
     """The language-model blocks' placeholders, made from the tiny LM (conftest.tiny_lm): the GGUF file written from
     it, a copy of its Hugging Face folder, docs/ and notes/ (evaluation and calibration text: topics of the Python
     language reference, one .txt document each, different ones), and OUT, LM_LINE's run (with its FAST settings),
@@ -659,7 +659,7 @@ def _skip(entry: Entry) -> str | None:
 def test_commands(block, workspace, demo_run, request):
     """Each command line of the block, in order, in the block's folder; each must exit 0 and print or write
     what the README says."""
-    lm = request.getfixturevalue("lm_run") if block.language_model else None
+    lm = request.getfixturevalue("readme_lm_run") if block.language_model else None
     folder, skipped, server = workspace.folder(block, lm and lm[0]), [], None
     try:
         for entry in (e for e in block.entries if e.runs):
@@ -670,7 +670,7 @@ def test_commands(block, workspace, demo_run, request):
             elif entry.text == DEMO_LINE:
                 assert demo_run[3][:4] == tuple(shlex.split(entry.text)[2:])
                 _report(demo_run[1])
-            elif entry.text == LM_LINE:                # run once for the language-model blocks (lm_run)
+            elif entry.text == LM_LINE:                # run once for the language-model blocks (readme_lm_run)
                 check_lm_optimize(entry, lm[1])
             else:
                 if entry.word == "curl" and server is None:
