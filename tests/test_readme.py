@@ -66,7 +66,7 @@ FAST = {
                                           "-o out-tracked",
     "edgeml optimize MODEL --target jetson --profile jetson-orin-nx ": "-o out-orin-nx",
     "edgeml optimize MODEL --target jetson --profile my-board.yaml ": "-o out-my-board",
-    LM_LINE: "--precision int8",                   # the INT8 builds only, as the README's other LM line asks
+    LM_LINE: "--precision fp32",                   # one build (the other LM line makes the INT8 ones)
     "edgeml optimize ": "--threads 1 --measure-seconds 0.05",
 }
 # The command lines that cannot run here, and why
@@ -391,14 +391,16 @@ def check_lm_optimize(entry: Entry, r: Result) -> None:
     """OUT as the README describes it: report.md (the table), report.json and recipe.yaml, and a bundle of the
     runtime's model folder (with its tokenizer; `run.py --chat` uses its chat template), manifest.json (kind
     language-model, the selected build), reference.json (four prompts with the build's answers) and run.py; the
-    builds of both runtimes, INT8 only, as asked."""
+    builds of the precision asked (INT8: both runtimes')."""
     out = _written(r)
     report = _report(out)
     assert "| build | runtime | weights |" in (out / "report.md").read_text()
     assert report["source"]["format"] == ("gguf" if r.args[2].endswith(".gguf") else "hf-folder"), report["source"]
     builds = [row for row in report["rows"] if row["role"] == "candidate"]
-    assert {row["precision"] for row in builds} == {"int8"}, r.args
-    assert {row["backend"] for row in builds} == {"onnxruntime-genai", "openvino-genai"}, builds
+    precision = _option(r.args, "--precision")
+    assert {row["precision"] for row in builds} == {precision}, r.args
+    assert {row["backend"] for row in builds} == ({"onnxruntime-genai", "openvino-genai"} if precision == "int8"
+                                                   else {"onnxruntime-genai"}), builds
     bundle = out / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["kind"] == "language-model" and manifest["build"] == report["selection"]["candidate"]

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from edgeml.inputs.language_model import LanguageModel, weight_shapes
-from edgeml.inputs.text import default_calibration, default_evaluation
+from edgeml.inputs.text import default_calibration, default_evaluation, read_text
 from edgeml.pipeline.language_model import NEW_TOKENS, PROMPT_LENGTHS, Judge, Tokens, _candidate, _new_run, _select
 from edgeml.pipeline.recipe import Recipe
 from edgeml.profiles import load_profile
@@ -20,11 +20,11 @@ from edgeml.targets.llm_tensorrt import predict
 
 
 @pytest.fixture(scope="module")
-def judged(tiny_lm, tmp_path_factory):
+def judged(tiny_lm, lm_texts, tmp_path_factory):
     """Both Jetson builds of the tiny LM, judged against the original (no timing: nothing runs on a Jetson here)."""
     work = tmp_path_factory.mktemp("handoff")
     lm = LanguageModel(tiny_lm, tiny_lm, "hf-folder", json.loads((tiny_lm / "config.json").read_text()))
-    judge = Judge(Tokens(tiny_lm), default_evaluation(), 512)
+    judge = Judge(Tokens(tiny_lm), read_text(lm_texts[1]), 512)
     judge.remember(GENERATION_RUNTIMES["transformers"].open(tiny_lm, 2))
     recipe, profile = Recipe(target="jetson"), load_profile("jetson-orin-nano")
     built, answers, contexts = {}, {}, {}
