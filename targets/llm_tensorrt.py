@@ -24,6 +24,7 @@ KERNELS_PER_LAYER kernel launches of the profile's layer overhead.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,9 +48,7 @@ def write_checkpoint(source: Path, folder: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float16)
     model.save_pretrained(str(folder))
-    for file in source.iterdir():
-        if file.is_file() and not file.name.endswith(WEIGHTS) and not (folder / file.name).exists():
-            shutil.copy2(file, folder / file.name)
+    _copy_the_rest(source, folder)
 
 
 def round_int4(checkpoint: Path, folder: Path) -> None:
@@ -65,8 +64,13 @@ def round_int4(checkpoint: Path, folder: Path) -> None:
             if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}":
                 module.weight.copy_(_rounded(module.weight.float()).half())
     model.save_pretrained(str(folder))
-    for file in checkpoint.iterdir():
-        if file.is_file() and not (folder / file.name).exists():
+    _copy_the_rest(checkpoint, folder)
+
+
+def _copy_the_rest(source: Path, folder: Path) -> None:
+    """The files of `source` that save_pretrained did not write into `folder`, but its weights."""
+    for file in source.iterdir():
+        if file.is_file() and not file.name.endswith(WEIGHTS) and not (folder / file.name).exists():
             shutil.copy2(file, folder / file.name)
 
 
@@ -172,19 +176,18 @@ def _judged_int4(out: Path, judged: Path) -> Path:
     return judged
 
 
-def weight_bytes(shapes: dict[str, tuple[int, ...]], config: dict, int4: bool) -> dict:
+def weight_bytes(shapes: dict[str, tuple[int, ...]], int4: bool) -> dict:
     """Bytes of weights in the engine ("total") and read for one decoded token ("per_token"): every weight but the
     embedding table, of which one row is read (unless the LM head is tied to it, then all of it, as the head).
     In INT4, the decoder layers' 2-D weights take half a byte each and an FP16 scale per BLOCK; the rest is FP16."""
     total = per_token = 0
     tied = "lm_head.weight" not in shapes
     for name, shape in shapes.items():
-        count = _count(shape)
+        count = math.prod(shape)
         quantized = int4 and len(shape) == 2 and ".layers." in f".{name}"
         size = count // 2 + 2 * -(-shape[1] // BLOCK) * shape[0] if quantized else 2 * count
         total += size
-        embedding = "embed_tokens" in name or name.endswith("wte.weight")
-        per_token += size if not embedding or tied else 2 * shape[-1]
+        per_token += size if not _embedding(name) or tied else 2 * shape[-1]
     return {"total": total, "per_token": per_token}
 
 
@@ -204,7 +207,7 @@ def predict(shapes: dict[str, tuple[int, ...]], config: dict, profile: Profile, 
             prompt_lengths: tuple[int, ...], new_tokens: int) -> dict:
     """Decode tokens/s and time to first token on the profile's device, and what they rest on; BuildRefused when the
     weights and the KV cache do not fit in the device's memory."""
-    weights = weight_bytes(shapes, config, int4)
+    weights = weight_bytes(shapes, int4)
     kv = kv_bytes_per_token(config)
     capacity = kv_capacity(config)
     needed = weights["total"] + kv * capacity
@@ -217,9 +220,9 @@ def predict(shapes: dict[str, tuple[int, ...]], config: dict, profile: Profile, 
     overhead = config["num_hidden_layers"] * KERNELS_PER_LAYER * efficiency.get("layer_overhead_us", 0.0) / 1e6
     context = min(prompt_lengths) + new_tokens // 2          # the decode's average context
     step = (weights["per_token"] + kv * context) / memory + overhead
-    macs = sum(_count(s) for n, s in shapes.items() if len(s) == 2 and "embed_tokens" not in n)
-    if "lm_head.weight" not in shapes:
-        macs += next(_count(s) for n, s in shapes.items() if "embed_tokens" in n)
+    macs = sum(math.prod(s) for n, s in shapes.items() if len(s) == 2 and not _embedding(n))
+    if "lm_head.weight" not in shapes:              # tied: the embedding table is the LM head too
+        macs += next(math.prod(s) for n, s in shapes.items() if _embedding(n))
     ttft = {str(n): 1e3 * (max(2 * macs * n / compute, weights["per_token"] / memory) + overhead)
             for n in prompt_lengths}
     return {"profile": profile.name, "device": profile.display_name, "decode_tokens_per_s": 1 / step,
@@ -229,11 +232,8 @@ def predict(shapes: dict[str, tuple[int, ...]], config: dict, profile: Profile, 
             "efficiency_basis": efficiency.get("basis", "unstated")}
 
 
-def _count(shape: tuple[int, ...]) -> int:
-    count = 1
-    for n in shape:
-        count *= n
-    return count
+def _embedding(name: str) -> bool:
+    return "embed_tokens" in name or name.endswith("wte.weight")
 
 
 def _candidates(toolchain: Toolchain, prefix: str, engine: str) -> tuple[LanguageModelCandidate, ...]:

@@ -6,6 +6,7 @@ folder (a model loaded from GGUF cannot be saved as it is), with its tokenizer a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +65,7 @@ def context_length(config: dict) -> int:
 
 def parameters(folder: Path) -> int:
     """The number of weights in the folder's safetensors files, read from their headers."""
-    total = 0
-    for shape in weight_shapes(folder).values():
-        count = 1
-        for d in shape:
-            count *= d
-        total += count
-    return total
+    return sum(math.prod(shape) for shape in weight_shapes(folder).values())
 
 
 def weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:

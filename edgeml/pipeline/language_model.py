@@ -258,8 +258,9 @@ def _candidate(candidate: LanguageModelCandidate, lm: LanguageModel, judge: Judg
     if missing:
         row.status, row.reason = "unavailable", f"needs {', '.join(missing)} ({runtime.extra})"
         return row
-    if device and device.unsuited(profile):
-        row.status, row.reason = "skipped", device.unsuited(profile)
+    unsuited = device and device.unsuited(profile)
+    if unsuited:
+        row.status, row.reason = "skipped", unsuited
         return row
     folder = work / candidate.name
     start = time.perf_counter()
