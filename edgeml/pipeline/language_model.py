@@ -393,10 +393,20 @@ def _fastest(within: list[Row], budget: float) -> tuple[Row, Row]:
     if fastest.status != "predicted":
         return fastest, fastest
     tied = [r for r in within if r.status == "predicted" and _rate(r) * FASTER >= _rate(fastest)]
+    prefer = _tie_preference(tied, budget)
+    return min(tied, key=lambda r: (*prefer(r), -_rate(r))), fastest
+
+
+def _tie_preference(tied: list[Row], budget: float):
+    """The order among tied builds: the lower perplexity increase (a difference under QUALITY_RESOLUTION of the
+    budget is none), then the simpler precision."""
     best = min(r.metrics["ppl_increase"] for r in tied)
-    return min(tied, key=lambda r: (0.0 if r.metrics["ppl_increase"] <= best + QUALITY_RESOLUTION * budget
-                                    else r.metrics["ppl_increase"],
-                                    PRECISION_ORDER.get(r.precision, len(PRECISION_ORDER)), -_rate(r))), fastest
+
+    def prefer(row: Row) -> tuple:
+        increase = row.metrics["ppl_increase"]
+        return (0.0 if increase <= best + QUALITY_RESOLUTION * budget else increase,
+                PRECISION_ORDER.get(row.precision, len(PRECISION_ORDER)))
+    return prefer
 
 
 def _where(row: Row) -> str:
@@ -408,12 +418,10 @@ def _settle(rows: list[Row], paired: dict, budget: float) -> tuple[Row, dict, st
     by_name = {r.name: r for r in rows if r.name in paired}
     fastest, versus = versus_fastest(paired)
     tied = [fastest] + [name for name, s in versus.items() if not faster(s)]
-    best = min(by_name[name].metrics["ppl_increase"] for name in tied)
+    order = _tie_preference([by_name[name] for name in tied], budget)
 
     def prefer(name: str) -> tuple:
-        increase = by_name[name].metrics["ppl_increase"]
-        return (0.0 if increase <= best + QUALITY_RESOLUTION * budget else increase,
-                PRECISION_ORDER.get(by_name[name].precision, len(PRECISION_ORDER)), paired[name]["p50_ms"])
+        return (*order(by_name[name]), paired[name]["p50_ms"])
 
     chosen = min(tied, key=prefer)
     rounds = len(paired[fastest]["round_p50_ms"])
