@@ -1,5 +1,6 @@
 # `make demo`: set up .venv and optimize the built-in digits example for the CPU.
-# `make test`: set up .venv, lint (`make lint`, ruff) and run the test suite.
+# `make test`: set up .venv, lint (`make lint`, ruff) and run the test suite, on one pytest-xdist worker per logical
+# CPU (at most 4; the tests that start Ray share one worker).
 # `make test-avx2`: the tests marked `kernels` on AVX2-only INT8 kernels (qemu-user emulating a Haswell), for
 # changes to quantization or its tests made on a VNNI/AMX machine.
 PYTHON ?= python3
@@ -26,7 +27,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n logical --maxprocesses 4 --dist loadgroup
 
 # The sweep on a two-node Ray cluster started on this machine, with a node killed mid-sweep (also in `make test`).
 test-sweep-cluster: setup

@@ -3,6 +3,9 @@ one RAY_TMPDIR of its own, so that the test can find, kill and check them by it,
 
 Tests marked `cluster` start a two-node Ray cluster on this machine and kill a node mid-sweep; they run with the
 others, and alone with `pytest -m cluster tests/sweep` (`make test-sweep-cluster`).
+
+Under pytest-xdist (`make test`) the tests that start Ray run one at a time, on one worker: two Ray instances on one
+machine contend for ports Ray fixes (its client server's, its agents').
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cluster: a two-node Ray cluster on this machine (run with -m cluster)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "ray_processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture
