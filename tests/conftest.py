@@ -1,14 +1,18 @@
 """Shared fixtures: the digits CNN trained once per session, saved in every MODEL format; one optimize run of
 the digits example shared by the tests that only read it (demo_run); the CLI run in-process; a CPU with given
-features (assume_cpu); a tiny language model, text to judge it on and one optimize run of it (lm_run)."""
+features (assume_cpu); a tiny language model, text to judge it on and one optimize run of it (lm_run).
+
+The longest of them are made once for the whole run (made_once), not once per pytest-xdist worker."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +58,24 @@ def files(digits, tmp_path_factory) -> dict[str, Path]:
 DEMO = ("--example", "digits", "--target", "cpu", "--threads", "1", "--measure-seconds", "0.05")
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder `name` after make(folder) ran in it, once for the whole run: pytest-xdist's workers share it (the
+    first to ask makes it while the others wait for its lock; one that failed leaves it to be made again)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                  # the run's folder, above each worker's own
+    folder = root / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def demo_run(digits, tmp_path_factory):
     """`edgeml optimize` (in this process) of the digits example with DEMO's settings and a cache of its own, empty
@@ -61,11 +83,14 @@ def demo_run(digits, tmp_path_factory):
     tests' first run, the report tests): read it, or copy it before writing into it."""
     from edgeml.cli import cli
 
-    tmp = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(cli, ["optimize", *DEMO, "--cache-dir", str(tmp / "cache"), "-o", str(tmp / "out")],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return tmp / "cache", tmp / "out", result.stderr, DEMO
+    def run(folder: Path) -> None:
+        result = CliRunner().invoke(cli, ["optimize", *DEMO, "--cache-dir", str(folder / "cache"),
+                                          "-o", str(folder / "out")], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        (folder / "stderr.txt").write_text(result.stderr)
+
+    folder = made_once(tmp_path_factory, "demo-run", run)
+    return folder / "cache", folder / "out", (folder / "stderr.txt").read_text(), DEMO
 
 
 @pytest.fixture
@@ -103,7 +128,7 @@ def tiny_lm(tmp_path_factory) -> Path:
     folder (read it, or copy it before writing into it)."""
     from tiny_lm import make_tiny_lm
 
-    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "tiny-lm")
+    return made_once(tmp_path_factory, "tiny-lm", make_tiny_lm)
 
 
 @pytest.fixture(scope="session")
@@ -123,12 +148,17 @@ def lm_texts(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def lm_run(tiny_lm, lm_texts, tmp_path_factory):
     """One `edgeml optimize` of tiny_lm for the CPU, INT8 builds only, in its own process as a user runs it:
-    (OUT, its report.json, the finished process). Shared by the tests that only read it: copy OUT before writing
-    into it."""
-    out = tmp_path_factory.mktemp("lm") / "out"
+    (OUT, its report.json, its stderr). Shared by the tests that only read it: copy OUT before writing into it."""
     calib, evaluation = lm_texts
-    done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
-                           "--precision", "int8", "--calib-data", str(calib), "--eval-data", str(evaluation),
-                           "--threads", "2", "-o", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out, json.loads((out / "report.json").read_text()), done
+
+    def run(folder: Path) -> None:
+        done = subprocess.run([sys.executable, "-m", "edgeml", "optimize", str(tiny_lm), "--target", "cpu",
+                               "--precision", "int8", "--calib-data", str(calib), "--eval-data", str(evaluation),
+                               "--threads", "2", "-o", str(folder / "out")], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (folder / "stderr.txt").write_text(done.stderr)
+
+    folder = made_once(tmp_path_factory, "lm-run", run)
+    out = folder / "out"
+    return out, json.loads((out / "report.json").read_text()), (folder / "stderr.txt").read_text()
