@@ -11,7 +11,10 @@ Beside it, each runtime's default recipe on the same dequantized model:
   needs its task named), where optimum-intel is installed (it pins an older
   transformers than edgeml's, so it is looked for in $OPTIMUM_CLI, a separate environment); a refusal is recorded
   as the result it is, and retried with `--group-size 64` as its error message suggests;
-- llama.cpp (Q4_K_M): only where llama-cpp-python is built (an opt-in extra that compiles from source).
+- llama.cpp: `convert_hf_to_gguf.py` then `llama-quantize ... Q4_K_M`, where llama-cpp-python is built (the opt-in
+  `llamacpp` extra, which compiles llama.cpp). The pip package carries neither tool, so its steps are taken with
+  edgeml's GGUF writer (the same layout) and llama.cpp's own `llama_model_quantize`: the same build as edgeml's
+  llama-cpp-q4_k_m.
 
 The mobile target's run (`--target mobile`: ExecuTorch programs, run here by ExecuTorch's runtime with XNNPACK) and
 the jetson target's (`--target jetson`: TensorRT Edge-LLM hand-offs, judged here, their speed predicted for the
@@ -115,14 +118,22 @@ def _error_line(lines: list[str]) -> str:
     return ((named or lines or ["failed"])[-1])[:300]
 
 
-def llama_cpp_default() -> list[dict]:
+def llama_cpp_default(source: Path, out: Path, threads: int) -> dict:
     import importlib.util
 
+    from edgeml.inputs.text import default_calibration
+    from edgeml.targets.base import LanguageModelBuild
+    from edgeml.targets.llm_llamacpp import LLAMACPP_LANGUAGE_MODELS
+
+    recipe = "convert_hf_to_gguf.py MODEL + llama-quantize F32.gguf OUT.gguf Q4_K_M"
     if importlib.util.find_spec("llama_cpp") is None:
-        return [{"recipe": "llama.cpp Q4_K_M (llama-quantize)", "runtime": "llama.cpp", "folder": None,
-                 "reason": "llama-cpp-python is not built here (it compiles from source: an opt-in extra)"}]
-    return [{"recipe": "llama.cpp Q4_K_M (llama-quantize)", "runtime": "llama.cpp", "folder": None,
-             "reason": "not measured yet: edgeml has no llama.cpp generator"}]
+        return {"recipe": recipe, "runtime": "llama-cpp", "folder": None,
+                "reason": "llama-cpp-python is not built here (pip install 'edgeml[llamacpp]': it compiles llama.cpp)"}
+    build = next(c for c in LLAMACPP_LANGUAGE_MODELS if c.name == "llama-cpp-q4_k_m").build
+    config = json.loads((source / "config.json").read_text())
+    start = time.perf_counter()
+    build(source, out, LanguageModelBuild(default_calibration(), config, out.parent / "llama-cpp-default.log", threads))
+    return {"recipe": recipe, "runtime": "llama-cpp", "folder": out, "build_seconds": time.perf_counter() - start}
 
 
 def judge_defaults(source: Path, defaults: list[dict], threads: int):
@@ -281,7 +292,8 @@ def main() -> None:
     shutil.rmtree(args.work / "defaults", ignore_errors=True)
     source = load_language_model(gguf, args.work / "defaults").folder
     defaults = [ort_default(source, args.work / "defaults" / "ort-default"),
-                *openvino_default(source, args.work / "defaults" / "openvino-default"), *llama_cpp_default()]
+                *openvino_default(source, args.work / "defaults" / "openvino-default"),
+                llama_cpp_default(source, args.work / "defaults" / "llama-cpp-default", args.threads)]
     judge = judge_defaults(source, defaults, args.threads)
     selected = next(r for r in report["rows"] if r["selected"])
     paired_decode((selected["backend"], args.work / "edgeml-out" / "bundle" / "model"), defaults,

@@ -7,6 +7,7 @@ same table.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -120,6 +121,28 @@ class LanguageModelBuild:
     config: dict                     # the source's config.json
     log: Path                        # where the exporter's own output goes (its last lines explain a refusal)
     threads: int = 1
+
+
+CACHE_TOKENS = 2048      # a static KV cache's length, at most: such a build holds no longer sequence
+
+
+def cache_length(config: dict) -> int:
+    """The KV cache of a build that allocates it once: the model's context, up to CACHE_TOKENS."""
+    from edgeml.inputs.language_model import context_length
+
+    return min(context_length(config.get("text_config", config)), CACHE_TOKENS)
+
+
+TOKENIZER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                   "chat_template.jinja", "special_tokens_map.json", "tokenizer.model")
+
+
+def copy_tokenizer_files(source: Path, out: Path) -> None:
+    """The source's config, generation settings, tokenizer and chat template, for a runtime that reads none of them
+    from its model file (run.py tokenizes with tokenizer.json)."""
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
 
 
 class BuildRefused(Exception):

@@ -25,6 +25,7 @@ from edgeml.runtimes.onnxruntime import ONNXRUNTIME, copy_model
 from edgeml.runtimes.openvino import OPENVINO, Converted, convert_onnx, read_onnx, save_ir
 from edgeml.runtimes.pytorch import TORCH, write_program
 from edgeml.targets.base import AccuracyControl, BuildContext, Candidate, Quantizers, Target
+from edgeml.targets.llm_llamacpp import LLAMACPP_LANGUAGE_MODELS
 from edgeml.targets.llm_onnxruntime_genai import ORT_GENAI_LANGUAGE_MODELS
 from edgeml.targets.llm_openvino import OPENVINO_LANGUAGE_MODELS
 
@@ -321,5 +322,5 @@ CPU = Target(
                          "exist), run in PyTorch eager",
                   quantizer=_INC.name, opt_in=True),
     ),
-    language_models=ORT_GENAI_LANGUAGE_MODELS + OPENVINO_LANGUAGE_MODELS,
+    language_models=ORT_GENAI_LANGUAGE_MODELS + OPENVINO_LANGUAGE_MODELS + LLAMACPP_LANGUAGE_MODELS,
 )

@@ -13,26 +13,22 @@ get_eos_ids, ...), so that the .pte runs in an app as it was judged here.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from edgeml.captured_output import logged
 from edgeml.runtimes.executorch_llm import PROGRAM, register_kernels, set_threads
-from edgeml.targets.base import BuildRefused, LanguageModelBuild, LanguageModelCandidate
+from edgeml.targets.base import (
+    BuildRefused,
+    LanguageModelBuild,
+    LanguageModelCandidate,
+    cache_length,
+    copy_tokenizer_files,
+)
 from edgeml.targets.build_log import refusing
 
 RUNTIME = "executorch"
-CACHE_TOKENS = 2048             # the KV cache's length, at most: a build holds no longer sequence
 GROUP = 32                      # INT4 weights per scale
 ATTENTION = "edgeml_executorch_sdpa"
-COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-          "special_tokens_map.json", "tokenizer.model")
-
-
-def cache_length(config: dict) -> int:
-    from edgeml.inputs.language_model import context_length
-
-    return min(context_length(config.get("text_config", config)), CACHE_TOKENS)
 
 
 def _build(scheme: str | None):
@@ -51,9 +47,7 @@ def _build(scheme: str | None):
             buffer = refusing("executorch: XNNPACK lowering", log,
                               lambda: lower(program, _constants(model, length)))
         (out / PROGRAM).write_bytes(buffer)
-        for name in COPIED:
-            if (source / name).is_file():
-                shutil.copy2(source / name, out / name)
+        copy_tokenizer_files(source, out)
     return build
 
 

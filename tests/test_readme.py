@@ -304,7 +304,7 @@ def readme_lm_run(workspace, tiny_lm, tmp_path_factory) -> tuple[Path, Result]:
     which the blocks share: (the folder of these, LM_LINE's Result)."""
     from pydoc_data.topics import topics
 
-    from tiny_gguf import write_gguf
+    from edgeml.targets.gguf_file import write_gguf
 
     inputs = tmp_path_factory.mktemp("readme-lm-inputs")
     write_gguf(tiny_lm, inputs / GGUF)

@@ -12,8 +12,8 @@ _RUN_PY = r'''#!/usr/bin/env python3
     python run.py "Once upon a time" --max-new-tokens 64
     python run.py --verify                           # greedy answers to reference.json's prompts, compared
 
-Needs the bundle's runtime only: onnxruntime-genai, openvino-genai, or executorch with tokenizers and jinja2 (see
-manifest.json "runtime").
+Needs the bundle's runtime only: onnxruntime-genai, openvino-genai, or executorch or llama-cpp-python with
+tokenizers and jinja2 (see manifest.json "runtime").
 """
 import argparse
 import json
@@ -104,30 +104,13 @@ class OpenvinoGenai:
             yield token
 
 
-class Executorch:
-    """The .pte program (its KV cache inside) with ExecuTorch's runtime; the tokenizer by `tokenizers`, the chat
-    template by jinja2."""
+class TokenizerFiles:
+    """The tokenizer by `tokenizers` (tokenizer.json), the chat template by jinja2, for a runtime with neither."""
 
-    def __init__(self, folder, threads):
+    def __init__(self, folder):
         from tokenizers import Tokenizer
 
-        program = _without_stderr(lambda: self._load(folder, threads))
-        self.forward = _without_stderr(lambda: program.load_method("forward"))
-        self.max_length = int(program.load_method("get_max_seq_len").execute([])[0])
-        eos = program.load_method("get_eos_ids").execute([]) if "get_eos_ids" in program.method_names else []
-        self.eos = {int(t) for t in eos}
         self.folder, self.tokenizer = folder, Tokenizer.from_file(str(folder / "tokenizer.json"))
-
-    @staticmethod
-    def _load(folder, threads):
-        import executorch.kernels.quantized  # noqa: F401  (loading these registers the kernels of ops XNNPACK
-        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  does not run)
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        if threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-        return Runtime.get().load_program(str(folder / "model.pte"))
 
     def chat(self, text):
         from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -149,6 +132,29 @@ class Executorch:
     def decode(self, ids):
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+
+class Executorch(TokenizerFiles):
+    """The .pte program (its KV cache inside) with ExecuTorch's runtime."""
+
+    def __init__(self, folder, threads):
+        super().__init__(folder)
+        program = _without_stderr(lambda: self._load(folder, threads))
+        self.forward = _without_stderr(lambda: program.load_method("forward"))
+        self.max_length = int(program.load_method("get_max_seq_len").execute([])[0])
+        eos = program.load_method("get_eos_ids").execute([]) if "get_eos_ids" in program.method_names else []
+        self.eos = {int(t) for t in eos}
+
+    @staticmethod
+    def _load(folder, threads):
+        import executorch.kernels.quantized  # noqa: F401  (loading these registers the kernels of ops XNNPACK
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  does not run)
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        return Runtime.get().load_program(str(folder / "model.pte"))
+
     def generate(self, ids, max_new_tokens):
         import torch
 
@@ -159,6 +165,48 @@ class Executorch:
             if token in self.eos:
                 return
             logits = self.forward.execute([torch.tensor([[token]]), torch.tensor([position])])[0]
+
+
+class LlamaCpp(TokenizerFiles):
+    """The GGUF file with llama.cpp (llama-cpp-python), its KV cache as long as llama_cpp.json says. A llama.cpp
+    built with AMX loads it without its extra buffer types, as edgeml judged it: their AMX matrix product crashes
+    (llama.cpp issue 20824)."""
+
+    def __init__(self, folder, threads):
+        import llama_cpp.llama_cpp as api
+        from llama_cpp import Llama
+
+        super().__init__(folder)
+        n_ctx = json.loads((folder / "llama_cpp.json").read_text())["n_ctx"]
+        default = api.llama_model_default_params
+        if b"AMX_INT8 = 1" in api.llama_print_system_info():
+            def without_extra_buffers():
+                params = default()
+                params.use_extra_bufts = False
+                return params
+            api.llama_model_default_params = without_extra_buffers
+        try:
+            self.model = Llama(str(folder / "model.gguf"), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
+                               n_threads=threads or None, n_threads_batch=threads or None, verbose=False)
+        finally:
+            api.llama_model_default_params = default
+        manifest = json.loads((folder.parent / "manifest.json").read_text())
+        self.eos = set(manifest["generation"]["eos_token_ids"])
+
+    def generate(self, ids, max_new_tokens):
+        import llama_cpp
+        import numpy as np
+
+        model = self.model
+        model.reset()
+        model.eval(list(ids))
+        for position in range(len(ids), min(len(ids) + max_new_tokens, model.n_ctx())):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(model.ctx, -1), shape=(model.n_vocab(),))
+            token = int(logits.argmax())
+            yield token
+            if token in self.eos:
+                return
+            model.eval([token])
 
 
 def _without_stderr(load):
@@ -176,7 +224,8 @@ def _without_stderr(load):
         os.close(null)
 
 
-RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai, "executorch": Executorch}
+RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai, "executorch": Executorch,
+            "llama-cpp": LlamaCpp}
 
 
 def main():

@@ -62,6 +62,7 @@ GENERATION_RUNTIMES: dict[str, GenerationRuntime] = {r.name: r for r in (
                       "edgeml.runtimes.openvino_genai:open_generator"),
     GenerationRuntime("executorch", ("executorch", "torch"), "edgeml[llm]",
                       "edgeml.runtimes.executorch_llm:open_generator"),
+    GenerationRuntime("llama-cpp", ("llama_cpp",), "edgeml[llamacpp]", "edgeml.runtimes.llamacpp:open_generator"),
 )}
 
 

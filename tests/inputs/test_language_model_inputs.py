@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_gguf import write_gguf
 
 from edgeml.errors import ModelError
 from edgeml.inputs.language_model import is_language_model, load_language_model
+from edgeml.targets.gguf_file import write_gguf
 
 IDS = torch.tensor([[5, 17, 100, 200, 383, 0, 42, 7, 64, 300]])
 TEXT = "def f(x):\n    return x + 1  # café, <|endoftext|> done"

@@ -18,8 +18,8 @@ from edgeml.errors import EdgemlError  # noqa: E402
 from edgeml.inputs.text import Text, default_calibration, default_evaluation  # noqa: E402
 from edgeml.runtimes.generation import GENERATION_RUNTIMES  # noqa: E402
 from edgeml.targets import get_target  # noqa: E402
-from edgeml.targets.base import BuildRefused, LanguageModelBuild  # noqa: E402
-from edgeml.targets.llm_executorch import CACHE_TOKENS, EXECUTORCH_LANGUAGE_MODELS, cache_length  # noqa: E402
+from edgeml.targets.base import CACHE_TOKENS, BuildRefused, LanguageModelBuild, cache_length  # noqa: E402
+from edgeml.targets.llm_executorch import EXECUTORCH_LANGUAGE_MODELS  # noqa: E402
 
 CANDIDATES = {c.name: c for c in EXECUTORCH_LANGUAGE_MODELS}
 

@@ -1,0 +1,155 @@
+"""llama.cpp builds of the tiny LM (edgeml.targets.llm_llamacpp) run by llama.cpp (edgeml.runtimes.llamacpp): the GGUF
+file edgeml writes computes in llama.cpp what transformers computes (Llama, and Qwen2 with its biases), Q8_0 stays
+close, the stream is greedy decoding that honours stop tokens, and what the writer cannot take is refused in one
+line. Where llama-cpp-python is not installed (the opt-in `llamacpp` extra), its rows are unavailable and say how
+to install it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tiny_lm import VOCAB
+
+from edgeml.errors import EdgemlError
+from edgeml.inputs.text import default_calibration, default_evaluation
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
+from edgeml.targets import get_target
+from edgeml.targets.base import BuildRefused, LanguageModelBuild
+from edgeml.targets.gguf_file import write_gguf
+from edgeml.targets.llm_llamacpp import LLAMACPP_LANGUAGE_MODELS
+
+CANDIDATES = {c.name: c for c in LLAMACPP_LANGUAGE_MODELS}
+RUNTIME = GENERATION_RUNTIMES["llama-cpp"]
+needs_llama_cpp = pytest.mark.skipif(bool(RUNTIME.missing()), reason="llama-cpp-python is not installed (the opt-in "
+                                     "llamacpp extra: pip compiles llama.cpp)")
+
+
+def _context(config: dict, tmp_path) -> LanguageModelBuild:
+    return LanguageModelBuild(default_calibration(), config, tmp_path / "build.log", 2)
+
+
+def _build(name: str, model, tmp_path):
+    config = json.loads((model / "config.json").read_text())
+    out = tmp_path / name
+    CANDIDATES[name].build(model, out, _context(config, tmp_path))
+    return out, RUNTIME.open(out, 2)
+
+
+@pytest.fixture(scope="module")
+def ids(tiny_lm) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_lm))(default_evaluation().documents[0])["input_ids"][:200]
+
+
+@pytest.fixture(scope="module")
+def qwen2(tiny_lm, tmp_path_factory):
+    """A tiny random Qwen2 (biases on q, k and v) with the tiny LM's tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("qwen2") / "tiny-qwen2"
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                 bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_lm / name, folder / name)
+    return folder
+
+
+def test_the_cpu_target_builds_with_llama_cpp_where_it_is_installed():
+    assert set(CANDIDATES) <= {c.name for c in get_target("cpu").language_models}
+    assert [(c.precision, c.runtime) for c in CANDIDATES.values()] == [("int8", "llama-cpp"), ("int4", "llama-cpp"),
+                                                                       ("int4", "llama-cpp")]
+    assert RUNTIME.extra == "edgeml[llamacpp]" and RUNTIME.modules == ("llama_cpp",)
+    for candidate in CANDIDATES.values():
+        assert candidate.missing() == RUNTIME.missing()
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("model", ["tiny_lm", "qwen2"])
+def test_the_f32_gguf_computes_the_transformers_model_in_llama_cpp(model, request, ids, tmp_path):
+    from edgeml.runtimes import transformers_eager
+    from edgeml.runtimes.llamacpp import MODEL, SETTINGS
+
+    folder = request.getfixturevalue(model)
+    out = tmp_path / "f32"
+    out.mkdir()
+    write_gguf(folder, out / MODEL)
+    (out / SETTINGS).write_text(json.dumps({"n_ctx": 512}))
+    reference = transformers_eager.open_generator(folder, 2).logits(ids)
+    logits = RUNTIME.open(out, 2).logits(ids)
+    assert logits.shape == (len(ids), VOCAB) and logits.dtype == np.float32
+    assert np.abs(logits - reference).max() < 1e-3 * np.abs(reference).max()
+
+
+@needs_llama_cpp
+def test_q8_0_stays_close_and_its_stream_is_greedy_decoding(tiny_lm, ids, tmp_path):
+    from edgeml.runtimes import transformers_eager
+
+    out, generator = _build("llama-cpp-q8_0", tiny_lm, tmp_path)
+    assert {p.name for p in out.iterdir()} >= {"model.gguf", "llama_cpp.json", "tokenizer.json", "config.json"}
+    reference = transformers_eager.open_generator(tiny_lm, 2).logits(ids)
+    logits = generator.logits(ids)
+    assert (logits.argmax(-1) == reference.argmax(-1)).mean() > 0.9
+    prompt, expected, sequence = ids[:20], [], list(ids[:20])
+    for _ in range(6):
+        expected.append(int(generator.logits(sequence)[-1].argmax()))
+        sequence.append(expected[-1])
+    tokens = list(generator.stream(prompt, 6))
+    assert tokens == expected
+    stop = tokens[3]
+    assert list(generator.stream(prompt, 6, stop={stop})) == tokens[:tokens.index(stop) + 1]
+
+
+@needs_llama_cpp
+def test_a_sequence_longer_than_the_context_is_refused_and_a_stream_stops_at_its_end(tiny_lm, ids, tmp_path):
+    _, generator = _build("llama-cpp-q4_0", tiny_lm, tmp_path)
+    assert generator.max_length == 512                  # the tiny LM's context
+    with pytest.raises(EdgemlError, match="do not fit this build's KV cache of 512"):
+        generator.logits(list(ids) * 3)
+    assert len(list(generator.stream((list(ids) * 3)[:508], 50))) == 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"architectures": ["GPT2LMHeadModel"]}, r"^llama.cpp: GPT2LMHeadModel is not written to GGUF here"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}},
+     r"^llama.cpp: rope scaling 'llama3' is not written"),
+    ({"sliding_window": 128}, r"^llama.cpp: layers with sliding-window attention \(128 tokens\)"),
+])
+def test_what_the_gguf_writer_cannot_take_is_refused(tiny_lm, tmp_path, change, message):
+    model = shutil.copytree(tiny_lm, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(BuildRefused, match=message):
+        write_gguf(model, tmp_path / "out" / "model.gguf")
+    assert not (tmp_path / "out" / "model.gguf").exists()
+
+
+@needs_llama_cpp
+def test_the_bundle_s_run_py_generates_what_the_build_was_judged_on(tiny_lm, ids, tmp_path):
+    """run.py's llama.cpp runner (no edgeml, no transformers) reproduces the judged runtime's greedy tokens."""
+    import subprocess
+    import sys
+
+    from edgeml.bundle.standalone_generate import RUN_PY
+
+    bundle = tmp_path / "bundle"
+    build, generator = _build("llama-cpp-q4_k_m", tiny_lm, tmp_path)
+    shutil.copytree(build, bundle / "model")
+    prompts = [ids[:12], ids[40:70]]
+    (bundle / "manifest.json").write_text(json.dumps({"runtime": "llama-cpp", "model": "model", "generation": {
+        "eos_token_ids": [0], "max_new_tokens": 8}}))
+    (bundle / "reference.json").write_text(json.dumps({"prompt_ids": prompts, "max_new_tokens": 8, "output_ids": [
+        list(generator.stream(p, 8, {0})) for p in prompts]}))
+    (bundle / "run.py").write_text(RUN_PY)
+    verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle, capture_output=True, text=True,
+                            timeout=120)
+    assert verify.returncode == 0 and verify.stdout.startswith("2/2 reference answers reproduced"), verify.stderr
+    said = subprocess.run([sys.executable, "run.py", "The assert statement", "--max-new-tokens", "4"], cwd=bundle,
+                          capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0 and said.stdout.strip() and said.stderr == "", said.stderr
