@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from generators import check_greedy_stream
 from tiny_lm import VOCAB
 
 pytest.importorskip("executorch")
@@ -84,14 +85,8 @@ def test_fp32_logits_are_the_transformers_model_s(fp32, tiny_lm, ids):
 
 def test_stream_is_greedy_decoding_from_the_cache(fp32, ids):
     _, generator = fp32
-    prompt, expected, sequence = ids[:20], [], list(ids[:20])
-    for _ in range(6):
-        expected.append(int(generator.logits(sequence)[-1].argmax()))
-        sequence.append(expected[-1])
-    tokens = list(generator.stream(prompt, 6))
-    assert tokens == expected
-    stop = tokens[3]
-    assert list(generator.stream(prompt, 6, stop={stop})) == tokens[:tokens.index(stop) + 1]
+    prompt = ids[:20]
+    tokens = check_greedy_stream(generator, prompt)
     stream = generator.stream(prompt, 400)
     first = [next(stream), next(stream)]
     stream.close()

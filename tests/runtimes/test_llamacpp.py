@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from generators import check_greedy_stream
 from tiny_lm import VOCAB
 
 from edgeml.errors import EdgemlError
@@ -96,14 +97,7 @@ def test_q8_0_stays_close_and_its_stream_is_greedy_decoding(tiny_lm, ids, tmp_pa
     reference = transformers_eager.open_generator(tiny_lm, 2).logits(ids)
     logits = generator.logits(ids)
     assert (logits.argmax(-1) == reference.argmax(-1)).mean() > 0.9
-    prompt, expected, sequence = ids[:20], [], list(ids[:20])
-    for _ in range(6):
-        expected.append(int(generator.logits(sequence)[-1].argmax()))
-        sequence.append(expected[-1])
-    tokens = list(generator.stream(prompt, 6))
-    assert tokens == expected
-    stop = tokens[3]
-    assert list(generator.stream(prompt, 6, stop={stop})) == tokens[:tokens.index(stop) + 1]
+    check_greedy_stream(generator, ids[:20])
 
 
 @needs_llama_cpp
