@@ -1,8 +1,8 @@
 """`edgeml doctor`: what this machine offers edgeml, in one report.
 
 Three parts: the runtime and backend packages (version, or the extra that installs them: every runtime of
-edgeml.runtimes.BACKENDS and the tools that build for it, and the packages of sweep, serve and --track, as
-edgeml.runtimes.PACKAGES lists them), this
+edgeml.runtimes.BACKENDS and the tools that build for it, the language-model runtimes, and the packages of sweep,
+serve and --track, as edgeml.runtimes.PACKAGES lists them), this
 machine (CPU, the instruction sets inference uses and where edgeml.measure.cpu_features found them (detected
 or assumed from $EDGEML_CPU_FEATURES, whose names it does not recognise are listed), the INT8 scheme they
 call for, memory, GPUs), and for each

@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 
 from edgeml.runtimes.base import Backend, Package
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
 
 
 def _registered() -> dict[str, Backend]:
@@ -44,6 +45,7 @@ COMMANDS = (Package("ray", "ray", "edgeml[scale]"), Package("fastapi", "fastapi"
             Package("uvicorn", "uvicorn", "edgeml[serve]"),
             Package("prometheus-client", "prometheus_client", "edgeml[serve]"))
 TRACKING = (Package("mlflow-skinny", "mlflow", "edgeml[track]"),)
+PIP_NAMES = {"llama_cpp": "llama-cpp-python"}       # where a pip name is not the import name with "-" for "_"
 
 
 def _install_order(package: Package) -> tuple[int, str]:
@@ -57,9 +59,11 @@ def _install_order(package: Package) -> tuple[int, str]:
 def _packages() -> tuple[Package, ...]:
     rows = list(PIPELINE)
     for backend in BACKENDS.values():
-        # A runtime's modules are installed by the pip name of their import name with "-" for "_".
-        rows += [Package(module.replace("_", "-"), module, backend.extra) for module in backend.modules]
+        rows += [Package(PIP_NAMES.get(module, module.replace("_", "-")), module, backend.extra)
+                 for module in backend.modules]
         rows += [Package(pip, module, backend.extra) for pip, module in TOOLS.get(backend.name, ())]
+    rows += [Package(PIP_NAMES.get(module, module.replace("_", "-")), module, runtime.extra)
+             for runtime in GENERATION_RUNTIMES.values() for module in runtime.modules]
     rows += COMMANDS + TRACKING
     first: dict[str, Package] = {}
     for row in sorted(rows, key=_install_order):       # a module two runtimes use is listed once, by its

@@ -22,6 +22,7 @@ from tiny_model import tiny_model
 
 from edgeml.bundle.write import run_py
 from edgeml.runtimes import BACKENDS, PACKAGES, TOOLS, manifest_schema_backends
+from edgeml.runtimes.generation import GENERATION_RUNTIMES
 from edgeml.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,6 +187,7 @@ def test_packages_list_every_runtime_and_its_tools_once():
     modules = [p.module for p in PACKAGES]
     assert len(modules) == len(set(modules))
     assert {m for b in BACKENDS.values() for m in b.modules} <= set(modules)
+    assert {m for r in GENERATION_RUNTIMES.values() for m in r.modules} <= set(modules)
     for name, tools in TOOLS.items():
         assert name in BACKENDS, name
         needed = {m for t in TARGETS.values() for c in t.candidates if c.backend.name == name for m in c.needs}
