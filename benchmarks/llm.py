@@ -298,7 +298,7 @@ def main() -> None:
     selected = next(r for r in report["rows"] if r["selected"])
     paired_decode((selected["backend"], args.work / "edgeml-out" / "bundle" / "model"), defaults,
                   judge.prompts[min(judge.prompts)], args.threads, args.rounds)
-    result = {"command": "make bench-llm (python -m benchmarks.llm)",
+    result = {"command": f"make bench-llm (python -m benchmarks.llm{' --only cpu' if args.only else ''})",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "threads": args.threads, "edgeml_seconds": seconds, "edgeml": report,
