@@ -1,5 +1,5 @@
 """llama.cpp builds of the tiny LM (edgeml.targets.llm_llamacpp) run by llama.cpp (edgeml.runtimes.llamacpp): the GGUF
-file edgeml writes computes in llama.cpp what transformers computes (Llama, and Qwen2 with its biases), Q8_0 stays
+file edgeml writes computes in llama.cpp what transformers computes (Llama; Qwen2 with its biases; Qwen3), Q8_0 stays
 close, the stream is greedy decoding that honours stop tokens, and what the writer cannot take is refused in one
 line. Where llama-cpp-python is not installed (the opt-in `llamacpp` extra), its rows are unavailable and say how
 to install it."""
@@ -46,20 +46,32 @@ def ids(tiny_lm) -> list[int]:
     return AutoTokenizer.from_pretrained(str(tiny_lm))(default_evaluation().documents[0])["input_ids"][:200]
 
 
-@pytest.fixture(scope="module")
-def qwen2(tiny_lm, tmp_path_factory):
-    """A tiny random Qwen2 (biases on q, k and v) with the tiny LM's tokenizer."""
+def _random(kind: str, tiny_lm, tmp_path_factory, **config):
+    """A tiny random model of transformers' `kind` (Qwen2, Qwen3) with the tiny LM's tokenizer."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
-    folder = tmp_path_factory.mktemp("qwen2") / "tiny-qwen2"
+    folder = tmp_path_factory.mktemp(kind) / f"tiny-{kind}"
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                 bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)).save_pretrained(folder)
+    settings = getattr(transformers, f"{kind}Config")(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0, eos_token_id=0, **config)
+    getattr(transformers, f"{kind}ForCausalLM")(settings).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_lm / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def qwen2(tiny_lm, tmp_path_factory):
+    """Biases on q, k and v; the LM head tied to the embedding."""
+    return _random("Qwen2", tiny_lm, tmp_path_factory, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def qwen3(tiny_lm, tmp_path_factory):
+    """RMSNorm on each head's q and k; heads of 32 (not hidden / heads)."""
+    return _random("Qwen3", tiny_lm, tmp_path_factory, head_dim=32)
 
 
 def test_the_cpu_target_builds_with_llama_cpp_where_it_is_installed():
@@ -72,7 +84,7 @@ def test_the_cpu_target_builds_with_llama_cpp_where_it_is_installed():
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("model", ["tiny_lm", "qwen2"])
+@pytest.mark.parametrize("model", ["tiny_lm", "qwen2", "qwen3"])
 def test_the_f32_gguf_computes_the_transformers_model_in_llama_cpp(model, request, ids, tmp_path):
     from edgeml.runtimes import transformers_eager
     from edgeml.runtimes.llamacpp import MODEL, SETTINGS
