@@ -48,6 +48,10 @@ TRACKING = (Package("mlflow-skinny", "mlflow", "edgeml[track]"),)
 PIP_NAMES = {"llama_cpp": "llama-cpp-python"}       # where a pip name is not the import name with "-" for "_"
 
 
+def _pip(module: str) -> str:
+    return PIP_NAMES.get(module, module.replace("_", "-"))
+
+
 def _install_order(package: Package) -> tuple[int, str]:
     """edgeml's own packages, then its extras' (in name order, as pyproject.toml lists them), then what only
     a device has."""
@@ -59,11 +63,10 @@ def _install_order(package: Package) -> tuple[int, str]:
 def _packages() -> tuple[Package, ...]:
     rows = list(PIPELINE)
     for backend in BACKENDS.values():
-        rows += [Package(PIP_NAMES.get(module, module.replace("_", "-")), module, backend.extra)
-                 for module in backend.modules]
+        rows += [Package(_pip(module), module, backend.extra) for module in backend.modules]
         rows += [Package(pip, module, backend.extra) for pip, module in TOOLS.get(backend.name, ())]
-    rows += [Package(PIP_NAMES.get(module, module.replace("_", "-")), module, runtime.extra)
-             for runtime in GENERATION_RUNTIMES.values() for module in runtime.modules]
+    rows += [Package(_pip(module), module, runtime.extra) for runtime in GENERATION_RUNTIMES.values()
+             for module in runtime.modules]
     rows += COMMANDS + TRACKING
     first: dict[str, Package] = {}
     for row in sorted(rows, key=_install_order):       # a module two runtimes use is listed once, by its
