@@ -38,9 +38,9 @@ def write_gguf(hf_folder: Path, out_file: Path, *, q8_0: bool = False) -> Path:
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise BuildRefused(f"llama.cpp: rope scaling {rope.get('rope_type', rope.get('type'))!r} is not written "
-                           f"to GGUF here")
+    scaling = rope.get("rope_type", rope.get("type", "default"))
+    if scaling != "default":
+        raise BuildRefused(f"llama.cpp: rope scaling {scaling!r} is not written to GGUF here")
     window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
     if window and window < config["max_position_embeddings"]:
         raise BuildRefused(f"llama.cpp: layers with sliding-window attention ({window} tokens) are not written to "
@@ -113,7 +113,6 @@ def _add_tokenizer(writer, hf_folder: Path, config: dict) -> None:
                            f"(it writes BPE tokenizers from tokenizer.json)")
     by_id = {i: t for t, i in model["vocab"].items()}
     special = {t["id"]: t["content"] for t in tokenizer.get("added_tokens", []) if t["special"]}
-    by_id.update(special)
     tokens, types = [], []
     for i in range(config["vocab_size"]):
         if i in special:
