@@ -16,6 +16,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_folder(folder: Path) -> str:
+    """Hash of the files under `folder`: their relative paths and bytes, in path order."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}|{sha256_file(path)}|".encode())
+    return h.hexdigest()
+
+
 def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
     """Hash of named arrays: names, dtypes, shapes and bytes, in name order."""
     h = hashlib.sha256()

@@ -100,6 +100,7 @@ class Trial:
     calibration: str = ""      # the alternative calibration it was built with (its name); "" for the default
     reverted: tuple[str, ...] = ()   # the quantizers of the fully quantized build reverted to float
     drop_se: float = 0.0       # the standard error of `drop` over the tuning samples (0: not measured)
+    digest: str = ""           # the build's content hash, when the caller gives it: equal digests, the same model
 
     def within(self, max_drop: float) -> bool:
         """Whether the drop is within `max_drop` with its noise on the tuning data: drop + MARGIN_SE standard errors."""
@@ -198,9 +199,12 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
     names = tuple(name for name, _ in layers)
 
     def float_model(t: Trial, ranking: dict | None) -> bool:
-        """Whether `t` keeps everything in float: every layer, or every quantizer reverted."""
+        """Whether `t` keeps everything in float: every layer, every quantizer reverted, or a build the same as
+        the all-in-float one (the only layer it quantizes is one the backend quantizes only beside others: a Relu)."""
         every_layer = bool(names) and set(t.excluded) >= set(names)
-        return every_layer or ranking is not None and len(t.reverted) >= ranking["quantizers"]
+        float_digests = {c.digest for c in trials if c.digest and set(c.excluded) >= set(names)}
+        return every_layer or ranking is not None and len(t.reverted) >= ranking["quantizers"] or \
+            t.digest in float_digests
 
     def finish(stopped: str, sensitivity: list[dict], ranking: dict | None = None) -> SearchResult:
         mark_pareto(trials)

@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeml.batching import batched
 from edgeml.compress.quantize.accuracy import QuantizerRanking, SearchResult, Trial, search
+from edgeml.hashing import sha256_folder
 from edgeml.inputs.data import Dataset
 from edgeml.measure.evaluate import sample_scores
 from edgeml.measure.latency import MeasureConfig, measure_latency
@@ -271,7 +272,7 @@ def tune(candidate: Candidate, bench: Bench, *, onnx_path: Path, work: Path, con
         timed_as, p50 = fastest_config(candidate, artifact, runner, bench.sample, bench.threads, runs_also_as or {})
         artifacts[excluded, calibration, reverted] = artifact
         trial = Trial(excluded, quality, bench.reference_quality - quality, p50, artifact.size_bytes, purpose,
-                      timed_as=timed_as, drop_se=drop_se)
+                      timed_as=timed_as, drop_se=drop_se, digest=sha256_folder(artifact.folder))
         timing.add(trial, artifact)
         return trial
 

@@ -70,6 +70,22 @@ def test_keeps_the_most_sensitive_layers_in_float_until_the_budget_is_met():
     assert [len(t.excluded) for t in result.trials] == [0, 4, 3, 3, 3, 3, 1, 2]
 
 
+def test_a_build_the_same_as_the_float_model_is_never_the_result():
+    """Quantizing only a Relu builds the float model (a backend quantizes a Relu only beside a Conv or Gemm); where
+    INT8 is slower than float, that trial is the fastest within the budget, yet it is no INT8 build."""
+    layers = LAYERS + [("relu", "Relu")]
+    compute = {name for name, _ in LAYERS}
+
+    def evaluate(excluded, purpose, calibration, reverted=()):
+        quantized = compute - set(excluded)
+        drop = 0.05 * ("fc1" in quantized)
+        digest = "float" if not quantized else ",".join(sorted(quantized))
+        return Trial(tuple(excluded), 0.9 - drop, drop, 10.0 + 2 * len(quantized), 100, purpose, digest=digest)
+    result = search(layers, evaluate, 0.01, 60)
+    assert result.met and any(t.purpose == "sensitivity: only relu quantized" and t.drop == 0 for t in result.trials)
+    assert result.best.digest != "float" and "fc1" in result.best.excluded
+
+
 def test_a_trial_is_within_the_budget_only_with_its_noise_on_the_tuning_data():
     costs = {"conv1": 0.005, "conv2": 0.003, "fc1": 0.03, "fc2": 0.02}
     assert set(search(LAYERS, quality_model(costs), 0.01, 60).best.excluded) == {"fc1", "fc2"}    # 0.008 left
