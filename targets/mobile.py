@@ -1,6 +1,7 @@
 """The mobile target: LiteRT (.tflite) models for Android/iOS CPUs, converted from the PyTorch model with
 litert-torch and measured here with the same interpreter and XNNPACK delegate that phones run. Causal language models
-become ExecuTorch programs instead (edgeml.targets.llm_executorch), run here by ExecuTorch's runtime with XNNPACK.
+become ExecuTorch programs (edgeml.targets.llm_executorch), run here by ExecuTorch's runtime with XNNPACK, and LiteRT
+models with a KV cache (edgeml.targets.llm_litert), run by ai-edge-litert.
 
 Every candidate converts `ctx.source` itself, not the exported ONNX model: litert-torch reads PyTorch. The
 lower precisions are ai-edge-quantizer passes over the FP32 .tflite (edgeml.compress.quantize.litert_backend).
@@ -16,6 +17,7 @@ from edgeml.runtimes.base import Artifact
 from edgeml.runtimes.litert import LITERT, convert
 from edgeml.targets.base import BuildContext, Candidate, Target
 from edgeml.targets.llm_executorch import EXECUTORCH_LANGUAGE_MODELS
+from edgeml.targets.llm_litert import LITERT_LANGUAGE_MODELS
 
 
 def _module_and_example(ctx: BuildContext):
@@ -67,5 +69,5 @@ MOBILE = Target(
                   method="full-integer INT8 (ai-edge-quantizer static): weights per channel, activations and "
                          "model inputs/outputs per tensor, min/max ranges calibrated on the FP32 .tflite"),
     ),
-    language_models=EXECUTORCH_LANGUAGE_MODELS,
+    language_models=EXECUTORCH_LANGUAGE_MODELS + LITERT_LANGUAGE_MODELS,
 )

@@ -12,8 +12,8 @@ _RUN_PY = r'''#!/usr/bin/env python3
     python run.py "Once upon a time" --max-new-tokens 64
     python run.py --verify                           # greedy answers to reference.json's prompts, compared
 
-Needs the bundle's runtime only: onnxruntime-genai, openvino-genai, or executorch or llama-cpp-python with
-tokenizers and jinja2 (see manifest.json "runtime").
+Needs the bundle's runtime only: onnxruntime-genai, openvino-genai, or executorch, llama-cpp-python or
+ai-edge-litert with tokenizers and jinja2 (see manifest.json "runtime").
 """
 import argparse
 import json
@@ -209,6 +209,93 @@ class LlamaCpp(TokenizerFiles):
             model.eval([token])
 
 
+class Litert(TokenizerFiles):
+    """The .tflite of litert-torch's exporter with ai-edge-litert's CompiledModel: its prefill_<n> and decode
+    signatures take the KV cache and give it back, here in one set of buffers updated in place."""
+
+    def __init__(self, folder, threads):
+        import atexit
+        import os
+
+        super().__init__(folder)
+        manifest = json.loads((folder.parent / "manifest.json").read_text())
+        self.eos = set(manifest["generation"]["eos_token_ids"])
+        # LiteRT logs at INFO level on stderr as it loads, as it first writes a buffer, and as it tears down: the
+        # model is kept until exit (the last atexit call holds it), after stderr is closed
+        _without_stderr(lambda: self._open(folder, threads))
+        atexit.register(lambda: os.dup2(os.open(os.devnull, os.O_WRONLY), 2))
+        atexit.register(lambda: self)
+
+    def _open(self, folder, threads):
+        import re
+
+        import numpy as np
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+
+        cpu = CpuOptions(num_threads=threads) if threads else CpuOptions()
+        self.model = CompiledModel.from_file(str(folder / "model.tflite"), options=Options(
+            hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu))
+        signatures = self.model.get_signature_list()
+        self.prefills = sorted((int(m.group(1)), name) for name in signatures
+                               if (m := re.fullmatch(r"prefill_(\d+)", name)))
+        self.max_length = int(self.model.get_input_tensor_details("decode")["mask"]["shape"][-1])
+        self.vocab = 1
+        for n in self.model.get_output_tensor_details("decode")["logits"]["shape"]:
+            self.vocab *= int(n)
+        self.cache = {name: self.model.create_input_buffer_by_name("decode", name)
+                      for name in signatures["decode"]["inputs"] if name.startswith("kv_cache_")}
+        details = self.model.get_input_tensor_details("decode")
+        for name, buffer in self.cache.items():     # new buffers may hold any bytes: a NaN makes attention NaN
+            buffer.write(np.zeros(details[name]["shape"], details[name]["dtype"]))
+        self.inputs = {s: {n: self.model.create_input_buffer_by_name(s, n)
+                           for n in signatures[s]["inputs"] if n not in self.cache} for s in signatures}
+        self.outputs = {s: {n: self.model.create_output_buffer_by_name(s, n)
+                            for n in signatures[s]["outputs"] if n not in self.cache} for s in signatures}
+
+    def _run(self, signature, tokens, start):
+        import numpy as np
+
+        positions = np.arange(start, start + tokens.shape[1], dtype=np.int32)
+        mask = np.where(np.arange(self.max_length)[None, :] <= positions[:, None], np.float32(0), np.float32(-1e9))
+        inputs = self.inputs[signature]
+        inputs["tokens"].write(tokens)
+        inputs["input_pos"].write(positions)
+        inputs["mask"].write(mask[None, None].astype(np.float32))
+        self.model.run_by_name(signature, {**inputs, **self.cache}, {**self.outputs[signature], **self.cache})
+
+    def _decode(self, token, position):
+        import numpy as np
+
+        self._run("decode", np.array([[token]], dtype=np.int32), position)
+        return self.outputs["decode"]["logits"].read(self.vocab, np.float32)
+
+    def generate(self, ids, max_new_tokens):
+        import numpy as np
+
+        start = 0
+        while start < len(ids) - 1:              # the prompt but its last token, in prefill calls
+            left = len(ids) - 1 - start
+            fits = [(n, name) for n, name in self.prefills if start + n <= self.max_length]
+            if not fits:
+                self._decode(ids[start], start)
+                start += 1
+                continue
+            n, name = next(((n, name) for n, name in fits if n >= left), fits[-1])
+            tokens = np.zeros((1, n), dtype=np.int32)
+            tokens[0, :min(n, left)] = ids[start:start + min(n, left)]
+            self._run(name, tokens, start)
+            start += min(n, left)
+        logits = self._decode(ids[-1], len(ids) - 1)
+        for position in range(len(ids), min(len(ids) + max_new_tokens, self.max_length)):
+            token = int(logits.argmax())
+            yield token
+            if token in self.eos:
+                return
+            logits = self._decode(token, position)
+
+
 def _without_stderr(load):
     """load(), without the log lines that ExecuTorch's runtime and torchao print as they load."""
     import os
@@ -225,7 +312,7 @@ def _without_stderr(load):
 
 
 RUNTIMES = {"onnxruntime-genai": OrtGenai, "openvino-genai": OpenvinoGenai, "executorch": Executorch,
-            "llama-cpp": LlamaCpp}
+            "llama-cpp": LlamaCpp, "litert": Litert}
 
 
 def main():

@@ -56,7 +56,7 @@ CONTEST_PROMPTS = 64
 PROMPTS = ("What is the capital of France?", "Explain in one sentence what a compiler does.",
            "Name three prime numbers.", "Write one sentence about the sea.")
 RECORDED = ("transformers", "torch", "onnxruntime_genai", "openvino_genai", "openvino", "nncf", "executorch", "torchao",
-            "llama_cpp", "numpy")
+            "llama_cpp", "ai_edge_litert", "litert_torch", "ai_edge_quantizer", "numpy")
 
 
 class Tokens:
@@ -312,7 +312,7 @@ def _peak_memory(runtime: str, folder: Path, judge: Judge, threads: int) -> int 
 def _weight_bytes(row: Row, built: dict[str, Path], lm: LanguageModel) -> int:
     """The bytes of weights a decode step reads: the model files (not the tokenizer or configs)."""
     folder = built.get(row.name, lm.folder)
-    suffixes = (".safetensors", ".onnx", ".data", ".bin", ".pte", ".gguf")
+    suffixes = (".safetensors", ".onnx", ".data", ".bin", ".pte", ".gguf", ".tflite")
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes)
                and "tokenizer" not in p.name)
 

@@ -63,6 +63,7 @@ GENERATION_RUNTIMES: dict[str, GenerationRuntime] = {r.name: r for r in (
     GenerationRuntime("executorch", ("executorch", "torch"), "edgeml[llm]",
                       "edgeml.runtimes.executorch_llm:open_generator"),
     GenerationRuntime("llama-cpp", ("llama_cpp",), "edgeml[llamacpp]", "edgeml.runtimes.llamacpp:open_generator"),
+    GenerationRuntime("litert", ("ai_edge_litert",), "edgeml[tflite]", "edgeml.runtimes.litert_llm:open_generator"),
 )}
 
 
