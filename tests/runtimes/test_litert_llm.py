@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from generators import check_greedy_stream
+from generators import check_greedy_stream, check_run_py
 from tiny_lm import VOCAB
 
 from edgeml.inputs.text import default_calibration, default_evaluation
@@ -104,20 +102,4 @@ def test_the_quantized_builds_stay_close(int8, tiny_lm, ids, tmp_path):
 def test_the_bundle_s_run_py_generates_what_the_build_was_judged_on(int8, ids, tmp_path):
     """run.py's LiteRT runner (no edgeml, no transformers) reproduces the judged runtime's greedy tokens, and
     what LiteRT logs as it loads and tears down stays off the console."""
-    from edgeml.bundle.standalone_generate import RUN_PY
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(int8, bundle / "model")
-    generator = RUNTIME.open(int8, 2)
-    prompts = [ids[:12], ids[40:110]]
-    (bundle / "manifest.json").write_text(json.dumps({"runtime": "litert", "model": "model", "generation": {
-        "eos_token_ids": [0], "max_new_tokens": 8}}))
-    (bundle / "reference.json").write_text(json.dumps({"prompt_ids": prompts, "max_new_tokens": 8, "output_ids": [
-        list(generator.stream(p, 8, {0})) for p in prompts]}))
-    (bundle / "run.py").write_text(RUN_PY)
-    verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle, capture_output=True, text=True,
-                            timeout=120)
-    assert verify.returncode == 0 and verify.stdout.startswith("2/2 reference answers reproduced"), verify.stderr
-    said = subprocess.run([sys.executable, "run.py", "The assert statement", "--max-new-tokens", "4"], cwd=bundle,
-                          capture_output=True, text=True, timeout=120)
-    assert said.returncode == 0 and said.stdout.strip() and said.stderr == "", said.stderr
+    check_run_py(int8, "litert", RUNTIME.open(int8, 2), [ids[:12], ids[40:110]], tmp_path / "bundle")

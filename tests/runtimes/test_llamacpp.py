@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from generators import check_greedy_stream
+from generators import check_greedy_stream, check_run_py
 from tiny_lm import VOCAB
 
 from edgeml.errors import EdgemlError
@@ -139,23 +139,5 @@ def test_what_the_gguf_writer_cannot_take_is_refused(tiny_lm, tmp_path, change, 
 @needs_llama_cpp
 def test_the_bundle_s_run_py_generates_what_the_build_was_judged_on(tiny_lm, ids, tmp_path):
     """run.py's llama.cpp runner (no edgeml, no transformers) reproduces the judged runtime's greedy tokens."""
-    import subprocess
-    import sys
-
-    from edgeml.bundle.standalone_generate import RUN_PY
-
-    bundle = tmp_path / "bundle"
     build, generator = _build("llama-cpp-q4_k_m", tiny_lm, tmp_path)
-    shutil.copytree(build, bundle / "model")
-    prompts = [ids[:12], ids[40:70]]
-    (bundle / "manifest.json").write_text(json.dumps({"runtime": "llama-cpp", "model": "model", "generation": {
-        "eos_token_ids": [0], "max_new_tokens": 8}}))
-    (bundle / "reference.json").write_text(json.dumps({"prompt_ids": prompts, "max_new_tokens": 8, "output_ids": [
-        list(generator.stream(p, 8, {0})) for p in prompts]}))
-    (bundle / "run.py").write_text(RUN_PY)
-    verify = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle, capture_output=True, text=True,
-                            timeout=120)
-    assert verify.returncode == 0 and verify.stdout.startswith("2/2 reference answers reproduced"), verify.stderr
-    said = subprocess.run([sys.executable, "run.py", "The assert statement", "--max-new-tokens", "4"], cwd=bundle,
-                          capture_output=True, text=True, timeout=120)
-    assert said.returncode == 0 and said.stdout.strip() and said.stderr == "", said.stderr
+    check_run_py(build, "llama-cpp", generator, [ids[:12], ids[40:70]], tmp_path / "bundle")
