@@ -16,7 +16,8 @@ Beside it, each runtime's default recipe on the same dequantized model:
   edgeml's GGUF writer (the same layout) and llama.cpp's own `llama_model_quantize`: the same build as edgeml's
   llama-cpp-q4_k_m.
 
-The mobile target's run (`--target mobile`: ExecuTorch programs, run here by ExecuTorch's runtime with XNNPACK) and
+The mobile target's run (`--target mobile`: ExecuTorch programs and LiteRT models, run here by ExecuTorch's runtime
+and ai-edge-litert, both with XNNPACK) and
 the jetson target's (`--target jetson`: TensorRT Edge-LLM hand-offs, judged here, their speed predicted for the
 Jetson Orin Nano) are reported beside it; `--only cpu|mobile|jetson` runs one part and keeps the others' results.
 
@@ -66,7 +67,7 @@ def fetch_gguf(cache: Path) -> Path:
     return target
 
 
-OTHER_TARGETS = {"mobile": "ExecuTorch with XNNPACK, measured here",
+OTHER_TARGETS = {"mobile": "ExecuTorch and LiteRT with XNNPACK, measured here",
                  "jetson": "TensorRT Edge-LLM engines for the jetson-orin-nano profile: quality measured here, speed "
                            "predicted"}
 
