@@ -198,18 +198,19 @@ def search(layers: list[tuple[str, str]], evaluate: Callable[[tuple[str, ...], s
 
     names = tuple(name for name, _ in layers)
 
-    def float_model(t: Trial, ranking: dict | None) -> bool:
+    def float_model(t: Trial, ranking: dict | None, float_digests: set[str]) -> bool:
         """Whether `t` keeps everything in float: every layer, every quantizer reverted, or a build the same as
-        the all-in-float one (the only layer it quantizes is one the backend quantizes only beside others: a Relu)."""
+        the all-in-float one, whose digest is in `float_digests` (the only layer it quantizes is one the backend
+        quantizes only beside others: a Relu)."""
         every_layer = bool(names) and set(t.excluded) >= set(names)
-        float_digests = {c.digest for c in trials if c.digest and set(c.excluded) >= set(names)}
         return every_layer or ranking is not None and len(t.reverted) >= ranking["quantizers"] or \
             t.digest in float_digests
 
     def finish(stopped: str, sensitivity: list[dict], ranking: dict | None = None) -> SearchResult:
         mark_pareto(trials)
         # everything in float is the float model, which the original (or an fp32 candidate) already is
-        best = best_trial([t for t in trials if not float_model(t, ranking)] or trials, max_drop, as_fast)
+        floats = {t.digest for t in trials if t.digest and set(t.excluded) >= set(names)}
+        best = best_trial([t for t in trials if not float_model(t, ranking, floats)] or trials, max_drop, as_fast)
         return SearchResult(best, best.within(max_drop), stopped, sensitivity, trials,
                             time.monotonic() - started, calibration=base, failed=failed, ranking=ranking, aim=aim)
 
