@@ -240,13 +240,11 @@ class Litert(TokenizerFiles):
         signatures = self.model.get_signature_list()
         self.prefills = sorted((int(m.group(1)), name) for name in signatures
                                if (m := re.fullmatch(r"prefill_(\d+)", name)))
-        self.max_length = int(self.model.get_input_tensor_details("decode")["mask"]["shape"][-1])
-        self.vocab = 1
-        for n in self.model.get_output_tensor_details("decode")["logits"]["shape"]:
-            self.vocab *= int(n)
+        details = self.model.get_input_tensor_details("decode")
+        self.max_length = int(details["mask"]["shape"][-1])
+        self.vocab = int(np.prod(self.model.get_output_tensor_details("decode")["logits"]["shape"]))
         self.cache = {name: self.model.create_input_buffer_by_name("decode", name)
                       for name in signatures["decode"]["inputs"] if name.startswith("kv_cache_")}
-        details = self.model.get_input_tensor_details("decode")
         for name, buffer in self.cache.items():     # new buffers may hold any bytes: a NaN makes attention NaN
             buffer.write(np.zeros(details[name]["shape"], details[name]["dtype"]))
         self.inputs = {s: {n: self.model.create_input_buffer_by_name(s, n)
@@ -262,7 +260,7 @@ class Litert(TokenizerFiles):
         inputs = self.inputs[signature]
         inputs["tokens"].write(tokens)
         inputs["input_pos"].write(positions)
-        inputs["mask"].write(mask[None, None].astype(np.float32))
+        inputs["mask"].write(mask[None, None])
         self.model.run_by_name(signature, {**inputs, **self.cache}, {**self.outputs[signature], **self.cache})
 
     def _decode(self, token, position):

@@ -82,7 +82,7 @@ class LiteRtGenerator:
         inputs = self.inputs[signature]
         inputs["tokens"].write(tokens)
         inputs["input_pos"].write(positions)
-        inputs["mask"].write(mask[None, None].astype(np.float32))
+        inputs["mask"].write(mask[None, None])
         self.model.run_by_name(signature, {**inputs, **self.cache}, {**self.outputs[signature], **self.cache})
 
     def _decode(self, token: int, position: int) -> np.ndarray:
